@@ -1,0 +1,82 @@
+"""The codec's networks in one object, with its configuration, and safetensors load/save.
+
+A weights file holds every tensor of `PQCodecModel` plus, in the safetensors metadata, the JSON of
+its `ModelConfig`; nothing is unpickled.
+"""
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from safetensors.torch import load_file, save_file, safe_open
+
+from .nets import Decoder, Encoder, MIMPrior, ProductQuantizer
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    channels: int = 128          # width of the conv transforms
+    num_subvectors: int = 4      # M: sub-quantizers (rate levels served by nested dropout: 1..M)
+    codebook_size: int = 256     # K
+    subvector_dim: int = 16      # d; latent D = M * d
+    prior_dim: int = 256
+    prior_layers: int = 4
+    prior_heads: int = 4
+    window: int = 16             # prior window, in tokens (16 tokens = 128 px at stride 8)
+    schedule_seed: int = 0       # seeds the order in which positions of a window are revealed
+
+    @property
+    def stride(self) -> int:
+        return Encoder.stride
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+class PQCodecModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = c = config
+        D = c.num_subvectors * c.subvector_dim
+        self.encoder = Encoder(c.channels, D)
+        self.quantizer = ProductQuantizer(c.num_subvectors, c.codebook_size, c.subvector_dim)
+        self.decoder = Decoder(c.channels, D)
+        self.prior = MIMPrior(c.num_subvectors, c.codebook_size, c.window, c.prior_dim,
+                              c.prior_layers, c.prior_heads)
+
+    @torch.no_grad()
+    def image_to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) in [0, 1], H and W multiples of the stride -> indices (B, M, H/s, W/s)."""
+        return self.quantizer.encode(self.encoder(x))
+
+    @torch.no_grad()
+    def tokens_to_image(self, tokens: torch.Tensor, active: int) -> torch.Tensor:
+        """indices (B, >=active, h, w) -> image (B, 3, sh, sw) in [0, 1]."""
+        return self.decoder(self.quantizer.decode(tokens, active)).clamp(0, 1)
+
+    def save(self, path: str | Path, extra_metadata: dict | None = None):
+        meta = {"config": self.config.to_json(), **(extra_metadata or {})}
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path, without_prior: bool = False) -> "PQCodecModel":
+        """without_prior: take only the autoencoder and quantizer from the file (the prior keeps its
+        fresh initialisation), to train a new prior on a trained autoencoder."""
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if "config" not in meta:
+            raise ValueError(f"{path}: not a pqcodec weights file (no config in its metadata)")
+        model = cls(ModelConfig.from_json(meta["config"]))
+        state = load_file(str(path))
+        if without_prior:
+            state = {k: v for k, v in state.items() if not k.startswith("prior.")}
+            state.update({k: v for k, v in model.state_dict().items() if k.startswith("prior.")})
+        model.load_state_dict(state)
+        return model.eval()

@@ -1,0 +1,5 @@
+from .autoencoder import Decoder, Encoder
+from .prior import MIMPrior
+from .quantizer import ProductQuantizer
+
+__all__ = ["Encoder", "Decoder", "ProductQuantizer", "MIMPrior"]

@@ -1,0 +1,166 @@
+"""The masked-image-modeling prior: a transformer over a window of token positions that gives, for
+each position, M categorical distributions over the K codewords, given the positions revealed in
+earlier steps of the coding schedule.
+
+It is a two-stream transformer with attention that is causal over schedule steps (the idea of M2T,
+Mentzer et al. 2023; the two streams as in XLNet):
+- the content stream carries revealed tokens; a token revealed at step t attends to the tokens of
+  steps <= t. Its keys and values never change once computed, so the coder caches them;
+- the query stream carries, for a position to be predicted at step t, only "which position, which
+  sub-quantizers in use"; it attends to the content of steps < t and its output gives the logits.
+Training computes both streams for a whole window in one pass (with a random order and step split
+per sample); coding runs step by step with the cache and costs about two passes for any number of
+steps. A learned start token is always visible, so the first step is coded from it alone.
+
+Input per position: the sum over sub-quantizers m of an embedding of the index (content) or of a
+per-m [MASK] (query), with a per-m [ABSENT] for sub-quantizers not in use at this rate, plus a learned
+position embedding over the fixed window. Images are coded window by window (schedule.py): DESIGN.md's
+prototype lost most of the prior's gain on a grid larger than the windows it was trained on.
+"""
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+def _attend(q, k, v, visible):
+    """Plain softmax attention written out: the same op order on every thread count, where fused
+    kernels may pick code paths by shape. visible: bool, broadcastable to (B, heads, Lq, Lk)."""
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    att = att.masked_fill(~visible, float("-inf"))
+    return att.softmax(-1) @ v
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def _split(self, x):  # (B, L, C) -> (B, heads, L, C/heads)
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def _merge(self, x):
+        return x.transpose(1, 2).flatten(2)
+
+    def qkv_of(self, h):
+        return [self._split(t) for t in self.qkv(self.ln1(h)).chunk(3, -1)]
+
+    def query_of(self, h):
+        C = h.shape[-1]
+        return self._split(F.linear(self.ln1(h), self.qkv.weight[:C], self.qkv.bias[:C]))
+
+    def finish(self, h, attended):
+        h = h + self.proj(self._merge(attended))
+        return h + self.mlp(self.ln2(h))
+
+    def forward(self, hc, hq, visible_c, visible_q):
+        """Training: content hc (B, 1+N, C), queries hq (B, N, C); visibility masks (B, 1, Lq, 1+N)."""
+        q, k, v = self.qkv_of(hc)
+        hc_next = self.finish(hc, _attend(q, k, v, visible_c))
+        hq_next = self.finish(hq, _attend(self.query_of(hq), k, v, visible_q))
+        return hc_next, hq_next
+
+
+class PriorCache:
+    """Keys and values of the revealed content tokens, per layer, for a batch of windows."""
+
+    def __init__(self, layers: int):
+        self.keys = [None] * layers
+        self.values = [None] * layers
+        self.visible = None  # (B, L) bool: padding outside the image is cached but never attended
+
+    def append(self, layer: int, k, v):
+        self.keys[layer] = k if self.keys[layer] is None else torch.cat([self.keys[layer], k], 2)
+        self.values[layer] = v if self.values[layer] is None else torch.cat([self.values[layer], v], 2)
+
+
+class MIMPrior(nn.Module):
+    def __init__(self, num_subvectors: int, codebook_size: int, window: int, dim: int, layers: int, heads: int):
+        super().__init__()
+        self.M, self.K, self.window = num_subvectors, codebook_size, window
+        self.MASK, self.ABSENT = codebook_size, codebook_size + 1
+        self.tok_emb = nn.Embedding(self.M * (self.K + 2), dim)
+        self.pos_emb = nn.Parameter(0.02 * torch.randn(window * window, dim))
+        self.start = nn.Parameter(0.02 * torch.randn(dim))
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, self.M * self.K)
+        self.register_buffer("offsets", torch.arange(self.M) * (self.K + 2), persistent=False)
+
+    # -- embeddings --------------------------------------------------------------------------------
+    def _embed(self, tokens, positions):
+        """tokens (B, n, M) in [0, K+2), positions (n,) -> (B, n, dim)."""
+        return self.tok_emb(tokens + self.offsets).sum(2) + self.pos_emb[positions]
+
+    def _query_tokens(self, active: torch.Tensor, n: int) -> torch.Tensor:
+        """(B,) sub-quantizers in use -> (B, n, M) of MASK / ABSENT."""
+        in_use = torch.arange(self.M, device=active.device) < active[:, None]
+        row = torch.where(in_use, self.MASK, self.ABSENT)
+        return row[:, None, :].expand(-1, n, -1)
+
+    def _logits(self, hq):
+        return self.head(self.ln_f(hq)).unflatten(-1, (self.M, self.K))
+
+    # -- training: both streams of a whole window in one pass -------------------------------------
+    def forward(self, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, M) true indices; active (B,) sub-quantizers in use; step_of (B, N) the step at
+        which each position is revealed. Returns logits (B, N, M, K), each position's from the
+        content of earlier steps only."""
+        B, N, _ = tokens.shape
+        in_use = torch.arange(self.M, device=tokens.device) < active[:, None]
+        content = torch.where(in_use[:, None, :], tokens, self.ABSENT)
+        pos = torch.arange(N, device=tokens.device)
+        hc = torch.cat([self.start.expand(B, 1, -1), self._embed(content, pos)], 1)
+        hq = self._embed(self._query_tokens(active, N), pos)
+        step_c = torch.cat([torch.full((B, 1), -1, device=tokens.device), step_of], 1)
+        visible_c = (step_c[:, None, :] <= step_c[:, :, None]).unsqueeze(1)
+        visible_q = (step_c[:, None, :] < step_of[:, :, None]).unsqueeze(1)
+        for blk in self.blocks:
+            hc, hq = blk(hc, hq, visible_c, visible_q)
+        return self._logits(hq)
+
+    def loss(self, tokens, active, step_of):
+        """Mean cross-entropy in bits per coded index (positions x sub-quantizers in use)."""
+        logits = self(tokens, active, step_of)
+        ce = F.cross_entropy(logits.float().flatten(0, 2), tokens.flatten(), reduction="none").view_as(tokens)
+        in_use = (torch.arange(self.M, device=tokens.device) < active[:, None]).float()
+        return (ce * in_use[:, None, :]).sum() / (in_use.sum() * tokens.shape[1]) / math.log(2)
+
+    # -- coding: step by step with cached keys and values -----------------------------------------
+    def start_cache(self, batch: int) -> PriorCache:
+        cache = PriorCache(len(self.blocks))
+        h = self.start.view(1, 1, -1)  # the same for every window: computed once, then repeated
+        for i, blk in enumerate(self.blocks):
+            q, k, v = blk.qkv_of(h)
+            cache.append(i, k.repeat(batch, 1, 1, 1), v.repeat(batch, 1, 1, 1))
+            h = blk.finish(h, _attend(q, k, v, torch.ones((), dtype=torch.bool)))
+        cache.visible = torch.ones(batch, 1, dtype=torch.bool)
+        return cache
+
+    def predict(self, cache: PriorCache, active: int, positions: torch.Tensor) -> torch.Tensor:
+        """Logits (B, n, active, K) at `positions` (n,) given the cached content."""
+        B = cache.visible.shape[0]
+        act = torch.full((B,), active, dtype=torch.long)
+        hq = self._embed(self._query_tokens(act, len(positions)), positions)
+        visible = cache.visible[:, None, None, :]
+        for i, blk in enumerate(self.blocks):
+            hq = blk.finish(hq, _attend(blk.query_of(hq), cache.keys[i], cache.values[i], visible))
+        return self._logits(hq)[:, :, :active]
+
+    def reveal(self, cache: PriorCache, tokens: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor):
+        """Adds the content of `tokens` (B, n, M; ABSENT beyond the sub-quantizers in use) at
+        `positions` (n,) to the cache; valid (B, n) marks positions inside the image."""
+        cache.visible = torch.cat([cache.visible, valid], 1)
+        visible = cache.visible[:, None, None, :]
+        h = self._embed(tokens, positions)
+        for i, blk in enumerate(self.blocks):
+            q, k, v = blk.qkv_of(h)
+            cache.append(i, k, v)
+            if i + 1 < len(self.blocks):  # the last layer's output feeds nothing
+                h = blk.finish(h, _attend(q, cache.keys[i], cache.values[i], visible))

@@ -1,0 +1,64 @@
+"""pqcodec-train: stage 1 `ae` (autoencoder + quantizer), stage 2 `prior` (MIM transformer on the
+stage-1 tokens). Both resume from OUT's checkpoint, log to OUT/log.jsonl, and run under
+`torchrun --nproc_per_node=N` as well as plain python. docs/training.md has the recipe."""
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pqcodec-train", description=__doc__)
+    sub = p.add_subparsers(dest="stage", required=True)
+
+    def common(sp):
+        sp.add_argument("--data", required=True, help="folder of training images (searched recursively)")
+        sp.add_argument("--out", required=True, help="run folder: checkpoint, log.jsonl, model.safetensors")
+        sp.add_argument("--steps", type=int, required=True, help="total optimiser steps (a resumed run continues to it)")
+        sp.add_argument("--warmup", type=int, default=200)
+        sp.add_argument("--bf16", action="store_true", help="bfloat16 autocast (halves CPU step time on AVX-512 BF16)")
+        sp.add_argument("--log-every", type=int, default=25)
+        sp.add_argument("--save-every", type=int, default=250)
+
+    ae = sub.add_parser("ae", help="stage 1: autoencoder and product quantizer")
+    common(ae)
+    ae.add_argument("--init", help="start from this weights file instead of from scratch")
+    ae.add_argument("--batch", type=int, default=16, help="per process")
+    ae.add_argument("--crop", type=int, default=128)
+    ae.add_argument("--lr", type=float, default=7e-4)
+    ae.add_argument("--commit-weight", type=float, default=0.25)
+    ae.add_argument("--restart-every", type=int, default=100)
+    ae.add_argument("--dead-threshold", type=float, default=0.5,
+                    help="codes used less than this many times per batch (EMA) are restarted")
+    ae.add_argument("--channels", type=int, default=128)
+    ae.add_argument("--subvectors", type=int, default=4)
+    ae.add_argument("--codebook-size", type=int, default=256)
+    ae.add_argument("--subvector-dim", type=int, default=16)
+    ae.add_argument("--window", type=int, default=16, help="prior window in tokens (fixed here, trained in stage 2)")
+    ae.add_argument("--prior-dim", type=int, default=256)
+    ae.add_argument("--prior-layers", type=int, default=4)
+    ae.add_argument("--prior-heads", type=int, default=4)
+
+    pr = sub.add_parser("prior", help="stage 2: MIM prior on the tokens of a trained autoencoder")
+    common(pr)
+    pr.add_argument("--init", required=True, help="weights file whose autoencoder makes the tokens")
+    pr.add_argument("--batch", type=int, default=32, help="windows per step, per process")
+    pr.add_argument("--lr", type=float, default=5e-4)
+    pr.add_argument("--weight-decay", type=float, default=0.01)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.stage == "ae":
+            from .ae import train
+        else:
+            from .prior import train
+        train(args)
+    except KeyboardInterrupt:
+        sys.exit("interrupted: the last checkpoint in --out is kept; rerun the same command to resume")
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"pqcodec-train: error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Train the MIM prior (stage 2) on the tokens of a trained autoencoder.
+
+The tokens of every training image are computed once (float32, as the codec computes them), then
+each step draws random windows, a random reveal order split into steps by the coding schedule's
+cosine curve, and a random number of sub-quantizers in use (the rate levels), and minimises the
+cross-entropy of every index given the earlier steps, reported in bits per index.
+"""
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from ..data import list_images
+from ..model import ModelConfig, PQCodecModel
+from ..schedule import cosine_boundaries
+from .common import Logger, load_checkpoint, lr_at, pick_device, save_checkpoint, setup_distributed
+
+
+@torch.no_grad()
+def image_tokens(model: PQCodecModel, folder, window: int, progress: bool) -> list[torch.Tensor]:
+    """Index grids (M, h, w), int16, of every image in `folder` at least one window in size."""
+    s = model.config.stride
+    grids = []
+    for p in tqdm(list_images(folder), desc="tokenising", disable=not progress, leave=False):
+        a = np.asarray(Image.open(p).convert("RGB"))
+        H, W = a.shape[0] // s * s, a.shape[1] // s * s
+        if min(H, W) < window * s:
+            continue
+        x = torch.from_numpy(a[:H, :W].copy()).permute(2, 0, 1)[None].float().div(255)
+        grids.append(model.image_to_tokens(x)[0].to(torch.int16))
+    if not grids:
+        raise ValueError(f"no image under {folder} is at least {window * s} px on its short side")
+    return grids
+
+
+MIN_STEPS, MAX_STEPS = 4, 32  # schedules seen in training; the codec's default lies inside
+
+
+class WindowSampler:
+    def __init__(self, grids: list[torch.Tensor], window: int, seed: int):
+        self.grids, self.window = grids, window
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def batch(self, size: int) -> torch.Tensor:
+        """(size, window*window, M) int64."""
+        out = []
+        n = self.window
+        for i in torch.randint(0, len(self.grids), (size,), generator=self.gen).tolist():
+            g = self.grids[i]
+            y = int(torch.randint(0, g.shape[1] - n + 1, (1,), generator=self.gen))
+            x = int(torch.randint(0, g.shape[2] - n + 1, (1,), generator=self.gen))
+            out.append(g[:, y:y + n, x:x + n].flatten(1).T)
+        return torch.stack(out).long()
+
+    def orders(self, size: int, positions: int, M: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per window: the step at which each position is revealed (size, positions), from a random
+        order and a number of steps drawn from the coding range, so every schedule the codec may use
+        is seen; and the sub-quantizers in use (size,), uniform in 1..M."""
+        steps = int(torch.randint(MIN_STEPS, MAX_STEPS + 1, (1,), generator=self.gen))
+        ends = torch.tensor(cosine_boundaries(positions, steps)[1:])
+        rank = torch.rand(size, positions, generator=self.gen).argsort(1).argsort(1)
+        step_of = torch.searchsorted(ends, rank, right=True)
+        active = torch.randint(1, M + 1, (size,), generator=self.gen)
+        return step_of, active
+
+
+class PriorStage(nn.Module):
+    """The stage-2 loss as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, prior):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, tokens, active, step_of):
+        return self.prior.loss(tokens, active, step_of)
+
+
+def train(args):
+    rank, world = setup_distributed()
+    device = pick_device()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = load_checkpoint(out / "prior.ckpt")
+    if ckpt is not None:
+        model = PQCodecModel(ModelConfig.from_json(ckpt["config"]))
+        model.load_state_dict(ckpt["model"])
+    else:
+        model = PQCodecModel.load(args.init, without_prior=True)
+    model.eval()
+    c = model.config
+    grids = image_tokens(model, args.data, c.window, progress=rank == 0)
+    prior = model.prior.to(device).train()
+    opt = torch.optim.AdamW(prior.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    step, wall = 0, 0.0
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["optimizer"])
+        step, wall = ckpt["step"], ckpt["wall_s"]
+    stage = PriorStage(prior)
+    if world > 1:
+        stage = nn.parallel.DistributedDataParallel(stage)
+    sampler = WindowSampler(grids, c.window, seed=rank * 100003 + step)
+    log = Logger(out, rank == 0)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
+    bar = tqdm(total=args.steps, initial=step, disable=rank != 0, desc="prior", dynamic_ncols=True)
+    t_start = time.time()
+    ema_bits = None
+    while step < args.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        tokens = sampler.batch(args.batch).to(device)
+        step_of, active = sampler.orders(args.batch, tokens.shape[1], c.num_subvectors)
+        with autocast:
+            bits = stage(tokens, active.to(device), step_of.to(device))
+        opt.zero_grad(set_to_none=True)
+        bits.backward()
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema_bits = bits.item() if ema_bits is None else 0.98 * ema_bits + 0.02 * bits.item()
+        if rank == 0:
+            bar.update(1)
+            if step % args.log_every == 0 or step == args.steps:
+                bar.set_postfix(bits_per_index=f"{ema_bits:.3f}", uniform=f"{math.log2(c.codebook_size):.0f}")
+                log.log(step=step, bits_per_index=round(bits.item(), 4), bits_ema=round(ema_bits, 4),
+                        lr=opt.param_groups[0]["lr"], total_wall_s=round(wall + time.time() - t_start, 1))
+            if step % args.save_every == 0 or step == args.steps:
+                state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                         "config": c.to_json(), "wall_s": wall + time.time() - t_start}
+                save_checkpoint(out / "prior.ckpt", state)
+                model.save(out / "model.safetensors", {"prior_steps": str(step)})
+    bar.close()

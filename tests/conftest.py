@@ -1,0 +1,46 @@
+"""Shared fixtures. `tiny_weights` is a randomly initialised model small enough to code images in
+milliseconds: the exactness and robustness tests need a real prior and range coder, not good
+compression. The end-to-end tests use the shipped weights."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pqcodec.model import ModelConfig, PQCodecModel
+
+DATA = Path(__file__).parent / "data"
+TINY = ModelConfig(channels=8, num_subvectors=2, codebook_size=16, subvector_dim=4,
+                   prior_dim=16, prior_layers=1, prior_heads=2, window=4, schedule_seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = PQCodecModel(TINY)
+    # spread the codebooks so that random images use many codes
+    model.quantizer.codebooks.normal_(0, 0.3)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tiny_weights):
+    from pqcodec.zoo import load_custom_codec
+    return load_custom_codec(str(tiny_weights))
+
+
+def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth-ish random RGB content (a noisy gradient) of size h x w, uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x * 255 / max(w, 1)), (y * 255 / max(h, 1)), ((x + y) % 64) * 4], -1)
+    return np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def run_cli(*args, stdin: bytes | None = None, cwd=None):
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "pqcodec", *map(str, args)], input=stdin,
+                          capture_output=True, cwd=cwd, timeout=300)

@@ -1,0 +1,117 @@
+"""The command line as a user meets it: round trips, stdin/stdout, and bad input that must end in a
+one-line error, a non-zero exit and no output file."""
+import io
+
+import pytest
+from PIL import Image
+
+from conftest import random_image, run_cli
+
+
+@pytest.fixture
+def png(tmp_path):
+    p = tmp_path / "in.png"
+    Image.fromarray(random_image(30, 50)).save(p)
+    return p
+
+
+def _assert_clean_failure(r, outdir, message):
+    err = r.stderr.decode()
+    assert r.returncode != 0
+    assert err.count("\n") == 1 and err.startswith("pqcodec: error:"), err
+    assert "Traceback" not in err
+    assert message in err, err
+    assert not list(outdir.glob(".*.part")), "a temporary output was left behind"
+
+
+def test_encode_decode_info(tiny_weights, png, tmp_path):
+    r = run_cli("encode", png, "-o", tmp_path / "a.bin", "--model", tiny_weights, "-q", "2")
+    assert r.returncode == 0, r.stderr.decode()
+    r = run_cli("decode", tmp_path / "a.bin", "-o", tmp_path / "a.png", "--model", tiny_weights)
+    assert r.returncode == 0, r.stderr.decode()
+    assert Image.open(tmp_path / "a.png").size == (50, 30)
+    r = run_cli("info", tmp_path / "a.bin")
+    out = r.stdout.decode()
+    assert r.returncode == 0 and "50 x 30" in out and "bpp" in out and "steps" in out
+
+
+def test_stdin_stdout(tiny_weights, png):
+    r = run_cli("encode", "-", "-o", "-", "--model", tiny_weights, stdin=png.read_bytes())
+    assert r.returncode == 0 and r.stdout[:2] == b"PQ"
+    r2 = run_cli("decode", "-", "-o", "-", "--model", tiny_weights, stdin=r.stdout)
+    assert r2.returncode == 0
+    assert Image.open(io.BytesIO(r2.stdout)).size == (50, 30)
+
+
+def test_no_overwrite_without_force(tiny_weights, png, tmp_path):
+    out = tmp_path / "x.bin"
+    out.write_bytes(b"precious")
+    r = run_cli("encode", png, "-o", out, "--model", tiny_weights)
+    assert r.returncode != 0 and b"--force" in r.stderr and out.read_bytes() == b"precious"
+    assert run_cli("encode", png, "-o", out, "--model", tiny_weights, "--force").returncode == 0
+    assert out.read_bytes()[:2] == b"PQ"
+
+
+def _bin(tiny_weights, png, tmp_path) -> bytes:
+    r = run_cli("encode", png, "-o", "-", "--model", tiny_weights)
+    assert r.returncode == 0
+    return r.stdout
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such file"),
+    ("not_image", "not an image"),
+    ("empty", "empty"),
+])
+def test_bad_encode_inputs(tiny_weights, tmp_path, case, message):
+    src = tmp_path / f"{case}.png"
+    if case == "not_image":
+        src.write_text("just some text\n")
+    elif case == "empty":
+        src.write_bytes(b"")
+    out = tmp_path / "out.bin"
+    r = run_cli("encode", src, "-o", out, "--model", tiny_weights)
+    _assert_clean_failure(r, tmp_path, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated", "error"),
+    ("bitflip", "error"),
+    ("magic", "magic"),
+    ("version", "version"),
+    ("empty", "empty"),
+    ("missing", "no such file"),
+])
+def test_bad_bin_files(tiny_weights, png, tmp_path, case, message):
+    data = bytearray(_bin(tiny_weights, png, tmp_path))
+    if case == "truncated":
+        data = data[:len(data) // 2]
+    elif case == "bitflip":
+        data[-3] ^= 0x10
+    elif case == "magic":
+        data[0:2] = b"JP"
+    elif case == "version":
+        data[2] = 77
+    elif case == "empty":
+        data = b""
+    src = tmp_path / "in.bin"
+    if case != "missing":
+        src.write_bytes(bytes(data))
+    out = tmp_path / "out.png"
+    r = run_cli("decode", src, "-o", out, "--model", tiny_weights)
+    _assert_clean_failure(r, tmp_path, message)
+    assert not out.exists()
+
+
+def test_output_in_missing_folder(tiny_weights, png, tmp_path):
+    r = run_cli("encode", png, "-o", tmp_path / "nope" / "a.bin", "--model", tiny_weights)
+    _assert_clean_failure(r, tmp_path, "does not exist")
+    r = run_cli("decode", tmp_path / "whatever.bin", "-o", tmp_path / "nope" / "a.png")
+    _assert_clean_failure(r, tmp_path, "does not exist")
+
+
+def test_unknown_output_extension(tiny_weights, png, tmp_path):
+    (tmp_path / "a.bin").write_bytes(_bin(tiny_weights, png, tmp_path))
+    r = run_cli("decode", tmp_path / "a.bin", "-o", tmp_path / "a.xyz", "--model", tiny_weights)
+    _assert_clean_failure(r, tmp_path, "extension")

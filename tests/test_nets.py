@@ -1,0 +1,76 @@
+"""The networks' contracts: the prior's cached step-by-step coding path gives the same distributions
+as its one-pass training path; the quantizer's codebooks stay in use; the schedule is fixed."""
+import numpy as np
+import pytest
+import torch
+
+from pqcodec.nets import MIMPrior, ProductQuantizer
+from pqcodec.schedule import Schedule, cosine_boundaries, seeded_permutation
+
+
+@pytest.mark.parametrize("active", [1, 3])
+def test_cached_prior_matches_training_pass(active):
+    torch.manual_seed(0)
+    prior = MIMPrior(num_subvectors=3, codebook_size=16, window=4, dim=32, layers=2, heads=4).eval()
+    schedule = Schedule(window=4, steps=5, seed=7)
+    B, N = 2, 16
+    tokens = torch.randint(0, 16, (B, N, 3))
+    step_of = torch.zeros(N, dtype=torch.long)
+    for t in range(schedule.steps):
+        step_of[torch.from_numpy(schedule.positions(t))] = t
+    with torch.no_grad():
+        reference = prior(tokens, torch.full((B,), active), step_of.expand(B, -1))
+        revealed = tokens.clone()
+        revealed[..., active:] = prior.ABSENT
+        cache = prior.start_cache(B)
+        for t in range(schedule.steps):
+            pos = torch.from_numpy(schedule.positions(t))
+            logits = prior.predict(cache, active, pos)
+            torch.testing.assert_close(logits, reference[:, pos, :active], atol=1e-5, rtol=1e-5)
+            prior.reveal(cache, revealed[:, pos], pos, torch.ones(B, len(pos), dtype=torch.bool))
+
+
+def test_prior_sees_only_earlier_steps():
+    torch.manual_seed(0)
+    prior = MIMPrior(2, 16, 4, 32, 2, 4).eval()
+    tokens = torch.randint(0, 16, (1, 16, 2))
+    step_of = torch.arange(16).div(4, rounding_mode="floor")[None]  # 4 steps of 4 positions
+    changed = tokens.clone()
+    changed[0, 12:] = (changed[0, 12:] + 1) % 16  # alter the last step's tokens only
+    with torch.no_grad():
+        a = prior(tokens, torch.tensor([2]), step_of)
+        b = prior(changed, torch.tensor([2]), step_of)
+    assert torch.equal(a, b)  # no position's prediction may depend on its own or later tokens
+
+
+def test_schedule_is_fixed_and_complete():
+    assert seeded_permutation(8, 0).tolist() == seeded_permutation(8, 0).tolist()
+    assert sorted(seeded_permutation(256, 5).tolist()) == list(range(256))
+    assert seeded_permutation(256, 5).tolist() != seeded_permutation(256, 6).tolist()
+    s = Schedule(16, 12, 0)
+    b = s.boundaries
+    assert b[0] == 0 and b[-1] == 256 and all(x < y for x, y in zip(b, b[1:]))
+    assert b[1] < b[-1] - b[-2]  # cosine: small first steps, large last ones
+    assert sorted(np.concatenate([s.positions(t) for t in range(12)]).tolist()) == list(range(256))
+    assert cosine_boundaries(4, 4) == [0, 1, 2, 3, 4]
+
+
+def test_quantizer_uses_its_codebooks_and_restarts_dead_codes():
+    torch.manual_seed(0)
+    q = ProductQuantizer(num_subvectors=2, codebook_size=32, subvector_dim=4).train()
+    z = torch.randn(8, 8, 6, 6)
+    zq, idx, commit = q(z)
+    assert zq.shape == z.shape and idx.shape == (8, 2, 6, 6) and commit > 0
+    # straight-through: values are the codewords, and re-encoding them gives the same indices
+    assert torch.equal(q.encode(q.decode(idx)), idx)
+    q.ema_count[0, :5] = 0.0  # five dead codes
+    assert q.restart_dead_codes(z, threshold=0.01) >= 5
+    assert q.usage().min() > 1
+
+
+def test_nested_dropout_fills_unused_subvectors():
+    q = ProductQuantizer(3, 8, 2).eval()
+    idx = torch.randint(0, 8, (1, 3, 2, 2))
+    full, one = q.decode(idx), q.decode(idx, active=1)
+    assert torch.equal(full[:, :2], one[:, :2])
+    assert torch.equal(one[0, 2:, 0, 0], q.filler[1:].flatten())
