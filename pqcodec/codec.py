@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from . import container, entropy
 from .container import Header
-from .errors import CorruptFileError, ImageError, UnsupportedFileError
+from .errors import CorruptFileError, PQCodecError, UnsupportedFileError
 from .image import load_image, to_pil
 from .model import PQCodecModel
 from .schedule import Schedule
@@ -63,6 +63,10 @@ class Codec:
 
     def levels(self) -> int:
         return self.config.num_subvectors
+
+    def max_steps(self) -> int:
+        """A schedule reveals at least one position per step, and the header has one byte for it."""
+        return min(255, self.config.window ** 2)
 
     # -- image <-> tokens ------------------------------------------------------------------------
     @torch.inference_mode()
@@ -152,7 +156,9 @@ class Codec:
 
     def encode_with_stats(self, image, quality: int, steps: int = DEFAULT_STEPS) -> tuple[bytes, CodingStats]:
         if not 1 <= quality <= self.levels():
-            raise ImageError(f"quality must be in 1..{self.levels()} for this model, got {quality}")
+            raise PQCodecError(f"quality must be in 1..{self.levels()} for this model, got {quality}")
+        if not 1 <= steps <= self.max_steps():
+            raise PQCodecError(f"steps must be in 1..{self.max_steps()} for this model, got {steps}")
         rgb, grey = load_image(image)
         tokens = self.image_to_tokens(rgb, quality)
         payload, bits = self.tokens_to_payload(tokens, steps)
@@ -170,6 +176,8 @@ class Codec:
             raise UnsupportedFileError(f"file was made with model id {header.model_id}, not {self.model_id}")
         if header.active > self.levels():
             raise CorruptFileError(f"file uses {header.active} sub-quantizers; the model has {self.levels()}")
+        if header.steps > self.max_steps():
+            raise CorruptFileError(f"file claims {header.steps} steps; the model's windows allow {self.max_steps()}")
         h, w = self.grid_size(header.height, header.width)
         tokens = self.payload_to_tokens(payload, header.active, h, w, header.steps)
         if container.token_checksum(tokens) != header.checksum:

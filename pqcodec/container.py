@@ -23,7 +23,7 @@ from .errors import CorruptFileError, UnsupportedFileError
 MAGIC = b"PQ"
 FORMAT_VERSION = 1
 MAX_SIDE = 32768
-MAX_PIXELS = 1 << 27  # 134 MP; the current whole-image transforms need memory in proportion
+MAX_PIXELS = 1 << 25  # 33.5 MP: the transforms run on the whole image, memory in proportion
 _GREY = 0x10
 
 

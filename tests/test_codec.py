@@ -97,3 +97,15 @@ def test_damage_is_detected(tiny_codec):
     for cut in (1, 4, len(data) - header_len - 4):
         with pytest.raises(PQCodecError):
             tiny_codec.decode(data[:-cut])
+
+
+def test_bad_parameters_are_clean_errors(tiny_codec):
+    rgb = random_image(8, 8)
+    with pytest.raises(PQCodecError, match="quality"):
+        tiny_codec.encode(rgb, 3)
+    with pytest.raises(PQCodecError, match="steps"):
+        tiny_codec.encode(rgb, 1, steps=17)  # windows of 4 x 4 positions: at most 16 steps
+    data = bytearray(tiny_codec.encode(rgb, 1, steps=4))
+    data[5] = 200  # the steps byte
+    with pytest.raises(CorruptFileError, match="steps"):
+        tiny_codec.decode(bytes(data))

@@ -1,8 +1,6 @@
 """Train the autoencoder and product quantizer (stage 1): MSE + commitment, EMA codebooks with
 dead-code restarts, nested sub-quantizer dropout so one model serves rates 1..M."""
 import contextlib
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +9,7 @@ from tqdm import tqdm
 
 from ..data import CropSampler
 from ..model import ModelConfig, PQCodecModel
-from .common import Logger, load_checkpoint, lr_at, pick_device, save_checkpoint, setup_distributed
+from .common import Run, lr_at
 
 
 class AutoencoderStage(nn.Module):
@@ -32,38 +30,28 @@ def psnr(mse: torch.Tensor) -> float:
 
 
 def train(args):
-    rank, world = setup_distributed()
-    device = pick_device()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = load_checkpoint(out / "ae.ckpt")
-    if ckpt is not None:
-        model = PQCodecModel(ModelConfig.from_json(ckpt["config"]))
-        model.load_state_dict(ckpt["model"])
-    elif args.init:
+    run = Run(args.out, "ae")
+    device = run.device
+    model = run.resumed_model()
+    if model is None and args.init:
         model = PQCodecModel.load(args.init)
-    else:
+    elif model is None:
         model = PQCodecModel(ModelConfig(
             channels=args.channels, num_subvectors=args.subvectors, codebook_size=args.codebook_size,
             subvector_dim=args.subvector_dim, window=args.window, prior_dim=args.prior_dim,
             prior_layers=args.prior_layers, prior_heads=args.prior_heads))
     model.to(device).train()
     stage = AutoencoderStage(model)
-    params = [p for n, p in stage.named_parameters()]
+    params = list(stage.parameters())
     opt = torch.optim.Adam(params, lr=args.lr)
-    step, wall = 0, 0.0
-    if ckpt is not None:
-        opt.load_state_dict(ckpt["optimizer"])
-        step, wall = ckpt["step"], ckpt["wall_s"]
-    torch.manual_seed(1234 + rank + step)
-    if world > 1:
+    step = run.resume_optimizer(opt)
+    torch.manual_seed(1234 + run.rank + step)
+    if run.world > 1:
         stage = nn.parallel.DistributedDataParallel(stage, broadcast_buffers=False)
-    data = CropSampler(args.data, args.crop, seed=rank * 100003 + step, progress=rank == 0)
-    log = Logger(out, rank == 0)
+    data = CropSampler(args.data, args.crop, seed=run.rank * 100003 + step, progress=run.is_main)
     M = model.config.num_subvectors
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
-    bar = tqdm(total=args.steps, initial=step, disable=rank != 0, desc="autoencoder", dynamic_ncols=True)
-    t_start = time.time()
+    bar = tqdm(total=args.steps, initial=step, disable=not run.is_main, desc="autoencoder", dynamic_ncols=True)
     while step < args.steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
@@ -80,19 +68,16 @@ def train(args):
         step += 1
         if step % args.restart_every == 0:
             model.quantizer.restart_dead_codes(z.detach(), args.dead_threshold)
-        if rank == 0:
+        if run.is_main:
             bar.update(1)
             if step % args.log_every == 0 or step == args.steps:
                 use = model.quantizer.usage()
                 per_level = {f"psnr_m{m}": round(psnr(((x_hat.float() - x) ** 2)[active == m].mean()), 2)
                              for m in range(1, M + 1) if (active == m).any()}
                 bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(mse):.2f}", usage=f"{use.min():.0f}")
-                log.log(step=step, loss=loss.item(), psnr=round(psnr(mse), 3), commit=commit.item(),
-                        lr=opt.param_groups[0]["lr"], usage_min=round(float(use.min()), 1),
-                        total_wall_s=round(wall + time.time() - t_start, 1), **per_level)
+                run.log.log(step=step, loss=loss.item(), psnr=round(psnr(mse), 3), commit=commit.item(),
+                            lr=opt.param_groups[0]["lr"], usage_min=round(float(use.min()), 1),
+                            total_wall_s=round(run.total_wall_s(), 1), **per_level)
             if step % args.save_every == 0 or step == args.steps:
-                state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                         "config": model.config.to_json(), "wall_s": wall + time.time() - t_start}
-                save_checkpoint(out / "ae.ckpt", state)
-                model.save(out / "model.safetensors", {"ae_steps": str(step)})
+                run.save(model, opt, step, "ae")
     bar.close()

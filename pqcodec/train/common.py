@@ -46,6 +46,52 @@ def load_checkpoint(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
+class Run:
+    """One training run's folder: the process group, the checkpoint to resume from, the log, and
+    what each save writes (OUT/<name>.ckpt to resume, OUT/model.safetensors to use)."""
+
+    def __init__(self, out: str, name: str):
+        self.rank, self.world = setup_distributed()
+        self.device = pick_device()
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = self.out / f"{name}.ckpt"
+        self.checkpoint = load_checkpoint(self.ckpt_path)
+        self.log = Logger(self.out, self.rank == 0)
+        self.started = time.time()
+        self.wall_before = 0.0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def resumed_model(self):
+        """The model of the checkpoint, or None when starting afresh."""
+        from ..model import ModelConfig, PQCodecModel
+        if self.checkpoint is None:
+            return None
+        model = PQCodecModel(ModelConfig.from_json(self.checkpoint["config"]))
+        model.load_state_dict(self.checkpoint["model"])
+        return model
+
+    def resume_optimizer(self, opt) -> int:
+        """Restores the optimiser; returns the step to continue from (0 afresh)."""
+        if self.checkpoint is None:
+            return 0
+        opt.load_state_dict(self.checkpoint["optimizer"])
+        self.wall_before = self.checkpoint["wall_s"]
+        return self.checkpoint["step"]
+
+    def total_wall_s(self) -> float:
+        return self.wall_before + time.time() - self.started
+
+    def save(self, model, opt, step: int, stage: str):
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "config": model.config.to_json(), "wall_s": self.total_wall_s()}
+        save_checkpoint(self.ckpt_path, state)
+        model.save(self.out / "model.safetensors", {f"{stage}_steps": str(step)})
+
+
 class Logger:
     """Appends one JSON line per report to OUT/log.jsonl (rank 0 only)."""
 

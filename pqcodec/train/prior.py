@@ -7,8 +7,6 @@ cross-entropy of every index given the earlier steps, reported in bits per index
 """
 import contextlib
 import math
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +15,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import list_images
-from ..model import ModelConfig, PQCodecModel
+from ..model import PQCodecModel
 from ..schedule import cosine_boundaries
-from .common import Logger, load_checkpoint, lr_at, pick_device, save_checkpoint, setup_distributed
+from .common import Run, lr_at
 
 
 @torch.no_grad()
@@ -82,33 +80,23 @@ class PriorStage(nn.Module):
 
 
 def train(args):
-    rank, world = setup_distributed()
-    device = pick_device()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = load_checkpoint(out / "prior.ckpt")
-    if ckpt is not None:
-        model = PQCodecModel(ModelConfig.from_json(ckpt["config"]))
-        model.load_state_dict(ckpt["model"])
-    else:
+    run = Run(args.out, "prior")
+    device = run.device
+    model = run.resumed_model()
+    if model is None:
         model = PQCodecModel.load(args.init, without_prior=True)
     model.eval()
     c = model.config
-    grids = image_tokens(model, args.data, c.window, progress=rank == 0)
+    grids = image_tokens(model, args.data, c.window, progress=run.is_main)
     prior = model.prior.to(device).train()
     opt = torch.optim.AdamW(prior.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    step, wall = 0, 0.0
-    if ckpt is not None:
-        opt.load_state_dict(ckpt["optimizer"])
-        step, wall = ckpt["step"], ckpt["wall_s"]
+    step = run.resume_optimizer(opt)
     stage = PriorStage(prior)
-    if world > 1:
+    if run.world > 1:
         stage = nn.parallel.DistributedDataParallel(stage)
-    sampler = WindowSampler(grids, c.window, seed=rank * 100003 + step)
-    log = Logger(out, rank == 0)
+    sampler = WindowSampler(grids, c.window, seed=run.rank * 100003 + step)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
-    bar = tqdm(total=args.steps, initial=step, disable=rank != 0, desc="prior", dynamic_ncols=True)
-    t_start = time.time()
+    bar = tqdm(total=args.steps, initial=step, disable=not run.is_main, desc="prior", dynamic_ncols=True)
     ema_bits = None
     while step < args.steps:
         for g in opt.param_groups:
@@ -123,15 +111,12 @@ def train(args):
         opt.step()
         step += 1
         ema_bits = bits.item() if ema_bits is None else 0.98 * ema_bits + 0.02 * bits.item()
-        if rank == 0:
+        if run.is_main:
             bar.update(1)
             if step % args.log_every == 0 or step == args.steps:
                 bar.set_postfix(bits_per_index=f"{ema_bits:.3f}", uniform=f"{math.log2(c.codebook_size):.0f}")
-                log.log(step=step, bits_per_index=round(bits.item(), 4), bits_ema=round(ema_bits, 4),
-                        lr=opt.param_groups[0]["lr"], total_wall_s=round(wall + time.time() - t_start, 1))
+                run.log.log(step=step, bits_per_index=round(bits.item(), 4), bits_ema=round(ema_bits, 4),
+                            lr=opt.param_groups[0]["lr"], total_wall_s=round(run.total_wall_s(), 1))
             if step % args.save_every == 0 or step == args.steps:
-                state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                         "config": c.to_json(), "wall_s": wall + time.time() - t_start}
-                save_checkpoint(out / "prior.ckpt", state)
-                model.save(out / "model.safetensors", {"prior_steps": str(step)})
+                run.save(model, opt, step, "prior")
     bar.close()
