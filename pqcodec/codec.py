@@ -29,6 +29,23 @@ WINDOW_CHUNK = 32
 CODING_DTYPE = torch.float64  # softmax precision; the probabilities handed to the range coder
 
 
+def _to_windows(grid: torch.Tensor, window: int) -> torch.Tensor:
+    """(C, h, w) -> (windows, window*window, C): zero-padded to whole windows, windows row-major."""
+    C, h, w = grid.shape
+    nh, nw = math.ceil(h / window), math.ceil(w / window)
+    padded = grid.new_zeros(C, nh * window, nw * window)
+    padded[:, :h, :w] = grid
+    return padded.view(C, nh, window, nw, window).permute(1, 3, 2, 4, 0).reshape(nh * nw, window * window, C)
+
+
+def _from_windows(windows: torch.Tensor, h: int, w: int, window: int) -> torch.Tensor:
+    """Inverse of _to_windows: (windows, window*window, C) -> (C, h, w)."""
+    C = windows.shape[-1]
+    nh, nw = math.ceil(h / window), math.ceil(w / window)
+    grid = windows.view(nh, nw, window, window, C).permute(4, 0, 2, 1, 3)
+    return grid.reshape(C, nh * window, nw * window)[:, :h, :w]
+
+
 def _single_threaded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -93,15 +110,11 @@ class Codec:
         the n symbols at those places (the encoder: the true ones, after coding them; the decoder:
         the decoded ones). Returns the token grid (active, h, w)."""
         prior = self.model.prior
-        Wn = schedule.window
-        nh, nw = math.ceil(h / Wn), math.ceil(w / Wn)
-        valid = torch.zeros(nh * Wn, nw * Wn, dtype=torch.bool)
-        valid[:h, :w] = True
-        valid = valid.view(nh, Wn, nw, Wn).permute(0, 2, 1, 3).reshape(nh * nw, Wn * Wn)
+        valid = _to_windows(torch.ones(1, h, w, dtype=torch.bool), schedule.window)[..., 0]  # (windows, N)
         M = self.config.num_subvectors
-        grid = torch.zeros(nh * nw, Wn * Wn, active, dtype=torch.long)
-        for c0 in range(0, nh * nw, WINDOW_CHUNK):
-            chunk = slice(c0, min(c0 + WINDOW_CHUNK, nh * nw))
+        windows = torch.zeros(valid.shape[0], valid.shape[1], active, dtype=torch.long)
+        for c0 in range(0, len(valid), WINDOW_CHUNK):
+            chunk = slice(c0, min(c0 + WINDOW_CHUNK, len(valid)))
             cache = prior.start_cache(chunk.stop - chunk.start)
             for t in range(schedule.steps):
                 pos = torch.from_numpy(schedule.positions(t))
@@ -113,21 +126,15 @@ class Codec:
                 revealed = torch.full((*sel.shape, M), prior.ABSENT, dtype=torch.long)
                 revealed[..., :active] = prior.MASK  # stands in for padding positions, never attended
                 revealed[..., :active][sel] = symbols.view(-1, active)
-                grid[chunk, pos] = revealed[..., :active]
+                windows[chunk, pos] = revealed[..., :active]
                 if t + 1 < schedule.steps:
                     prior.reveal(cache, revealed, pos, sel)
-        grid = grid.view(nh, nw, Wn, Wn, active).permute(4, 0, 2, 1, 3)
-        return grid.reshape(active, nh * Wn, nw * Wn)[:, :h, :w].numpy()
+        return _from_windows(windows, h, w, schedule.window).numpy()
 
     def tokens_to_payload(self, tokens: np.ndarray, steps: int) -> tuple[bytes, float]:
         """Returns (payload, ideal code length in bits under the prior)."""
         active, h, w = tokens.shape
-        Wn = self.config.window
-        nh, nw = math.ceil(h / Wn), math.ceil(w / Wn)
-        padded = np.zeros((active, nh * Wn, nw * Wn), dtype=np.int64)
-        padded[:, :h, :w] = tokens
-        truth = torch.from_numpy(padded).view(active, nh, Wn, nw, Wn).permute(1, 3, 2, 4, 0)
-        truth = truth.reshape(nh * nw, Wn * Wn, active)
+        truth = _to_windows(torch.from_numpy(tokens.astype(np.int64)), self.config.window)
         enc = entropy.Encoder()
         bits = [0.0]
 
