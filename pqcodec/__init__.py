@@ -10,7 +10,7 @@ encoder, quantizer, decoder and prior as torch modules).
 from .codec import Codec, DEFAULT_STEPS
 from .errors import CorruptFileError, ImageError, PQCodecError, UnsupportedFileError
 from .model import ModelConfig, PQCodecModel
-from .zoo import DEFAULT_MODEL_ID, ZOO, load_codec, load_custom_codec
+from .zoo import DEFAULT_MODEL_ID, load_codec, load_custom_codec
 
 __version__ = "0.1.0"
 
@@ -20,8 +20,6 @@ def encode(image, quality: int | None = None, steps: int = DEFAULT_STEPS, model:
     quality: 1 (smallest) .. number of levels of the model; default: the model's default.
     model: path of a weights file outside the zoo (the decoder must be given it too)."""
     codec = load_custom_codec(str(model)) if model else load_codec(DEFAULT_MODEL_ID)
-    if quality is None:
-        quality = ZOO[DEFAULT_MODEL_ID].default_quality if not model else codec.levels()
     return codec.encode(image, quality, steps)
 
 

@@ -70,10 +70,11 @@ class CodingStats:
 class Codec:
     """A loaded model ready to code: `encode(image) -> bytes`, `decode(bytes) -> PIL.Image`."""
 
-    def __init__(self, model: PQCodecModel, model_id: int):
+    def __init__(self, model: PQCodecModel, model_id: int, default_quality: int | None = None):
         self.model = model.eval()
         self.model_id = model_id
         self.config = model.config
+        self.default_quality = default_quality or math.ceil(self.levels() / 2)
 
     def schedule(self, steps: int) -> Schedule:
         return Schedule(self.config.window, steps, self.config.schedule_seed)
@@ -161,7 +162,9 @@ class Codec:
         s = self.config.stride
         return math.ceil(height / s), math.ceil(width / s)
 
-    def encode_with_stats(self, image, quality: int, steps: int = DEFAULT_STEPS) -> tuple[bytes, CodingStats]:
+    def encode_with_stats(self, image, quality: int | None = None,
+                          steps: int = DEFAULT_STEPS) -> tuple[bytes, CodingStats]:
+        quality = self.default_quality if quality is None else quality
         if not 1 <= quality <= self.levels():
             raise PQCodecError(f"quality must be in 1..{self.levels()} for this model, got {quality}")
         if not 1 <= steps <= self.max_steps():
@@ -174,7 +177,7 @@ class Codec:
         data = container.pack(header, payload)
         return data, CodingStats(bits, tokens.size, len(data), len(data) - len(payload))
 
-    def encode(self, image, quality: int, steps: int = DEFAULT_STEPS) -> bytes:
+    def encode(self, image, quality: int | None = None, steps: int = DEFAULT_STEPS) -> bytes:
         return self.encode_with_stats(image, quality, steps)[0]
 
     def decode_tokens(self, data: bytes) -> tuple[Header, np.ndarray]:

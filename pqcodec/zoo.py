@@ -56,7 +56,7 @@ def load_codec(model_id: int = DEFAULT_MODEL_ID):
                                    "(set PQCODEC_MODELS_DIR to the folder holding them)")
     if _sha256(path) != entry.sha256:
         raise UnsupportedFileError(f"{path} does not match the SHA-256 recorded for model {entry.name}")
-    return Codec(PQCodecModel.load(path), model_id)
+    return Codec(PQCodecModel.load(path), model_id, entry.default_quality)
 
 
 @lru_cache(maxsize=4)
