@@ -23,7 +23,7 @@ class ZooEntry:
 
 ZOO = {
     1: ZooEntry(1, "pq-s8-m4k256", "pq-s8-m4k256.safetensors",
-                "__SHA256__", default_quality=2),
+                "844c522cf99bc3a1806f70c475d55433f89443d5cdc72a7554e07e661d3db39d", default_quality=2),
 }
 DEFAULT_MODEL_ID = 1
 CUSTOM_MODEL_ID = 0  # weights given by path; the decoder must be given the same path
