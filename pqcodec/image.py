@@ -95,7 +95,3 @@ def to_pil(rgb: np.ndarray, greyscale: bool) -> Image.Image:
         grey = np.rint(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
         return Image.fromarray(grey, "L")
     return Image.fromarray(rgb, "RGB")
-
-
-# Pillow's own bomb check would fire before ours with a less useful message; ours is the limit.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
