@@ -57,6 +57,7 @@ def main():
     train_tokens = [codec.image_to_tokens(rgb, M) for _, rgb in
                     tqdm(load_rgb_images(paths[::step]), desc="train tokens", leave=False)]
     train_counts = count(train_tokens, M, K)
+    test_tokens_all = [codec.image_to_tokens(rgb, M) for _, rgb in test]  # level q codes the first q
 
     print("| level | (a) uniform | (b) histogram, fit on train | (b') histogram, fit on test (oracle) "
           "| (c) MIM prior | payload from file bytes | file vs (c) + header |")
@@ -64,7 +65,7 @@ def main():
     for q in range(1, M + 1):
         r = pqcodec_eval.run_level(codec, test, q, args.steps)
         rows = r["per_image"]
-        test_tokens = [codec.image_to_tokens(rgb, q) for _, rgb in test]
+        test_tokens = [t[:q] for t in test_tokens_all]
         n = sum(x["indices"] for x in rows)
         mim = sum(x["bits_model"] for x in rows) / n
         payload = sum(8 * (x["bytes"] - x["header_bytes"]) for x in rows) / n

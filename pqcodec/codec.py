@@ -65,6 +65,7 @@ class CodingStats:
     num_indices: int       # coded indices (positions x sub-quantizers in use)
     file_bytes: int
     header_bytes: int
+    tokens: np.ndarray     # the coded indices (quality, ceil(H/8), ceil(W/8))
 
 
 class Codec:
@@ -175,7 +176,7 @@ class Codec:
         header = Header(self.model_id, quality, steps, rgb.shape[0], rgb.shape[1], grey,
                         container.token_checksum(tokens))
         data = container.pack(header, payload)
-        return data, CodingStats(bits, tokens.size, len(data), len(data) - len(payload))
+        return data, CodingStats(bits, tokens.size, len(data), len(data) - len(payload), tokens)
 
     def encode(self, image, quality: int | None = None, steps: int = DEFAULT_STEPS) -> bytes:
         return self.encode_with_stats(image, quality, steps)[0]

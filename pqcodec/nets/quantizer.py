@@ -37,7 +37,6 @@ class ProductQuantizer(nn.Module):
 
     def _split(self, z: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) -> (M, B*h*w, d)"""
-        B, D, h, w = z.shape
         return z.permute(0, 2, 3, 1).reshape(-1, self.M, self.d).transpose(0, 1)
 
     def _merge(self, v: torch.Tensor, B: int, h: int, w: int) -> torch.Tensor:
