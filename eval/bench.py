@@ -24,7 +24,7 @@ from common import load_rgb_images
 
 def bench_pqcodec(images, level: int, model: str | None):
     import pqcodec_eval
-    codec = pqcodec_eval.load(model)
+    codec, _ = pqcodec_eval.load(model)
 
     def run(rgb):
         t0 = time.perf_counter()
@@ -93,8 +93,8 @@ def main():
     if args.worker:
         return worker(args.worker, args.folder, args.level, args.model)
 
-    from pqcodec.zoo import DEFAULT_MODEL_ID, ZOO
-    levels = args.levels or [ZOO[DEFAULT_MODEL_ID].default_quality]
+    from pqcodec.zoo import DEFAULT_MODEL, ZOO
+    levels = args.levels or [ZOO[DEFAULT_MODEL].default_quality]
     runs = [("hyperprior", "CompressAI bmshj2018_hyperprior q3", 0)]
     runs += [("pqcodec", f"pqcodec level {q}", q) for q in levels]
     runs += [("avif", "Pillow AVIF q50 speed 4", 0)]

@@ -1,15 +1,21 @@
-"""What the eval scripts share: the test images and file-byte rate."""
+"""What the eval scripts share: the test images, file-byte rate, per-image metrics and the result
+cache."""
+import hashlib
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without install
 
 from pqcodec.data import list_images  # noqa: E402
+from pqcodec.metrics import ms_ssim, psnr  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+RESULTS = ROOT / "docs" / "results"
+CACHE = ROOT / "eval" / ".cache"
 
 
 def load_rgb_images(folder_or_paths) -> list[tuple[str, np.ndarray]]:
@@ -19,3 +25,59 @@ def load_rgb_images(folder_or_paths) -> list[tuple[str, np.ndarray]]:
 
 def bpp(num_bytes: int, rgb: np.ndarray) -> float:
     return 8.0 * num_bytes / (rgb.shape[0] * rgb.shape[1])
+
+
+def quality_row(num_bytes: int, rgb: np.ndarray, rec: np.ndarray) -> dict:
+    """File-byte rate and distortion of one coded image."""
+    return dict(bytes=num_bytes, bpp=bpp(num_bytes, rgb), psnr=psnr(rgb, rec), ms_ssim=ms_ssim(rgb, rec))
+
+
+def image_key(rgb: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rgb).tobytes() + str(rgb.shape).encode()).hexdigest()
+
+
+def source_fingerprint(package_dir: Path) -> str:
+    """Hash of a package's Python sources: cached results of a codec go stale when its code changes."""
+    h = hashlib.sha256()
+    for p in sorted(package_dir.rglob("*.py")):
+        h.update(p.relative_to(package_dir).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+class ResultCache:
+    """Per-image results on disk, keyed by everything that determines them (codec, its settings and
+    version, the image's pixels), so a rerun on the same inputs recomputes nothing."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+
+    def _path(self, key: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return self.folder / digest[:2] / f"{digest}.json"
+
+    def get_or_compute(self, key: dict, compute) -> dict:
+        if self.folder is None:
+            return compute()
+        path = self._path(key)
+        if path.is_file():
+            return json.loads(path.read_text())
+        value = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(value))
+        tmp.replace(path)
+        return value
+
+
+def mean_curve(name: str, points: list[tuple[object, list[dict]]]) -> dict:
+    """CompressAI results layout from (setting, per-image rows) pairs: means over the images."""
+    res = {"bpp": [], "psnr-rgb": [], "ms-ssim": [], "quality": []}
+    for setting, rows in points:
+        res["bpp"].append(float(np.mean([r["bpp"] for r in rows])))
+        res["psnr-rgb"].append(float(np.mean([r["psnr"] for r in rows])))
+        ms = [r["ms_ssim"] for r in rows]
+        res["ms-ssim"].append(None if None in ms else float(np.mean(ms)))
+        res["quality"].append(setting)
+    if None in res["ms-ssim"]:
+        del res["ms-ssim"]
+    return {"name": name, "results": res}

@@ -1,34 +1,43 @@
 """pqcodec as an eval subject: code every image at one level, rate from the file bytes."""
+import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from common import bpp
-from pqcodec.metrics import psnr
+from common import ROOT, image_key, quality_row, source_fingerprint
 
 
 def load(model_path: str | None):
-    from pqcodec.zoo import DEFAULT_MODEL_ID, load_codec, load_custom_codec
-    return load_custom_codec(model_path) if model_path else load_codec(DEFAULT_MODEL_ID)
+    """(codec, identity): identity names the weights (SHA-256) and the code, for the result cache."""
+    from pqcodec.zoo import DEFAULT_MODEL, ZOO, load_codec, load_custom_codec
+    if model_path:
+        codec = load_custom_codec(model_path)
+        weights = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    else:
+        codec, weights = load_codec(DEFAULT_MODEL), ZOO[DEFAULT_MODEL].sha256
+    return codec, dict(weights=weights, code=source_fingerprint(ROOT / "pqcodec"))
 
 
-def run_level(codec, images, quality: int, steps: int) -> dict:
-    """Per image: bpp (file bytes), PSNR, ideal bits under the prior, coded indices, whether the
+def code_one(codec, rgb: np.ndarray, quality: int, steps: int) -> dict:
+    """Rate and distortion from a real encode and decode, the prior's ideal bits, whether the
     decoded tokens equal the encoded ones, and coding times."""
+    t0 = time.perf_counter()
+    data, stats = codec.encode_with_stats(rgb, quality, steps)
+    t1 = time.perf_counter()
+    header, tokens = codec.decode_tokens(data)
+    rec = codec.tokens_to_image(tokens, header.height, header.width)
+    t2 = time.perf_counter()
+    return dict(quality_row(len(data), rgb, rec), bits_model=stats.bits_model, indices=stats.num_indices,
+                header_bytes=stats.header_bytes, exact=bool(np.array_equal(tokens, stats.tokens)),
+                encode_s=t1 - t0, decode_s=t2 - t1)
+
+
+def run_level(codec, identity: dict, images, quality: int, steps: int, cache) -> list[dict]:
+    """Per-image rows (image name added) at one quality level."""
     rows = []
     for name, rgb in tqdm(images, desc=f"pqcodec q{quality}", leave=False):
-        t0 = time.perf_counter()
-        data, stats = codec.encode_with_stats(rgb, quality, steps)
-        t1 = time.perf_counter()
-        header, tokens = codec.decode_tokens(data)
-        rec = codec.tokens_to_image(tokens, header.height, header.width)
-        t2 = time.perf_counter()
-        rows.append(dict(image=name, bytes=len(data), bpp=bpp(len(data), rgb), psnr=psnr(rgb, rec),
-                         bits_model=stats.bits_model, indices=stats.num_indices,
-                         header_bytes=stats.header_bytes,
-                         exact=bool(np.array_equal(tokens, stats.tokens)),
-                         encode_s=t1 - t0, decode_s=t2 - t1))
-    return {"bpp": float(np.mean([r["bpp"] for r in rows])),
-            "psnr-rgb": float(np.mean([r["psnr"] for r in rows])),
-            "per_image": rows}
+        key = dict(codec="pqcodec", **identity, quality=quality, steps=steps, image=image_key(rgb))
+        rows.append(dict(cache.get_or_compute(key, lambda: code_one(codec, rgb, quality, steps)), image=name))
+    return rows

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from tqdm import tqdm
 
-from common import load_rgb_images
+from common import CACHE, ResultCache, load_rgb_images
 import pqcodec_eval
 from pqcodec import DEFAULT_STEPS
 from pqcodec.data import list_images
@@ -47,9 +47,11 @@ def main():
     ap.add_argument("--train-limit", type=int, default=400, help="training images used for (b)")
     ap.add_argument("--model")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    ap.add_argument("--no-cache", action="store_true", help="recompute every coded image (see eval/rd.py)")
     args = ap.parse_args()
 
-    codec = pqcodec_eval.load(args.model)
+    codec, identity = pqcodec_eval.load(args.model)
+    cache = ResultCache(None if args.no_cache else CACHE)
     M, K = codec.config.num_subvectors, codec.config.codebook_size
     test = load_rgb_images(args.folder)
     paths = list_images(args.train)
@@ -57,22 +59,22 @@ def main():
     train_tokens = [codec.image_to_tokens(rgb, M) for _, rgb in
                     tqdm(load_rgb_images(paths[::step]), desc="train tokens", leave=False)]
     train_counts = count(train_tokens, M, K)
-    test_tokens_all = [codec.image_to_tokens(rgb, M) for _, rgb in test]  # level q codes the first q
+    test_tokens_all = [codec.image_to_tokens(rgb, M) for _, rgb in test]  # a level codes the first few
 
     print("| level | (a) uniform | (b) histogram, fit on train | (b') histogram, fit on test (oracle) "
           "| (c) MIM prior | payload from file bytes | file vs (c) + header |")
     print("|---|---|---|---|---|---|---|")
-    for q in range(1, M + 1):
-        r = pqcodec_eval.run_level(codec, test, q, args.steps)
-        rows = r["per_image"]
-        test_tokens = [t[:q] for t in test_tokens_all]
+    for q in range(1, codec.levels() + 1):
+        a = codec.active_at(q)
+        rows = pqcodec_eval.run_level(codec, identity, test, q, args.steps, cache)
+        test_tokens = [t[:a] for t in test_tokens_all]
         n = sum(x["indices"] for x in rows)
         mim = sum(x["bits_model"] for x in rows) / n
         payload = sum(8 * (x["bytes"] - x["header_bytes"]) for x in rows) / n
         file_bytes = sum(x["bytes"] for x in rows)
         ideal_file = sum(x["bits_model"] / 8 + x["header_bytes"] for x in rows)
-        print(f"| {q} | {math.log2(K):.3f} | {histogram_bits(train_counts[:q], test_tokens):.3f} "
-              f"| {histogram_bits(count(test_tokens, q, K), test_tokens, smoothing=0):.3f} | {mim:.3f} | {payload:.3f} "
+        print(f"| {q} | {math.log2(K):.3f} | {histogram_bits(train_counts[:a], test_tokens):.3f} "
+              f"| {histogram_bits(count(test_tokens, a, K), test_tokens, smoothing=0):.3f} | {mim:.3f} | {payload:.3f} "
               f"| {100 * (file_bytes / ideal_file - 1):+.3f} % |")
     print(f"\nbits per coded index over {len(test)} images of {args.folder}; {args.steps} steps")
 

@@ -1,18 +1,99 @@
 #!/usr/bin/env python3
-"""Rate-distortion on a folder of images: every pqcodec quality level and Pillow's JPEG (and
-optionally WebP/AVIF), rate from file bytes, RGB PSNR. Writes CompressAI-layout JSON to
-docs/results/ and prints a Markdown table comparing each level with the classic codecs at equal rate.
+"""Rate-distortion on a folder of images: every pqcodec quality level, Pillow's JPEG, WebP, AVIF and
+JPEG 2000 (quality swept), and any learned-baseline curves given with --extra, on the same images.
+Rate from file bytes; RGB PSNR and MS-SSIM. Writes to --out:
+  TAG-<codec>.json    CompressAI's results layout, one file per codec (pqcodec's with per-image rows)
+  TAG-rd.png          bpp vs PSNR and bpp vs MS-SSIM (dB), published anchors drawn dashed
+  TAG-bdrate.md       BD-rate of every codec against every anchor, PSNR and MS-SSIM, and each pqcodec
+                      level against the classic codecs at its own rate
+Per-image results are cached in eval/.cache (keyed by codec, settings, code and pixels): a rerun on
+the same inputs only redraws.
 
     python eval/rd.py ../shared/data/kodak
 """
 import argparse
 import json
 import time
+from pathlib import Path
+
+import numpy as np
 
 from baselines import SWEEPS, psnr_at_rate, sweep
-from common import RESULTS, load_rgb_images
+from bdrate import bd_rate_of
+from common import CACHE, RESULTS, ResultCache, load_rgb_images, mean_curve
+from published import PUBLISHED_KODAK
 import pqcodec_eval
 from pqcodec import DEFAULT_STEPS
+from pqcodec.metrics import ms_ssim_db
+
+
+def pqcodec_curve(codec, identity, images, levels, steps, cache) -> dict:
+    points = [(q, pqcodec_eval.run_level(codec, identity, images, q, steps, cache)) for q in levels]
+    curve = mean_curve("pqcodec", points)
+    curve["per_image"] = {str(q): rows for q, rows in points}
+    curve["steps"] = steps
+    return curve
+
+
+def bd_tables(tests: list[dict], anchors: list[dict]) -> str:
+    lines = []
+    for metric, label in (("psnr-rgb", "RGB PSNR"), ("ms-ssim", "MS-SSIM")):
+        lines += [f"BD-rate (%) on {label}, row against column (negative: the row needs fewer bits):", "",
+                  "| codec | " + " | ".join(a["name"] for a in anchors) + " |",
+                  "|---|" + "---|" * len(anchors)]
+        for t in tests:
+            cells = []
+            for a in anchors:
+                v = None if a is t else bd_rate_of(a, t, metric)
+                cells.append("—" if v is None else f"{v:+.1f}")
+            lines.append(f"| {t['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def level_table(ours: dict, classic: list[dict]) -> str:
+    head = "| level | bpp | PSNR (dB) | MS-SSIM (dB) | exact | " + " | ".join(
+        f"{c['name']} PSNR at same bpp | Δ" for c in classic) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    res = ours["results"]
+    for i, q in enumerate(res["quality"]):
+        rows = ours["per_image"][str(q)]
+        ms = res.get("ms-ssim")
+        cells = [str(q), f"{res['bpp'][i]:.4f}", f"{res['psnr-rgb'][i]:.2f}",
+                 f"{ms_ssim_db(ms[i]):.2f}" if ms else "—", f"{sum(r['exact'] for r in rows)}/{len(rows)}"]
+        for c in classic:
+            ref = psnr_at_rate(c, res["bpp"][i])
+            cells += ["outside its range", "—"] if ref is None else [f"{ref:.2f}", f"{res['psnr-rgb'][i] - ref:+.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(curves: list[dict], published: list[dict], path: Path, max_bpp: float, title: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    for ax, metric, label in ((axes[0], "psnr-rgb", "RGB PSNR (dB)"), (axes[1], "ms-ssim", "MS-SSIM (dB)")):
+        for c in curves + published:
+            r = c["results"]
+            if metric not in r:
+                continue
+            x = np.array(r["bpp"])
+            y = np.array(r[metric]) if metric == "psnr-rgb" else np.array([ms_ssim_db(v) for v in r[metric]])
+            keep = x <= max_bpp
+            style = dict(linestyle="--", marker="x") if c in published else dict(marker="o", markersize=4)
+            if c["name"] == "pqcodec":
+                style.update(linewidth=2.5, color="black")
+            ax.plot(x[keep], y[keep], label=c["name"], **style)
+        ax.set_xlabel("bpp (from file bytes)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.set_xlim(0, max_bpp)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main():
@@ -21,43 +102,45 @@ def main():
     ap.add_argument("--model", help="weights file (default: the shipped default model)")
     ap.add_argument("--levels", type=int, nargs="*", help="quality levels (default: all)")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    ap.add_argument("--classic", nargs="*", default=["JPEG"], choices=sorted(SWEEPS))
-    ap.add_argument("--out", default=str(RESULTS), help="folder for the JSON results")
-    ap.add_argument("--tag", default="kodak", help="prefix of the result files")
+    ap.add_argument("--classic", nargs="*", default=list(SWEEPS), choices=sorted(SWEEPS))
+    ap.add_argument("--extra", nargs="*", default=[], help="more curves (CompressAI-layout JSON), e.g. "
+                    "the learned baselines eval/train_baselines.py evaluated")
+    ap.add_argument("--published", action=argparse.BooleanOptionalAction, default=None,
+                    help="draw the published Kodak figures (default: when the folder is named kodak)")
+    ap.add_argument("--out", default=str(RESULTS), help="folder for the JSON, plot and tables")
+    ap.add_argument("--tag", default="kodak", help="prefix of the output files")
+    ap.add_argument("--no-cache", action="store_true", help="recompute every coded image")
     args = ap.parse_args()
 
     t0 = time.time()
+    cache = ResultCache(None if args.no_cache else CACHE)
     images = load_rgb_images(args.folder)
-    codec = pqcodec_eval.load(args.model)
+    if not images:
+        raise SystemExit(f"rd.py: error: no images under {args.folder}")
+    codec, identity = pqcodec_eval.load(args.model)
     levels = args.levels or list(range(1, codec.levels() + 1))
-    curves = {name: sweep(images, name) for name in args.classic}
-    ours = {"name": "pqcodec", "results": {"bpp": [], "psnr-rgb": [], "quality": []}, "levels": {}}
-    for q in levels:
-        r = pqcodec_eval.run_level(codec, images, q, args.steps)
-        ours["levels"][q] = r
-        ours["results"]["bpp"].append(r["bpp"])
-        ours["results"]["psnr-rgb"].append(r["psnr-rgb"])
-        ours["results"]["quality"].append(q)
+    classic = [sweep(images, name, cache) for name in args.classic]
+    extra = [json.loads(Path(p).read_text()) for p in args.extra]
+    ours = pqcodec_curve(codec, identity, images, levels, args.steps, cache)
 
-    from pathlib import Path
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, curve in curves.items():
-        (out / f"{args.tag}-{name.lower()}.json").write_text(json.dumps(curve, indent=1))
+    for c in classic:
+        (out / f"{args.tag}-{c['name'].split()[0].lower()}.json").write_text(json.dumps(c, indent=1))
     (out / f"{args.tag}-pqcodec.json").write_text(json.dumps(ours, indent=1))
 
-    head = "| level | bpp | PSNR (dB) | exact | " + " | ".join(f"{n} PSNR at same bpp | delta" for n in curves) + " |"
-    print(head)
-    print("|" + "---|" * (head.count("|") - 1))
-    for q in levels:
-        r = ours["levels"][q]
-        exact = sum(x["exact"] for x in r["per_image"])
-        cells = [f"{q}", f"{r['bpp']:.4f}", f"{r['psnr-rgb']:.2f}", f"{exact}/{len(images)}"]
-        for curve in curves.values():
-            ref = psnr_at_rate(curve, r["bpp"])
-            cells += ["outside its range", "-"] if ref is None else [f"{ref:.2f}", f"{r['psnr-rgb'] - ref:+.2f}"]
-        print("| " + " | ".join(cells) + " |")
-    print(f"\n{len(images)} images from {args.folder}; wall time {time.time() - t0:.0f} s; JSON in {out}")
+    show_published = Path(args.folder).name.lower() == "kodak" if args.published is None else args.published
+    published = PUBLISHED_KODAK if show_published else []
+    max_bpp = min(1.5, 1.25 * max(ours["results"]["bpp"]))
+    plot([ours] + extra + classic, published, out / f"{args.tag}-rd.png", max_bpp,
+         f"{len(images)} images of {Path(args.folder).name}; pqcodec {args.steps} steps")
+    report = "\n\n".join([
+        f"{len(images)} images of {args.folder}; bpp from file bytes; pqcodec {args.steps} coding steps.",
+        level_table(ours, classic),
+        bd_tables([ours] + extra + classic, classic + extra + published)])
+    (out / f"{args.tag}-bdrate.md").write_text(report + "\n")
+    print(report)
+    print(f"\nwall time {time.time() - t0:.0f} s; outputs in {out}")
 
 
 if __name__ == "__main__":

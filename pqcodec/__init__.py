@@ -10,30 +10,25 @@ encoder, quantizer, decoder and prior as torch modules).
 from .codec import Codec, DEFAULT_STEPS
 from .errors import CorruptFileError, ImageError, PQCodecError, UnsupportedFileError
 from .model import ModelConfig, PQCodecModel
-from .zoo import DEFAULT_MODEL_ID, load_codec, load_custom_codec
+from .zoo import DEFAULT_MODEL, codec_for_file, load_codec, load_custom_codec
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def encode(image, quality: int | None = None, steps: int = DEFAULT_STEPS, model: str | None = None) -> bytes:
     """Compress an image (path, bytes, file object, PIL image or uint8 array) into .bin bytes.
     quality: 1 (smallest) .. number of levels of the model; default: the model's default.
-    model: path of a weights file outside the zoo (the decoder must be given it too)."""
-    codec = load_custom_codec(str(model)) if model else load_codec(DEFAULT_MODEL_ID)
+    model: path of a weights file outside the zoo (the file names it by hash; decode needs it too)."""
+    codec = load_custom_codec(str(model)) if model else load_codec(DEFAULT_MODEL)
     return codec.encode(image, quality, steps)
 
 
 def decode(data: bytes, model: str | None = None):
-    """Decompress .bin bytes into a PIL image (RGB, or L for a greyscale source)."""
+    """Decompress .bin bytes into a PIL image (RGB, or L for a greyscale source), with the shipped
+    model the file names, or the weights file `model` (which must be the one the file names)."""
     from .container import unpack
     header, _ = unpack(data)
-    if model:
-        codec = load_custom_codec(str(model))
-    elif header.model_id == 0:
-        raise UnsupportedFileError("file was made with weights given by path: pass the same weights (model=...)")
-    else:
-        codec = load_codec(header.model_id)
-    return codec.decode(data)
+    return codec_for_file(header.model_hash, model).decode(data)
 
 
 __all__ = ["encode", "decode", "Codec", "PQCodecModel", "ModelConfig", "load_codec", "load_custom_codec",

@@ -5,10 +5,10 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .errors import PQCodecError
+from .files import write_atomic
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
@@ -46,15 +46,7 @@ def _write_output(name: str, data: bytes):
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    p = Path(name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(Path(name), data)
 
 
 def _image_format(name: str) -> str:
@@ -68,8 +60,28 @@ def _image_format(name: str) -> str:
     return fmt
 
 
+def _run_folder(args, decode: bool) -> int:
+    from . import batch
+    src, dst = Path(args.input), Path(args.output)
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    if args.output == "-" or (dst.exists() and not dst.is_dir()):
+        raise CliError(f"{args.output}: the output of a folder must be a folder")
+    if not dst.parent.is_dir():
+        raise CliError(f"{args.output}: folder {dst.parent} does not exist")
+    if not batch.plan(src, dst, decode):
+        raise CliError(f"{args.input}: no {'.bin files' if decode else 'images'} in this folder")
+    dst.mkdir(exist_ok=True)
+    options = dict(model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None))
+    report = batch.run(src, dst, decode, options, args.workers, args.force, progress=not args.quiet)
+    batch.print_report(report)
+    return EXIT_ERROR if report.failed else 0
+
+
 def cmd_encode(args):
     import pqcodec
+    if Path(args.input).is_dir():
+        return _run_folder(args, decode=False)
     _check_output(args.output, args.force)
     data = _read_input(args.input)
     out = pqcodec.encode(data, quality=args.quality, steps=args.steps, model=args.model)
@@ -78,6 +90,8 @@ def cmd_encode(args):
 
 def cmd_decode(args):
     import pqcodec
+    if Path(args.input).is_dir():
+        return _run_folder(args, decode=True)
     _check_output(args.output, args.force)
     fmt = _image_format(args.output)
     img = pqcodec.decode(_read_input(args.input), model=args.model)
@@ -88,12 +102,14 @@ def cmd_decode(args):
 
 def cmd_info(args):
     from .container import unpack
-    from .zoo import ZOO
+    from .zoo import shipped_model_for
     data = _read_input(args.input)
     h, payload = unpack(data)
-    model = ZOO[h.model_id].name if h.model_id in ZOO else ("weights given by path" if h.model_id == 0 else "unknown")
-    rows = [("model", f"{h.model_id} ({model})"), ("image", f"{h.width} x {h.height}" + (" greyscale" if h.greyscale else " RGB")),
-            ("quality", f"{h.active} (sub-quantizers in use)"), ("steps", str(h.steps)),
+    entry = shipped_model_for(h.model_hash)
+    model = entry.name if entry else "not shipped: weights given by path"
+    rows = [("model", f"{h.model_hash.hex()} ({model})"),
+            ("image", f"{h.width} x {h.height}" + (" greyscale" if h.greyscale else " RGB")),
+            ("sub-quantizers", f"{h.active} in use (set by the quality level)"), ("steps", str(h.steps)),
             ("file bytes", f"{len(data)} (header {len(data) - len(payload)}, payload {len(payload)})"),
             ("bpp", f"{8 * len(data) / (h.width * h.height):.4f}"), ("token crc32", f"{h.checksum:08x}")]
     for k, v in rows:
@@ -109,19 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("encode", help="compress an image into a .bin file")
-    e.add_argument("input", help="image file (PNG, JPEG, WebP, ...) or - for stdin")
-    e.add_argument("-o", "--output", required=True, help=".bin file, or - for stdout")
+    e.add_argument("input", help="image file (PNG, JPEG, WebP, ...), - for stdin, or a folder of images")
+    e.add_argument("-o", "--output", required=True, help=".bin file, - for stdout, or for a folder input an output folder")
     e.add_argument("-q", "--quality", type=int, help="1 (smallest file) .. the model's levels; default: the model's default")
     e.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"coding steps per window (default {DEFAULT_STEPS})")
     e.add_argument("--model", help="weights file outside the shipped zoo (research use; decode needs it too)")
     e.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     e.set_defaults(run=cmd_encode)
     d = sub.add_parser("decode", help="decompress a .bin file into an image")
-    d.add_argument("input", help=".bin file or - for stdin")
-    d.add_argument("-o", "--output", required=True, help="image file (format from its extension; .png advised), or - for PNG on stdout")
+    d.add_argument("input", help=".bin file, - for stdin, or a folder of .bin files")
+    d.add_argument("-o", "--output", required=True, help="image file (format from its extension; .png advised), "
+                   "- for PNG on stdout, or for a folder input an output folder (PNG files)")
     d.add_argument("--model", help="weights file, for files made with --model")
     d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     d.set_defaults(run=cmd_decode)
+    for sp in (e, d):
+        sp.add_argument("-j", "--workers", type=int, default=os.cpu_count() or 1,
+                        help="folders: worker processes (default: one per CPU core)")
+        sp.add_argument("--quiet", action="store_true", help="folders: no progress bar")
     i = sub.add_parser("info", help="print a .bin file's header fields, size and bpp")
     i.add_argument("input", help=".bin file or - for stdin")
     i.set_defaults(run=cmd_info)
@@ -134,7 +155,7 @@ def main(argv=None) -> int:
         if args.threads:
             import torch
             torch.set_num_threads(args.threads)
-        args.run(args)
+        status = args.run(args)
     except (CliError, PQCodecError) as e:
         print(f"pqcodec: error: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -144,7 +165,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("pqcodec: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

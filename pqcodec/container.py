@@ -3,13 +3,14 @@ every field; keep the two in step.
 
     magic      2 bytes   b"PQ"
     version    1 byte    FORMAT_VERSION
-    model id   1 byte    a shipped model (zoo.py); 0 = weights given by path, named at decode time
+    model      4 bytes   the first 4 bytes of the SHA-256 of the weights file that made it
     mode       1 byte    bits 0-3: sub-quantizers in use (1..15); bit 4: source was greyscale;
                          bits 5-7: reserved, must be 0
     steps      1 byte    coding steps of the schedule, 1..255
     height     varint    LEB128, 1..MAX_SIDE
     width      varint    LEB128, 1..MAX_SIDE
     checksum   4 bytes   CRC-32 of the decoded token array (little-endian)
+    check      2 bytes   low 16 bits of the CRC-32 of the header bytes before it (little-endian)
     payload    rest      range-coder words, uint32 little-endian
 """
 import struct
@@ -21,16 +22,17 @@ import numpy as np
 from .errors import CorruptFileError, UnsupportedFileError
 
 MAGIC = b"PQ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: pqcodec 0.1.0, a one-byte model id instead of the hash
+MODEL_HASH_BYTES = 4
 MAX_SIDE = 32768
-MAX_PIXELS = 1 << 25  # 33.5 MP: the transforms run on the whole image, memory in proportion
+MAX_PIXELS = 1 << 25  # 33.5 MP: the transforms are tiled, but the image, token grid and time still scale
 _GREY = 0x10
 
 
 @dataclass(frozen=True)
 class Header:
-    model_id: int
-    active: int        # sub-quantizers in use (the quality level)
+    model_hash: bytes  # MODEL_HASH_BYTES of the weights' SHA-256 (model_hash_of)
+    active: int        # sub-quantizers in use (the model's levels say which quality that is)
     steps: int
     height: int
     width: int
@@ -38,8 +40,8 @@ class Header:
     checksum: int
 
     def validate(self):
-        if not 0 <= self.model_id <= 255:
-            raise ValueError(f"model id {self.model_id} out of range")
+        if len(self.model_hash) != MODEL_HASH_BYTES:
+            raise ValueError(f"model hash must be {MODEL_HASH_BYTES} bytes")
         if not 1 <= self.active <= 15:
             raise ValueError(f"sub-quantizers in use {self.active} out of range 1..15")
         if not 1 <= self.steps <= 255:
@@ -48,6 +50,11 @@ class Header:
             raise ValueError(f"image size {self.width}x{self.height} outside 1..{MAX_SIDE} per side")
         if self.height * self.width > MAX_PIXELS:
             raise ValueError(f"image of {self.height * self.width} pixels exceeds the limit of {MAX_PIXELS}")
+
+
+def model_hash_of(sha256_hex: str) -> bytes:
+    """The model field of files made with the weights whose SHA-256 (hex) is given."""
+    return bytes.fromhex(sha256_hex)[:MODEL_HASH_BYTES]
 
 
 def token_checksum(tokens: np.ndarray) -> int:
@@ -78,12 +85,18 @@ def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
     raise CorruptFileError(f"header field {what} is too long")
 
 
+def header_check(header_bytes: bytes) -> bytes:
+    """Checks the header before any decoding work: a damaged size field would otherwise cost the
+    decoding time of the image it claims (up to MAX_PIXELS) before the token checksum fails."""
+    return struct.pack("<H", zlib.crc32(header_bytes) & 0xFFFF)
+
+
 def pack(header: Header, payload: bytes) -> bytes:
     header.validate()
     mode = header.active | (_GREY if header.greyscale else 0)
-    return (MAGIC + bytes([FORMAT_VERSION, header.model_id, mode, header.steps])
-            + _varint(header.height) + _varint(header.width)
-            + struct.pack("<I", header.checksum) + payload)
+    head = (MAGIC + bytes([FORMAT_VERSION]) + header.model_hash + bytes([mode, header.steps])
+            + _varint(header.height) + _varint(header.width) + struct.pack("<I", header.checksum))
+    return head + header_check(head) + payload
 
 
 def unpack(data: bytes) -> tuple[Header, bytes]:
@@ -92,21 +105,29 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         raise CorruptFileError("empty file")
     if data[:2] != MAGIC:
         raise CorruptFileError("not a pqcodec file (wrong magic bytes)")
-    if len(data) < 6:
+    if len(data) < 3:
         raise CorruptFileError("file ends inside the header")
-    version, model_id, mode, steps = data[2], data[3], data[4], data[5]
+    version = data[2]
+    if version == 1:
+        raise UnsupportedFileError("format version 1 was written by pqcodec 0.1.0, which is needed to decode it")
     if version != FORMAT_VERSION:
         raise UnsupportedFileError(f"format version {version} is not supported (this pqcodec reads version {FORMAT_VERSION})")
+    pos = 3 + MODEL_HASH_BYTES
+    if len(data) < pos + 2:
+        raise CorruptFileError("file ends inside the header")
+    model_hash, mode, steps = data[3:pos], data[pos], data[pos + 1]
     if mode & 0xE0:
         raise CorruptFileError("reserved mode bits are set")
-    height, pos = _read_varint(data, 6, "height")
+    height, pos = _read_varint(data, pos + 2, "height")
     width, pos = _read_varint(data, pos, "width")
-    if len(data) < pos + 4:
-        raise CorruptFileError("file ends inside the header (checksum)")
+    if len(data) < pos + 6:
+        raise CorruptFileError("file ends inside the header (checksums)")
     (checksum,) = struct.unpack_from("<I", data, pos)
-    header = Header(model_id, mode & 0x0F, steps, height, width, bool(mode & _GREY), checksum)
+    if data[pos + 4:pos + 6] != header_check(data[:pos + 4]):
+        raise CorruptFileError("header is damaged (header check mismatch)")
+    header = Header(bytes(model_hash), mode & 0x0F, steps, height, width, bool(mode & _GREY), checksum)
     try:
         header.validate()
     except ValueError as e:
         raise CorruptFileError(f"invalid header: {e}") from None
-    return header, data[pos + 4:]
+    return header, data[pos + 6:]

@@ -18,7 +18,7 @@ from .nets import Decoder, Encoder, MIMPrior, ProductQuantizer
 @dataclass(frozen=True)
 class ModelConfig:
     channels: int = 128          # width of the conv transforms
-    num_subvectors: int = 4      # M: sub-quantizers (rate levels served by nested dropout: 1..M)
+    num_subvectors: int = 4      # M: sub-quantizers
     codebook_size: int = 256     # K
     subvector_dim: int = 16      # d; latent D = M * d
     prior_dim: int = 256
@@ -26,6 +26,18 @@ class ModelConfig:
     prior_heads: int = 4
     window: int = 16             # prior window, in tokens (16 tokens = 128 px at stride 8)
     schedule_seed: int = 0       # seeds the order in which positions of a window are revealed
+    # Sub-quantizers in use at each quality level, increasing (nested dropout trains exactly these);
+    # empty means every count 1..M is a level.
+    levels: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        lv = self.active_levels
+        if any(b <= a for a, b in zip(lv, lv[1:])) or lv[0] < 1 or lv[-1] > self.num_subvectors:
+            raise ValueError(f"levels {lv} must increase within 1..{self.num_subvectors}")
+
+    @property
+    def active_levels(self) -> tuple[int, ...]:
+        return tuple(self.levels) or tuple(range(1, self.num_subvectors + 1))
 
     @property
     def stride(self) -> int:
@@ -34,7 +46,8 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items() if k in known}
+        return cls(**fields)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -64,6 +77,26 @@ class PQCodecModel(nn.Module):
     def save(self, path: str | Path, extra_metadata: dict | None = None):
         meta = {"config": self.config.to_json(), **(extra_metadata or {})}
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path), metadata=meta)
+
+    @torch.no_grad()
+    def grown(self, num_subvectors: int, levels: tuple[int, ...]) -> "PQCodecModel":
+        """A copy with more sub-quantizers that still codes the old levels exactly as before: the
+        encoder's new latent channels start random, the decoder's weights on them and the prior's
+        embeddings and logits for them start at zero, and the new codebooks are all "dead", so the
+        first dead-code restart seeds them from encoder outputs. Training then only has to learn
+        the refinement (docs/training.md, "The rate ladder")."""
+        new = PQCodecModel(dataclasses.replace(self.config, num_subvectors=num_subvectors, levels=levels))
+        old_state = self.state_dict()
+        for name, t in new.state_dict().items():
+            o = old_state[name]
+            if o.shape == t.shape:
+                t.copy_(o)
+                continue
+            if not name.startswith("encoder."):  # encoder: keep the fresh init (zero would never train)
+                t.zero_()
+            t[tuple(slice(0, n) for n in o.shape)] = o
+        new.quantizer.ema_count[self.config.num_subvectors:] = 0
+        return new
 
     @classmethod
     def load(cls, path: str | Path, without_prior: bool = False) -> "PQCodecModel":

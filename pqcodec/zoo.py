@@ -1,4 +1,5 @@
-"""The shipped models: id (stored in every file's header) -> weights file in models/.
+"""The shipped models: name -> weights file in models/, with the weights' SHA-256, whose first bytes
+every file carries to name the model that made it (container.py).
 
 Weights are found in $PQCODEC_MODELS_DIR if set, else in the project's models/ folder, and checked
 against the SHA-256 recorded here before use.
@@ -9,31 +10,30 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .container import model_hash_of
 from .errors import UnsupportedFileError
 
 
 @dataclass(frozen=True)
 class ZooEntry:
-    model_id: int
     name: str
     filename: str
     sha256: str
     default_quality: int
 
 
-ZOO = {
-    1: ZooEntry(1, "pq-s8-m4k256", "pq-s8-m4k256.safetensors",
-                "844c522cf99bc3a1806f70c475d55433f89443d5cdc72a7554e07e661d3db39d", default_quality=2),
-}
-DEFAULT_MODEL_ID = 1
-CUSTOM_MODEL_ID = 0  # weights given by path; the decoder must be given the same path
+ZOO = {e.name: e for e in [
+    ZooEntry("pq-s8-m4k256", "pq-s8-m4k256.safetensors",
+             "844c522cf99bc3a1806f70c475d55433f89443d5cdc72a7554e07e661d3db39d", default_quality=2),
+]}
+DEFAULT_MODEL = "pq-s8-m4k256"
 
 
 def models_dir() -> Path:
     return Path(os.environ.get("PQCODEC_MODELS_DIR") or Path(__file__).resolve().parent.parent / "models")
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -41,33 +41,54 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def shipped_model_for(model_hash: bytes) -> ZooEntry | None:
+    """The shipped model whose weights a file's model field names, if any."""
+    return next((e for e in ZOO.values() if model_hash_of(e.sha256) == model_hash), None)
+
+
 @lru_cache(maxsize=4)
-def load_codec(model_id: int = DEFAULT_MODEL_ID):
+def load_codec(name: str = DEFAULT_MODEL):
     """The Codec of a shipped model (cached)."""
     from .codec import Codec
     from .model import PQCodecModel
-    entry = ZOO.get(model_id)
+    entry = ZOO.get(name)
     if entry is None:
-        raise UnsupportedFileError(f"unknown model id {model_id} (this pqcodec ships ids {sorted(ZOO)}; "
-                                   f"id {CUSTOM_MODEL_ID} means weights given with --model)")
+        raise UnsupportedFileError(f"unknown model {name!r} (this pqcodec ships {', '.join(ZOO)})")
     path = models_dir() / entry.filename
     if not path.is_file():
         raise UnsupportedFileError(f"weights of model {entry.name} not found at {path} "
                                    "(set PQCODEC_MODELS_DIR to the folder holding them)")
-    if _sha256(path) != entry.sha256:
+    if sha256_of(path) != entry.sha256:
         raise UnsupportedFileError(f"{path} does not match the SHA-256 recorded for model {entry.name}")
-    return Codec(PQCodecModel.load(path), model_id, entry.default_quality)
+    return Codec(PQCodecModel.load(path), model_hash_of(entry.sha256), entry.default_quality)
 
 
 @lru_cache(maxsize=4)
 def load_custom_codec(path: str):
-    """A Codec from a weights file outside the zoo (research use); files it makes carry model id 0."""
+    """A Codec from a weights file outside the zoo (research use); its files name it by hash too."""
     from .codec import Codec
     from .model import PQCodecModel
     p = Path(path)
     if not p.is_file():
         raise UnsupportedFileError(f"{p}: no such weights file")
     try:
-        return Codec(PQCodecModel.load(p), CUSTOM_MODEL_ID)
+        model = PQCodecModel.load(p)
     except Exception as e:  # safetensors raises its own types on a non-weights file
         raise UnsupportedFileError(f"{p}: not pqcodec weights ({e})") from None
+    return Codec(model, model_hash_of(sha256_of(p)))
+
+
+def codec_for_file(model_hash: bytes, weights: str | None = None):
+    """The Codec that decodes a file whose model field is `model_hash`: the weights given, which must
+    be the ones named, or else the shipped model so named."""
+    if weights:
+        codec = load_custom_codec(str(weights))
+        if codec.model_hash != model_hash:
+            raise UnsupportedFileError(f"file was made with model {model_hash.hex()}, but {weights} is "
+                                       f"model {codec.model_hash.hex()}")
+        return codec
+    entry = shipped_model_for(model_hash)
+    if entry is None:
+        raise UnsupportedFileError(f"file was made with model {model_hash.hex()}, which this pqcodec does not "
+                                   f"ship ({', '.join(ZOO)}): give its weights with --model")
+    return load_codec(entry.name)

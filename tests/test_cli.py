@@ -115,3 +115,21 @@ def test_unknown_output_extension(tiny_weights, png, tmp_path):
     (tmp_path / "a.bin").write_bytes(_bin(tiny_weights, png, tmp_path))
     r = run_cli("decode", tmp_path / "a.bin", "-o", tmp_path / "a.xyz", "--model", tiny_weights)
     _assert_clean_failure(r, tmp_path, "extension")
+
+
+def test_file_names_its_model(tiny_weights, png, tmp_path):
+    """Files carry their weights' hash: decoding without those weights, or with others, is a clear error."""
+    import torch
+    from pqcodec.model import PQCodecModel
+    (tmp_path / "a.bin").write_bytes(_bin(tiny_weights, png, tmp_path))
+    r = run_cli("decode", tmp_path / "a.bin", "-o", tmp_path / "a.png")
+    _assert_clean_failure(r, tmp_path, "does not ship")
+    other = PQCodecModel.load(tiny_weights)
+    with torch.no_grad():
+        other.decoder.net[0].bias.add_(1)
+    other.save(tmp_path / "other.safetensors")
+    r = run_cli("decode", tmp_path / "a.bin", "-o", tmp_path / "a.png", "--model", tmp_path / "other.safetensors")
+    _assert_clean_failure(r, tmp_path, "was made with model")
+    assert not (tmp_path / "a.png").exists()
+    info = run_cli("info", tmp_path / "a.bin").stdout.decode()
+    assert "not shipped" in info

@@ -9,7 +9,19 @@ import torch
 
 from pqcodec import container
 from pqcodec.errors import CorruptFileError, PQCodecError
+from pqcodec.model import PQCodecModel
 from conftest import random_image
+
+MODE_AT = 3 + container.MODEL_HASH_BYTES  # header: magic 2, version, model hash, mode, steps
+
+
+def patched(data: bytes, at: int, value: int) -> bytes:
+    """`data` with header byte `at` set to `value` and the header check redone, so that the decoder
+    meets the changed field rather than a damaged header."""
+    payload = container.unpack(data)[1]
+    head = bytearray(data[:len(data) - len(payload) - 2])
+    head[at] = value
+    return bytes(head) + container.header_check(bytes(head)) + payload
 
 
 @pytest.mark.parametrize("h, w", [(1, 1), (17, 31), (3, 100), (40, 70), (64, 64)])
@@ -105,7 +117,40 @@ def test_bad_parameters_are_clean_errors(tiny_codec):
         tiny_codec.encode(rgb, 3)
     with pytest.raises(PQCodecError, match="steps"):
         tiny_codec.encode(rgb, 1, steps=17)  # windows of 4 x 4 positions: at most 16 steps
-    data = bytearray(tiny_codec.encode(rgb, 1, steps=4))
-    data[5] = 200  # the steps byte
+    data = patched(tiny_codec.encode(rgb, 1, steps=4), MODE_AT + 1, 200)  # the steps byte
     with pytest.raises(CorruptFileError, match="steps"):
-        tiny_codec.decode(bytes(data))
+        tiny_codec.decode(data)
+
+
+def test_levels_map_quality_to_sub_quantizers(tiny_weights, tmp_path):
+    """A model whose levels skip counts: quality q codes levels[q-1] sub-quantizers, the header
+    records that count, and a file claiming a count that is no level is refused."""
+    from pqcodec.codec import Codec
+    from pqcodec.container import unpack
+    model = PQCodecModel.load(tiny_weights).grown(4, (1, 2, 4))
+    codec = Codec(model, b"test")
+    assert codec.levels() == 3 and codec.default_quality == 2
+    rgb = random_image(24, 20)
+    sizes = []
+    for q, active in ((1, 1), (2, 2), (3, 4)):
+        data, stats = codec.encode_with_stats(rgb, q)
+        assert unpack(data)[0].active == active and stats.tokens.shape[0] == active
+        assert np.array_equal(codec.decode_tokens(data)[1], stats.tokens)
+        sizes.append(len(data))
+    assert sizes == sorted(sizes)
+    data = codec.encode(rgb, 3)
+    data = patched(data, MODE_AT, (data[MODE_AT] & 0xF0) | 3)  # 3 sub-quantizers in use: not a level
+    with pytest.raises(CorruptFileError, match="levels"):
+        codec.decode(data)
+
+
+def test_tiles_meet_without_seams(tiny_codec, monkeypatch):
+    """Tiled transforms give the whole-image tokens and pixels (the halo covers the receptive fields)."""
+    import pqcodec.codec as codec_module
+    rgb = random_image(150, 230, seed=5)
+    monkeypatch.setattr(codec_module, "TILE", 1000)
+    whole = tiny_codec.image_to_tokens(rgb, 2)
+    whole_img = tiny_codec.tokens_to_image(whole, 150, 230)
+    monkeypatch.setattr(codec_module, "TILE", 5)  # 40 px tiles: many, with partial ones at the edges
+    assert np.array_equal(tiny_codec.image_to_tokens(rgb, 2), whole)
+    assert np.array_equal(tiny_codec.tokens_to_image(whole, 150, 230), whole_img)

@@ -74,3 +74,34 @@ def test_nested_dropout_fills_unused_subvectors():
     full, one = q.decode(idx), q.decode(idx, active=1)
     assert torch.equal(full[:, :2], one[:, :2])
     assert torch.equal(one[0, 2:, 0, 0], q.filler[1:].flatten())
+
+
+def test_grown_model_codes_the_old_levels_as_before():
+    from pqcodec.model import ModelConfig, PQCodecModel
+    torch.manual_seed(0)
+    small = PQCodecModel(ModelConfig(channels=8, num_subvectors=2, codebook_size=16, subvector_dim=4,
+                                     prior_dim=16, prior_layers=1, prior_heads=2, window=4)).eval()
+    small.quantizer.codebooks.normal_(0, 0.3)
+    big = small.grown(5, (1, 2, 5)).eval()
+    assert big.config.num_subvectors == 5 and big.config.active_levels == (1, 2, 5)
+    x = torch.rand(1, 3, 32, 32)
+    tokens = big.image_to_tokens(x)
+    assert torch.equal(tokens[:, :2], small.image_to_tokens(x))
+    for active in (1, 2):
+        assert torch.allclose(big.tokens_to_image(tokens, active), small.tokens_to_image(tokens[:, :2], active))
+        step_of = torch.randint(0, 3, (1, 16))
+        flat = tokens.flatten(2).transpose(1, 2)
+        act = torch.tensor([active])
+        assert torch.allclose(big.prior(flat, act, step_of)[..., :active, :],
+                              small.prior(flat[..., :2], act, step_of)[..., :active, :], atol=1e-6)
+    # the new codebooks start dead, so the first restart seeds them from encoder outputs
+    assert (big.quantizer.ema_count[2:] == 0).all()
+
+
+def test_levels_must_increase_within_m():
+    from pqcodec.model import ModelConfig
+    with pytest.raises(ValueError):
+        ModelConfig(num_subvectors=4, levels=(1, 3, 2))
+    with pytest.raises(ValueError):
+        ModelConfig(num_subvectors=4, levels=(1, 5))
+    assert ModelConfig(num_subvectors=3).active_levels == (1, 2, 3)

@@ -44,6 +44,18 @@ def test_ae_then_prior_and_resume(image_folder, tmp_path):
     assert len(bits) == 3 and all(0 < b < 8 for b in bits)  # log2(16) = 4 bits uniform, plus noise
     PQCodecModel.load(prior_run / "model.safetensors")
 
+    # the rate ladder: grow to 3 sub-quantizers with levels 1 and 3, then a warm-started prior
+    grown = tmp_path / "grown"
+    train_main(["ae", "--data", str(image_folder), "--out", str(grown), "--init", str(prior_run / "model.safetensors"),
+                "--subvectors", "3", "--levels", "1,3", "--steps", "2", "--batch", "2", "--crop", "32",
+                "--warmup", "1", "--log-every", "1"])
+    per_level = {k for r in _log(grown) for k in r if k.startswith("psnr_m")}
+    assert per_level and per_level <= {"psnr_m1", "psnr_m3"}  # trained at the levels only
+    train_main(["prior", "--data", str(image_folder), "--out", str(grown / "prior"), "--warm", "--init",
+                str(grown / "model.safetensors"), "--steps", "1", "--batch", "4", "--warmup", "1"])
+    model = PQCodecModel.load(grown / "prior" / "model.safetensors")
+    assert model.config.num_subvectors == 3 and model.config.active_levels == (1, 3)
+
 
 def test_bad_data_folder_is_a_clean_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pqcodec.train", "ae", "--data", str(tmp_path), "--out",

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     ae.add_argument("--dead-threshold", type=float, default=0.5,
                     help="codes used less than this many times per batch (EMA) are restarted")
     ae.add_argument("--channels", type=int, default=128)
-    ae.add_argument("--subvectors", type=int, default=4)
+    ae.add_argument("--subvectors", type=int,
+                    help="M (default 4); with --init, a larger M grows the model (PQCodecModel.grown)")
+    ae.add_argument("--levels", help="sub-quantizers in use per quality level, e.g. 1,2,4,8,12 (default: 1..M)")
     ae.add_argument("--codebook-size", type=int, default=256)
     ae.add_argument("--subvector-dim", type=int, default=16)
     ae.add_argument("--window", type=int, default=16, help="prior window in tokens (fixed here, trained in stage 2)")
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prior", help="stage 2: MIM prior on the tokens of a trained autoencoder")
     common(pr)
     pr.add_argument("--init", required=True, help="weights file whose autoencoder makes the tokens")
+    pr.add_argument("--warm", action="store_true",
+                    help="start from the prior in --init (e.g. a grown model's) instead of a fresh one")
     pr.add_argument("--batch", type=int, default=32, help="windows per step, per process")
     pr.add_argument("--lr", type=float, default=5e-4)
     pr.add_argument("--weight-decay", type=float, default=0.01)

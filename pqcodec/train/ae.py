@@ -33,13 +33,18 @@ def train(args):
     run = Run(args.out, "ae")
     device = run.device
     model = run.resumed_model()
+    levels = tuple(int(v) for v in args.levels.split(",")) if args.levels else ()
     if model is None and args.init:
         model = PQCodecModel.load(args.init)
+        if args.subvectors and args.subvectors != model.config.num_subvectors or levels:
+            if args.subvectors and args.subvectors < model.config.num_subvectors:
+                raise ValueError(f"--init has {model.config.num_subvectors} sub-quantizers: it can grow, not shrink")
+            model = model.grown(args.subvectors or model.config.num_subvectors, levels)
     elif model is None:
         model = PQCodecModel(ModelConfig(
-            channels=args.channels, num_subvectors=args.subvectors, codebook_size=args.codebook_size,
+            channels=args.channels, num_subvectors=args.subvectors or 4, codebook_size=args.codebook_size,
             subvector_dim=args.subvector_dim, window=args.window, prior_dim=args.prior_dim,
-            prior_layers=args.prior_layers, prior_heads=args.prior_heads))
+            prior_layers=args.prior_layers, prior_heads=args.prior_heads, levels=levels))
     model.to(device).train()
     stage = AutoencoderStage(model)
     params = list(stage.parameters())
@@ -49,14 +54,15 @@ def train(args):
     if run.world > 1:
         stage = nn.parallel.DistributedDataParallel(stage, broadcast_buffers=False)
     data = CropSampler(args.data, args.crop, seed=run.rank * 100003 + step, progress=run.is_main)
-    M = model.config.num_subvectors
+    level_actives = torch.tensor(model.config.active_levels, device=device)
+    first_step = step
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
     bar = tqdm(total=args.steps, initial=step, disable=not run.is_main, desc="autoencoder", dynamic_ncols=True)
     while step < args.steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         x = data.batch(args.batch).to(device)
-        active = torch.randint(1, M + 1, (x.shape[0],), device=device)
+        active = level_actives[torch.randint(0, len(level_actives), (x.shape[0],), device=device)]
         with autocast:
             x_hat, z, commit = stage(x, active)
         mse = F.mse_loss(x_hat.float(), x)
@@ -66,14 +72,15 @@ def train(args):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        if step % args.restart_every == 0:
+        # also on a run's first step: a grown model's new codebooks start dead
+        if step % args.restart_every == 0 or step == first_step + 1:
             model.quantizer.restart_dead_codes(z.detach(), args.dead_threshold)
         if run.is_main:
             bar.update(1)
             if step % args.log_every == 0 or step == args.steps:
                 use = model.quantizer.usage()
                 per_level = {f"psnr_m{m}": round(psnr(((x_hat.float() - x) ** 2)[active == m].mean()), 2)
-                             for m in range(1, M + 1) if (active == m).any()}
+                             for m in level_actives.tolist() if (active == m).any()}
                 bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(mse):.2f}", usage=f"{use.min():.0f}")
                 run.log.log(step=step, loss=loss.item(), psnr=round(psnr(mse), 3), commit=commit.item(),
                             lr=opt.param_groups[0]["lr"], usage_min=round(float(use.min()), 1),

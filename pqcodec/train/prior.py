@@ -56,15 +56,15 @@ class WindowSampler:
             out.append(g[:, y:y + n, x:x + n].flatten(1).T)
         return torch.stack(out).long()
 
-    def orders(self, size: int, positions: int, M: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def orders(self, size: int, positions: int, levels: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per window: the step at which each position is revealed (size, positions), from a random
         order and a number of steps drawn from the coding range, so every schedule the codec may use
-        is seen; and the sub-quantizers in use (size,), uniform in 1..M."""
+        is seen; and the sub-quantizers in use (size,), uniform over the model's levels."""
         steps = int(torch.randint(MIN_STEPS, MAX_STEPS + 1, (1,), generator=self.gen))
         ends = torch.tensor(cosine_boundaries(positions, steps)[1:])
         rank = torch.rand(size, positions, generator=self.gen).argsort(1).argsort(1)
         step_of = torch.searchsorted(ends, rank, right=True)
-        active = torch.randint(1, M + 1, (size,), generator=self.gen)
+        active = torch.tensor(levels)[torch.randint(0, len(levels), (size,), generator=self.gen)]
         return step_of, active
 
 
@@ -84,7 +84,7 @@ def train(args):
     device = run.device
     model = run.resumed_model()
     if model is None:
-        model = PQCodecModel.load(args.init, without_prior=True)
+        model = PQCodecModel.load(args.init, without_prior=not args.warm)
     model.eval()
     c = model.config
     grids = image_tokens(model, args.data, c.window, progress=run.is_main)
@@ -102,7 +102,7 @@ def train(args):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         tokens = sampler.batch(args.batch).to(device)
-        step_of, active = sampler.orders(args.batch, tokens.shape[1], c.num_subvectors)
+        step_of, active = sampler.orders(args.batch, tokens.shape[1], c.active_levels)
         with autocast:
             bits = stage(tokens, active.to(device), step_of.to(device))
         opt.zero_grad(set_to_none=True)
