@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .container import MAX_FILE_BYTES
 from .data import IMAGE_SUFFIXES
 from .errors import PQCodecError
 from .files import write_atomic
@@ -51,6 +52,8 @@ def _code_one(src: Path, dst: Path, decode: bool, options: dict) -> str | None:
     import pqcodec
     try:
         if decode:
+            if src.stat().st_size > MAX_FILE_BYTES:
+                return f"{src.stat().st_size} bytes is longer than any pqcodec file can be"
             img = pqcodec.decode(src.read_bytes(), model=options["model"])
             buf = io.BytesIO()
             img.save(buf, format="PNG")
@@ -77,7 +80,9 @@ def run(src: Path, dst: Path, decode: bool, options: dict, workers: int, force: 
             report.skipped.append(o)
         else:
             todo.append((i, o))
-    workers = max(1, min(workers, len(todo)))
+    if not todo:
+        return report
+    workers = min(workers, len(todo))
     threads = max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=len(todo), desc="decode" if decode else "encode", unit="file", disable=not progress)
     ctx = multiprocessing.get_context("spawn")  # a forked torch can deadlock in its thread pools

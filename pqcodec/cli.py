@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from .container import MAX_FILE_BYTES
 from .errors import PQCodecError
 from .files import write_atomic
 
@@ -17,15 +18,22 @@ class CliError(Exception):
     pass
 
 
-def _read_input(name: str) -> bytes:
+def _read_input(name: str, limit: int | None = None) -> bytes:
+    """The whole input; with `limit`, inputs longer than that are refused before being read whole."""
     if name == "-":
-        return sys.stdin.buffer.read()
-    p = Path(name)
-    if not p.exists():
-        raise CliError(f"{name}: no such file")
-    if not p.is_file():
-        raise CliError(f"{name}: not a regular file")
-    return p.read_bytes()
+        data = sys.stdin.buffer.read() if limit is None else sys.stdin.buffer.read(limit + 1)
+    else:
+        p = Path(name)
+        if not p.exists():
+            raise CliError(f"{name}: no such file")
+        if not p.is_file():
+            raise CliError(f"{name}: not a regular file")
+        if limit is not None and p.stat().st_size > limit:
+            raise CliError(f"{name}: {p.stat().st_size} bytes is longer than any pqcodec file can be")
+        data = p.read_bytes()
+    if limit is not None and len(data) > limit:
+        raise CliError(f"{name}: longer than any pqcodec file can be ({limit} bytes)")
+    return data
 
 
 def _check_output(name: str, force: bool):
@@ -94,7 +102,7 @@ def cmd_decode(args):
         return _run_folder(args, decode=True)
     _check_output(args.output, args.force)
     fmt = _image_format(args.output)
-    img = pqcodec.decode(_read_input(args.input), model=args.model)
+    img = pqcodec.decode(_read_input(args.input, MAX_FILE_BYTES), model=args.model)
     buf = io.BytesIO()
     img.save(buf, format=fmt)
     _write_output(args.output, buf.getvalue())
@@ -103,7 +111,7 @@ def cmd_decode(args):
 def cmd_info(args):
     from .container import unpack
     from .zoo import shipped_model_for
-    data = _read_input(args.input)
+    data = _read_input(args.input, MAX_FILE_BYTES)
     h, payload = unpack(data)
     entry = shipped_model_for(h.model_hash)
     model = entry.name if entry else "not shipped: weights given by path"

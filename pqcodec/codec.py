@@ -246,6 +246,9 @@ class Codec:
         if header.steps > self.max_steps():
             raise CorruptFileError(f"file claims {header.steps} steps; the model's windows allow {self.max_steps()}")
         h, w = self.grid_size(header.height, header.width)
+        if len(payload) > container.max_payload_bytes(header.active * h * w):
+            raise CorruptFileError(f"payload of {len(payload)} bytes is longer than {header.active * h * w} "
+                                   "indices can take (file damaged)")
         tokens = self.payload_to_tokens(payload, header.active, h, w, header.steps)
         if container.token_checksum(tokens) != header.checksum:
             raise CorruptFileError("token checksum mismatch: the file is damaged, or was made on a machine "

@@ -52,6 +52,17 @@ class Header:
             raise ValueError(f"image of {self.height * self.width} pixels exceeds the limit of {MAX_PIXELS}")
 
 
+def max_payload_bytes(indices: int) -> int:
+    """The range coder's fixed-point probabilities (24 bits) cost any index at most 3 bytes: a longer
+    payload is damage. Plus a few words of coder state."""
+    return 3 * indices + 16
+
+
+# The longest a file can be: MAX_PIXELS at stride 8, 15 sub-quantizers. Readers refuse longer inputs
+# before reading them whole.
+MAX_FILE_BYTES = 64 + max_payload_bytes(15 * (MAX_PIXELS // 64 + 2 * MAX_SIDE // 8 + 1))
+
+
 def model_hash_of(sha256_hex: str) -> bytes:
     """The model field of files made with the weights whose SHA-256 (hex) is given."""
     return bytes.fromhex(sha256_hex)[:MODEL_HASH_BYTES]

@@ -111,6 +111,12 @@ def test_damage_is_detected(tiny_codec):
             tiny_codec.decode(data[:-cut])
 
 
+def test_overlong_payload_is_refused_before_decoding(tiny_codec):
+    data = tiny_codec.encode(random_image(8, 8), 1)  # one index: a payload of at most 3 + 16 bytes
+    with pytest.raises(CorruptFileError, match="longer than"):
+        tiny_codec.decode(data + bytes(4 * 8))
+
+
 def test_bad_parameters_are_clean_errors(tiny_codec):
     rgb = random_image(8, 8)
     with pytest.raises(PQCodecError, match="quality"):
