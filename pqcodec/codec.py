@@ -67,10 +67,9 @@ def _one_thread_per_op():
         torch.set_num_threads(threads)
 
 
-def _parts(start: int, stop: int, parts: int) -> list[slice]:
-    """[start, stop) cut into `parts` contiguous, non-empty, near-equal slices (fewer if too short)."""
-    n = stop - start
-    bounds = [start + n * i // parts for i in range(parts + 1)]
+def _parts(n: int, parts: int) -> list[slice]:
+    """[0, n) cut into `parts` contiguous, non-empty, near-equal slices (fewer if n is smaller)."""
+    bounds = [n * i // parts for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
@@ -168,7 +167,7 @@ class Codec:
         with _one_thread_per_op() as threads, ThreadPoolExecutor(max(1, min(threads, CHUNK_PARTS))) as pool:
             for c0 in range(0, len(valid), WINDOW_CHUNK):
                 chunk = slice(c0, min(c0 + WINDOW_CHUNK, len(valid)))
-                parts = _parts(0, chunk.stop - c0, CHUNK_PARTS)  # within the chunk
+                parts = _parts(chunk.stop - c0, CHUNK_PARTS)  # within the chunk
                 caches = [prior.start_cache(p.stop - p.start) for p in parts]
                 for t in range(schedule.steps):
                     pos = torch.from_numpy(schedule.positions(t))

@@ -23,10 +23,10 @@ class ZooEntry:
 
 
 ZOO = {e.name: e for e in [
-    ZooEntry("pq-s8-m4k256", "pq-s8-m4k256.safetensors",
-             "844c522cf99bc3a1806f70c475d55433f89443d5cdc72a7554e07e661d3db39d", default_quality=2),
+    ZooEntry("pq-s8-m12k256", "pq-s8-m12k256.safetensors",
+             "a945f74d67d1a32169a5743c4cea0ee638f598ce7d63060a776e5822280febb0", default_quality=3),
 ]}
-DEFAULT_MODEL = "pq-s8-m4k256"
+DEFAULT_MODEL = "pq-s8-m12k256"
 
 
 def models_dir() -> Path:

@@ -36,10 +36,11 @@ def train(args):
     levels = tuple(int(v) for v in args.levels.split(",")) if args.levels else ()
     if model is None and args.init:
         model = PQCodecModel.load(args.init)
-        if args.subvectors and args.subvectors != model.config.num_subvectors or levels:
-            if args.subvectors and args.subvectors < model.config.num_subvectors:
-                raise ValueError(f"--init has {model.config.num_subvectors} sub-quantizers: it can grow, not shrink")
-            model = model.grown(args.subvectors or model.config.num_subvectors, levels)
+        M = model.config.num_subvectors
+        if (args.subvectors and args.subvectors != M) or levels:
+            if args.subvectors and args.subvectors < M:
+                raise ValueError(f"--init has {M} sub-quantizers: it can grow, not shrink")
+            model = model.grown(args.subvectors or M, levels)
     elif model is None:
         model = PQCodecModel(ModelConfig(
             channels=args.channels, num_subvectors=args.subvectors or 4, codebook_size=args.codebook_size,
