@@ -1,5 +1,4 @@
 """pqcodec as an eval subject: code every image at one level, rate from the file bytes."""
-import hashlib
 import time
 from pathlib import Path
 
@@ -11,10 +10,10 @@ from common import ROOT, image_key, quality_row, source_fingerprint
 
 def load(model_path: str | None):
     """(codec, identity): identity names the weights (SHA-256) and the code, for the result cache."""
-    from pqcodec.zoo import DEFAULT_MODEL, ZOO, load_codec, load_custom_codec
+    from pqcodec.zoo import DEFAULT_MODEL, ZOO, load_codec, load_custom_codec, sha256_of
     if model_path:
         codec = load_custom_codec(model_path)
-        weights = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+        weights = sha256_of(Path(model_path))
     else:
         codec, weights = load_codec(DEFAULT_MODEL), ZOO[DEFAULT_MODEL].sha256
     return codec, dict(weights=weights, code=source_fingerprint(ROOT / "pqcodec"))
