@@ -5,31 +5,27 @@ relative path under OUTDIR with the new extension. Worker processes code the fil
 listed and skipped, the batch goes on. Outputs are written atomically; existing ones are skipped
 unless --force, so rerunning a batch finishes what is missing.
 """
-import io
 import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .container import MAX_FILE_BYTES
 from .data import IMAGE_SUFFIXES
 from .errors import PQCodecError
-from .files import write_atomic
+from .files import read_coded_file, write_atomic
+from .image import image_bytes
 
 
 @dataclass
 class BatchReport:
     written: int = 0
-    skipped: list = None   # outputs that existed
-    failed: list = None    # (input, one-line reason)
-
-    def __post_init__(self):
-        self.skipped, self.failed = [], []
+    skipped: list = field(default_factory=list)   # outputs that existed
+    failed: list = field(default_factory=list)    # (input, one-line reason)
 
 
 def plan(src: Path, dst: Path, decode: bool) -> list[tuple[Path, Path]]:
@@ -52,12 +48,7 @@ def _code_one(src: Path, dst: Path, decode: bool, options: dict) -> str | None:
     import pqcodec
     try:
         if decode:
-            if src.stat().st_size > MAX_FILE_BYTES:
-                return f"{src.stat().st_size} bytes is longer than any pqcodec file can be"
-            img = pqcodec.decode(src.read_bytes(), model=options["model"])
-            buf = io.BytesIO()
-            img.save(buf, format="PNG")
-            data = buf.getvalue()
+            data = image_bytes(pqcodec.decode(read_coded_file(src), model=options["model"]), "PNG")
         else:
             data = pqcodec.encode(src.read_bytes(), quality=options["quality"], steps=options["steps"],
                                   model=options["model"])

@@ -2,14 +2,13 @@
 outputs are written to a temporary file beside the target and renamed into place, so a failed run
 leaves nothing behind, and an existing output is only replaced with --force."""
 import argparse
-import io
 import os
 import sys
 from pathlib import Path
 
 from .container import MAX_FILE_BYTES
 from .errors import PQCodecError
-from .files import write_atomic
+from .files import read_coded_file, write_atomic
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
@@ -18,22 +17,21 @@ class CliError(Exception):
     pass
 
 
-def _read_input(name: str, limit: int | None = None) -> bytes:
-    """The whole input; with `limit`, inputs longer than that are refused before being read whole."""
+def _read_input(name: str, coded: bool = False) -> bytes:
+    """The whole input. coded: a .bin file, refused unread when longer than any pqcodec file can be."""
     if name == "-":
-        data = sys.stdin.buffer.read() if limit is None else sys.stdin.buffer.read(limit + 1)
-    else:
-        p = Path(name)
-        if not p.exists():
-            raise CliError(f"{name}: no such file")
-        if not p.is_file():
-            raise CliError(f"{name}: not a regular file")
-        if limit is not None and p.stat().st_size > limit:
-            raise CliError(f"{name}: {p.stat().st_size} bytes is longer than any pqcodec file can be")
-        data = p.read_bytes()
-    if limit is not None and len(data) > limit:
-        raise CliError(f"{name}: longer than any pqcodec file can be ({limit} bytes)")
-    return data
+        if not coded:
+            return sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise CliError(f"{name}: longer than any pqcodec file can be ({MAX_FILE_BYTES} bytes)")
+        return data
+    p = Path(name)
+    if not p.exists():
+        raise CliError(f"{name}: no such file")
+    if not p.is_file():
+        raise CliError(f"{name}: not a regular file")
+    return read_coded_file(p) if coded else p.read_bytes()
 
 
 def _check_output(name: str, force: bool):
@@ -102,16 +100,15 @@ def cmd_decode(args):
         return _run_folder(args, decode=True)
     _check_output(args.output, args.force)
     fmt = _image_format(args.output)
-    img = pqcodec.decode(_read_input(args.input, MAX_FILE_BYTES), model=args.model)
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    _write_output(args.output, buf.getvalue())
+    from .image import image_bytes
+    img = pqcodec.decode(_read_input(args.input, coded=True), model=args.model)
+    _write_output(args.output, image_bytes(img, fmt))
 
 
 def cmd_info(args):
     from .container import unpack
     from .zoo import shipped_model_for
-    data = _read_input(args.input, MAX_FILE_BYTES)
+    data = _read_input(args.input, coded=True)
     h, payload = unpack(data)
     entry = shipped_model_for(h.model_hash)
     model = entry.name if entry else "not shipped: weights given by path"

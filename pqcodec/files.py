@@ -14,3 +14,13 @@ def write_atomic(path: Path, data: bytes):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def read_coded_file(path: Path) -> bytes:
+    """A .bin file's bytes; one longer than any pqcodec file can be is refused before it is read."""
+    from .container import MAX_FILE_BYTES
+    from .errors import CorruptFileError
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise CorruptFileError(f"{size} bytes is longer than any pqcodec file can be")
+    return path.read_bytes()

@@ -95,3 +95,10 @@ def to_pil(rgb: np.ndarray, greyscale: bool) -> Image.Image:
         grey = np.rint(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
         return Image.fromarray(grey, "L")
     return Image.fromarray(rgb, "RGB")
+
+
+def image_bytes(img: Image.Image, fmt: str) -> bytes:
+    """A decoded image as the bytes of a file in Pillow format `fmt` (written whole, then atomically)."""
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()

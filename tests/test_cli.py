@@ -133,3 +133,12 @@ def test_file_names_its_model(tiny_weights, png, tmp_path):
     assert not (tmp_path / "a.png").exists()
     info = run_cli("info", tmp_path / "a.bin").stdout.decode()
     assert "not shipped" in info
+
+
+def test_overlong_input_is_refused_unread(tmp_path):
+    from pqcodec.container import MAX_FILE_BYTES
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:  # sparse: no disk used
+        f.truncate(MAX_FILE_BYTES + 1)
+    r = run_cli("decode", big, "-o", tmp_path / "a.png")
+    _assert_clean_failure(r, tmp_path, "longer than any pqcodec file")
