@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Encode/decode time and peak memory per image: pqcodec (its levels), CompressAI's
+"""Encode/decode time and peak memory per image: pqcodec (every level), CompressAI's
 bmshj2018_hyperprior (quality 3, untrained weights: timing only) and Pillow's AVIF, in one run on the
 same images and the same machine, with ratios to the hyperprior.
 
@@ -85,7 +85,7 @@ def worker(name, folder, level, model):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
-    ap.add_argument("--levels", type=int, nargs="*", default=None, help="pqcodec levels (default: the default level)")
+    ap.add_argument("--levels", type=int, nargs="*", default=None, help="pqcodec levels (default: every level)")
     ap.add_argument("--model")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--level", type=int, default=0, help=argparse.SUPPRESS)
@@ -93,8 +93,8 @@ def main():
     if args.worker:
         return worker(args.worker, args.folder, args.level, args.model)
 
-    from pqcodec.zoo import DEFAULT_MODEL, ZOO
-    levels = args.levels or [ZOO[DEFAULT_MODEL].default_quality]
+    import pqcodec_eval
+    levels = args.levels or range(1, pqcodec_eval.load(args.model)[0].levels() + 1)
     runs = [("hyperprior", "CompressAI bmshj2018_hyperprior q3", 0)]
     runs += [("pqcodec", f"pqcodec level {q}", q) for q in levels]
     runs += [("avif", "Pillow AVIF q50 speed 4", 0)]

@@ -27,9 +27,34 @@ def bpp(num_bytes: int, rgb: np.ndarray) -> float:
     return 8.0 * num_bytes / (rgb.shape[0] * rgb.shape[1])
 
 
+# LPIPS, when rd.py is given its weights (enable_lpips): (model, identity of its weight files)
+_lpips = None
+
+
+def enable_lpips(alexnet_weights, lpips_linear=None) -> dict:
+    """Adds LPIPS to every quality_row from here on; returns what names its weights (for cache keys).
+    Raises perceptual.PerceptualError with a one-line message when the weights are absent."""
+    global _lpips
+    import perceptual
+    from pqcodec.zoo import sha256_of
+    model = perceptual.load_lpips(alexnet_weights, lpips_linear)
+    linear = Path(lpips_linear) if lpips_linear else perceptual.default_lpips_linear()
+    _lpips = (model, {"lpips": [sha256_of(Path(alexnet_weights)), sha256_of(linear)]})
+    return _lpips[1]
+
+
+def metrics_identity() -> dict:
+    """The optional metrics in use, for cache keys: rows cached without LPIPS are not reused with it."""
+    return _lpips[1] if _lpips else {}
+
+
 def quality_row(num_bytes: int, rgb: np.ndarray, rec: np.ndarray) -> dict:
     """File-byte rate and distortion of one coded image."""
-    return dict(bytes=num_bytes, bpp=bpp(num_bytes, rgb), psnr=psnr(rgb, rec), ms_ssim=ms_ssim(rgb, rec))
+    row = dict(bytes=num_bytes, bpp=bpp(num_bytes, rgb), psnr=psnr(rgb, rec), ms_ssim=ms_ssim(rgb, rec))
+    if _lpips:
+        import perceptual
+        row["lpips"] = perceptual.mean_lpips([("", rgb, rec)], _lpips[0])["lpips"]
+    return row
 
 
 def image_key(rgb: np.ndarray) -> str:
@@ -52,6 +77,7 @@ class ResultCache:
         self.folder = folder
 
     def _path(self, key: dict) -> Path:
+        key = {**key, **metrics_identity()}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return self.folder / digest[:2] / f"{digest}.json"
 
@@ -71,13 +97,17 @@ class ResultCache:
 
 def mean_curve(name: str, points: list[tuple[object, list[dict]]]) -> dict:
     """CompressAI results layout from (setting, per-image rows) pairs: means over the images."""
-    res = {"bpp": [], "psnr-rgb": [], "ms-ssim": [], "quality": []}
+    res = {"bpp": [], "psnr-rgb": [], "ms-ssim": [], "lpips": [], "quality": []}
     for setting, rows in points:
         res["bpp"].append(float(np.mean([r["bpp"] for r in rows])))
         res["psnr-rgb"].append(float(np.mean([r["psnr"] for r in rows])))
         ms = [r["ms_ssim"] for r in rows]
         res["ms-ssim"].append(None if None in ms else float(np.mean(ms)))
+        lp = [r.get("lpips") for r in rows]
+        res["lpips"].append(None if None in lp else float(np.mean(lp)))
         res["quality"].append(setting)
     if None in res["ms-ssim"]:
         del res["ms-ssim"]
+    if None in res["lpips"] or not res["lpips"]:  # only where every image has it (weights given)
+        del res["lpips"]
     return {"name": name, "results": res}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Rate-distortion on a folder of images: every pqcodec quality level, Pillow's JPEG, WebP, AVIF and
 JPEG 2000 (quality swept), and any learned-baseline curves given with --extra, on the same images.
-Rate from file bytes; RGB PSNR and MS-SSIM. Writes to --out:
+Rate from file bytes; RGB PSNR and MS-SSIM, and LPIPS when given its weights (--alexnet-weights).
+Writes to --out:
   TAG-<codec>.json    CompressAI's results layout, one file per codec (pqcodec's with per-image rows)
   TAG-rd.png          bpp vs PSNR and bpp vs MS-SSIM (dB), published anchors drawn dashed
   TAG-bdrate.md       BD-rate of every codec against every anchor, PSNR and MS-SSIM, and each pqcodec
@@ -20,7 +21,7 @@ import numpy as np
 
 from baselines import SWEEPS, psnr_at_rate, sweep
 from bdrate import bd_rate_of
-from common import CACHE, RESULTS, ResultCache, load_rgb_images, mean_curve
+from common import CACHE, RESULTS, ResultCache, enable_lpips, load_rgb_images, mean_curve
 from published import PUBLISHED_KODAK
 import pqcodec_eval
 from pqcodec import DEFAULT_STEPS
@@ -68,6 +69,13 @@ def level_table(ours: dict, classic: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def lpips_lines(curves: list[dict]) -> list[str]:
+    """Mean LPIPS (AlexNet) per setting of each curve that has it (rd.py --alexnet-weights)."""
+    return [f"LPIPS (alex), {c['name']}: " + ", ".join(f"{b:.3f} bpp {v:.4f}" for b, v in
+                                                     zip(c["results"]["bpp"], c["results"]["lpips"]))
+            for c in curves if "lpips" in c["results"]]
+
+
 def plot(curves: list[dict], published: list[dict], path: Path, max_bpp: float, title: str):
     import matplotlib
     matplotlib.use("Agg")
@@ -110,9 +118,18 @@ def main():
     ap.add_argument("--out", default=str(RESULTS), help="folder for the JSON, plot and tables")
     ap.add_argument("--tag", default="kodak", help="prefix of the output files")
     ap.add_argument("--no-cache", action="store_true", help="recompute every coded image")
+    ap.add_argument("--alexnet-weights", help="torchvision AlexNet weights file: adds LPIPS per image "
+                    "(eval/perceptual.py, docs/perceptual.md)")
+    ap.add_argument("--lpips-linear", help="LPIPS linear layers (default: the installed lpips package's)")
     args = ap.parse_args()
 
     t0 = time.time()
+    if args.alexnet_weights:
+        from perceptual import PerceptualError
+        try:
+            enable_lpips(args.alexnet_weights, args.lpips_linear)
+        except PerceptualError as e:
+            raise SystemExit(f"rd.py: error: {e}")
     cache = ResultCache(None if args.no_cache else CACHE)
     images = load_rgb_images(args.folder)
     if not images:
@@ -137,6 +154,7 @@ def main():
     report = "\n\n".join([
         f"{len(images)} images of {args.folder}; bpp from file bytes; pqcodec {args.steps} coding steps.",
         level_table(ours, classic),
+        *lpips_lines([ours] + classic),
         bd_tables([ours] + extra + classic, classic + extra + published)])
     (out / f"{args.tag}-bdrate.md").write_text(report + "\n")
     print(report)

@@ -8,7 +8,10 @@ CompressAI's results layout for `eval/rd.py --extra`.
 
 CompressAI's recipe: loss = lambda * 255^2 * MSE + bpp (RateDistortionLoss), Adam lr 1e-4, a separate
 Adam (lr 1e-3) on the entropy bottleneck's quantiles (aux loss), lambda per quality from CompressAI.
-Runs need compressai (README: the eval environment). Each quality resumes from OUT/<arch>-q<Q>/ckpt.
+Runs need compressai (README: the eval environment), and use the GPU when there is one. Each quality
+resumes from OUT/<arch>-q<Q>/ckpt.pt and, once trained, leaves its test results beside it
+(eval-<tag>.json); the curve is drawn from every quality of OUT trained on the same number of crops,
+so qualities may be trained by separate processes at once (one --qualities each).
 
     python eval/train_baselines.py --data ../shared/data/train --test ../shared/data/kodak \
         --out runs/baselines --arch bmshj2018-hyperprior --qualities 1 2 3 4 5
@@ -26,8 +29,9 @@ from tqdm import tqdm
 from common import RESULTS, load_rgb_images, mean_curve, quality_row
 
 LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.18}
-# the shipped pqcodec autoencoder's crops: runs ae1 (6,500 steps) + ae2 (3,500 steps), batch 16
-PQCODEC_CROPS = (6500 + 3500) * 16
+# the shipped pqcodec autoencoder's crops (docs/experiments.md): runs ae1 (6,500 steps) + ae2
+# (3,500 steps) at batch 16, then ae3 (24,000 steps) at batch 32
+PQCODEC_CROPS = (6500 + 3500) * 16 + 24000 * 32
 
 
 def build(arch: str, quality: int):
@@ -36,7 +40,7 @@ def build(arch: str, quality: int):
         quality=quality, pretrained=False)
 
 
-def train_one(net, run: Path, args, quality: int):
+def train_one(net, run: Path, args, quality: int, device: torch.device):
     from compressai.losses import RateDistortionLoss
     from pqcodec.data import CropSampler
     main_params = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
@@ -45,7 +49,7 @@ def train_one(net, run: Path, args, quality: int):
     ckpt = run / "ckpt.pt"
     step, wall = 0, 0.0
     if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=device)
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         aux_opt.load_state_dict(state["aux_opt"])
@@ -60,7 +64,7 @@ def train_one(net, run: Path, args, quality: int):
     bar = tqdm(total=steps, initial=step, desc=f"{run.name}")
     t0 = time.time() - wall
     while step < steps:
-        x = data.batch(args.batch)
+        x = data.batch(args.batch).to(device)
         out = net(x)
         loss = criterion(out, x)
         opt.zero_grad()
@@ -85,19 +89,19 @@ def train_one(net, run: Path, args, quality: int):
 
 
 @torch.inference_mode()
-def evaluate(net, images) -> list[dict]:
+def evaluate(net, images, device: torch.device) -> list[dict]:
     """Real bitstreams: compress, decompress, rate from the bytes of every string."""
     net.eval()
     net.update(force=True)
     rows = []
     for name, rgb in tqdm(images, desc="evaluate", leave=False):
-        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
         H, W = x.shape[2:]
         xp = F.pad(x, (0, -W % 64, 0, -H % 64), mode="replicate")
         enc = net.compress(xp)
         n = sum(len(s) for strings in enc["strings"] for s in strings)
         rec = net.decompress(enc["strings"], enc["shape"])["x_hat"][0, :, :H, :W].clamp(0, 1)
-        rec = rec.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        rec = rec.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         rows.append(dict(quality_row(n, rgb, rec), image=name))
     return rows
 
@@ -116,22 +120,31 @@ def main():
     ap.add_argument("--results", default=str(RESULTS), help="folder for the curve's JSON")
     ap.add_argument("--tag", default="kodak")
     args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
     images = load_rgb_images(args.test)
-    points = []
     for q in args.qualities:
         run = Path(args.out) / f"{args.arch}-q{q}"
         run.mkdir(parents=True, exist_ok=True)
+        result = run / f"eval-{args.tag}.json"
+        if result.is_file() and json.loads(result.read_text())["crops"] == args.crops:
+            continue
         torch.manual_seed(q)
-        net = build(args.arch, q)
-        train_one(net, run, args, q)
-        points.append((q, evaluate(net, images)))
+        net = build(args.arch, q).to(device)
+        train_one(net, run, args, q, device)
+        rows = evaluate(net, images, device)
+        result.write_text(json.dumps(dict(crops=args.crops, quality=q, device=str(device), rows=rows), indent=1))
+    done = sorted((json.loads(p.read_text()) for p in Path(args.out).glob(f"{args.arch}-q*/eval-{args.tag}.json")),
+                  key=lambda r: r["quality"])
+    points = [(r["quality"], r["rows"]) for r in done if r["crops"] == args.crops]
     curve = mean_curve(f"{args.arch} (trained here, {args.crops} crops)", points)
     curve["per_image"] = {str(q): rows for q, rows in points}
     path = Path(args.results) / f"{args.tag}-{args.arch}-trained.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(curve, indent=1))
     print(json.dumps(curve["results"], indent=1))
-    print(f"written {path}; add it to the RD plot with: python eval/rd.py {args.test} --extra {path}")
+    print(f"written {path} ({len(points)} qualities); add it to the RD plot with: "
+          f"python eval/rd.py {args.test} --extra {path}")
 
 
 if __name__ == "__main__":

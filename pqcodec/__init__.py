@@ -12,7 +12,7 @@ from .errors import CorruptFileError, ImageError, PQCodecError, UnsupportedFileE
 from .model import ModelConfig, PQCodecModel
 from .zoo import DEFAULT_MODEL, codec_for_file, load_codec, load_custom_codec
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def encode(image, quality: int | None = None, steps: int = DEFAULT_STEPS, model: str | None = None) -> bytes:

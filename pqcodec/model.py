@@ -74,9 +74,18 @@ class PQCodecModel(nn.Module):
         """indices (B, >=active, h, w) -> image (B, 3, sh, sw) in [0, 1]."""
         return self.decoder(self.quantizer.decode(tokens, active)).clamp(0, 1)
 
-    def save(self, path: str | Path, extra_metadata: dict | None = None):
+    def save(self, path: str | Path, extra_metadata: dict | None = None, without_prior: bool = False):
+        """without_prior: the autoencoder and quantizer alone (40 % of the bytes), e.g. to carry to a
+        training machine; such a file trains (`pqcodec-train ae --init`) but does not code."""
         meta = {"config": self.config.to_json(), **(extra_metadata or {})}
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path), metadata=meta)
+        state = {k: v.contiguous() for k, v in self.state_dict().items()
+                 if not (without_prior and k.startswith("prior."))}
+        save_file(state, str(path), metadata=meta)
+
+    @staticmethod
+    def file_has_prior(path: str | Path) -> bool:
+        with safe_open(str(path), "pt") as f:
+            return any(k.startswith("prior.") for k in f.keys())
 
     @torch.no_grad()
     def grown(self, num_subvectors: int, levels: tuple[int, ...]) -> "PQCodecModel":

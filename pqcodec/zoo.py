@@ -23,10 +23,13 @@ class ZooEntry:
 
 
 ZOO = {e.name: e for e in [
-    ZooEntry("pq-s8-m12k256", "pq-s8-m12k256.safetensors",
-             "a945f74d67d1a32169a5743c4cea0ee638f598ce7d63060a776e5822280febb0", default_quality=3),
+    ZooEntry("pq-s8-m12k256-v2", "pq-s8-m12k256-v2.safetensors",
+             "d7a48780be0e210333993ab7414689d7838c08ddedfd9d1d46eebfe754d310bb", default_quality=3),
 ]}
-DEFAULT_MODEL = "pq-s8-m12k256"
+DEFAULT_MODEL = "pq-s8-m12k256-v2"
+# models earlier releases shipped, by the hash prefix their files carry: named in the error message
+# (their weights stay in the git history under models/)
+RETIRED = {"a945f74d": "pq-s8-m12k256 of pqcodec 0.2.0"}
 
 
 def models_dir() -> Path:
@@ -89,6 +92,7 @@ def codec_for_file(model_hash: bytes, weights: str | None = None):
         return codec
     entry = shipped_model_for(model_hash)
     if entry is None:
-        raise UnsupportedFileError(f"file was made with model {model_hash.hex()}, which this pqcodec does not "
-                                   f"ship ({', '.join(ZOO)}): give its weights with --model")
+        known = f" ({RETIRED[model_hash.hex()]})" if model_hash.hex() in RETIRED else ""
+        raise UnsupportedFileError(f"file was made with model {model_hash.hex()}{known}, which this pqcodec does "
+                                   f"not ship ({', '.join(ZOO)}): give its weights with --model")
     return load_codec(entry.name)

@@ -135,6 +135,14 @@ def test_file_names_its_model(tiny_weights, png, tmp_path):
     assert "not shipped" in info
 
 
+def test_retired_model_is_named():
+    """A file of a model an earlier release shipped says which release that was."""
+    from pqcodec.errors import UnsupportedFileError
+    from pqcodec.zoo import codec_for_file
+    with pytest.raises(UnsupportedFileError, match="pqcodec 0.2.0"):
+        codec_for_file(bytes.fromhex("a945f74d"))
+
+
 def test_overlong_input_is_refused_unread(tmp_path):
     from pqcodec.container import MAX_FILE_BYTES
     big = tmp_path / "big.bin"

@@ -2,12 +2,15 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 from PIL import Image
 
 from pqcodec.model import PQCodecModel
 from pqcodec.train.__main__ import main as train_main
+from pqcodec.train.common import TimeBudget
 from conftest import random_image
 
 TINY_AE = ["--channels", "8", "--subvectors", "2", "--codebook-size", "16", "--subvector-dim", "4",
@@ -55,6 +58,66 @@ def test_ae_then_prior_and_resume(image_folder, tmp_path):
                 str(grown / "model.safetensors"), "--steps", "1", "--batch", "4", "--warmup", "1"])
     model = PQCodecModel.load(grown / "prior" / "model.safetensors")
     assert model.config.num_subvectors == 3 and model.config.active_levels == (1, 3)
+
+
+def test_autoencoder_only_file_and_prior_from_another_file(image_folder, tmp_path):
+    """The GPU recipe: carry the autoencoder alone, fine-tune it, then start its prior from the
+    model it came from (`--warm FROM`); a FROM of another shape is a clean error."""
+    base = tmp_path / "base"
+    train_main(["ae", "--data", str(image_folder), "--out", str(base), "--steps", "1", "--batch", "2",
+                "--crop", "32", *TINY_AE])
+    full = PQCodecModel.load(base / "model.safetensors")
+    full.save(tmp_path / "ae-only.safetensors", without_prior=True)
+    assert not PQCodecModel.file_has_prior(tmp_path / "ae-only.safetensors")
+    tuned = tmp_path / "tuned"
+    train_main(["ae", "--data", str(image_folder), "--out", str(tuned), "--init", str(tmp_path / "ae-only.safetensors"),
+                "--steps", "1", "--batch", "2", "--crop", "32"])
+    prior_run = tmp_path / "prior"
+    train_main(["prior", "--data", str(image_folder), "--out", str(prior_run), "--init", str(tuned / "model.safetensors"),
+                "--warm", str(base / "model.safetensors"), "--steps", "0"])
+    warmed = PQCodecModel.load(prior_run / "model.safetensors")
+    for k, v in full.prior.state_dict().items():
+        assert torch.equal(v, warmed.prior.state_dict()[k]), k
+    assert not torch.equal(warmed.encoder.state_dict()["net.0.weight"], full.encoder.state_dict()["net.0.weight"])
+
+    other = tmp_path / "other"
+    train_main(["ae", "--data", str(image_folder), "--out", str(other), "--steps", "1", "--batch", "2", "--crop", "32",
+                *[("3" if a == "2" and i == 3 else a) for i, a in enumerate(TINY_AE)]])  # 3 sub-quantizers
+    with pytest.raises(SystemExit, match="num_subvectors"):
+        train_main(["prior", "--data", str(image_folder), "--out", str(tmp_path / "bad"),
+                    "--init", str(tuned / "model.safetensors"), "--warm", str(other / "model.safetensors"), "--steps", "1"])
+
+
+def test_time_budget_plans_the_last_step_from_the_measured_rate():
+    """A fake clock at 10 steps per second, 60 s budget from t=0, start-up 5 s: the run is planned to
+    end at the step that fits (97 % of the rate times the time left), and stops at the deadline if
+    it slows down."""
+    now = [5.0]
+    budget = TimeBudget(1.0, started=0.0, first_step=100, steps=10**6, clock=lambda: now[0])
+    step = 100
+    while step < budget.last_step(step):
+        assert not budget.expired()
+        step += 1
+        now[0] += 0.1
+    # measured at step 150, t = 10 s: 50 s left at 10 steps/s -> 150 + int(0.97 * 500)
+    assert step == budget.steps == 150 + 485
+    assert TimeBudget(None, 0.0, 0, 7).last_step(3) == 7
+    late = TimeBudget(1.0, started=0.0, first_step=0, steps=10, clock=lambda: 61.0)
+    assert late.expired()
+
+
+def test_minutes_budget_stops_and_saves(image_folder, tmp_path):
+    """--minutes with far more --steps than fit: the run stops in time and saves its last step."""
+    run = tmp_path / "timed"
+    t0 = time.time()
+    train_main(["ae", "--data", str(image_folder), "--out", str(run), "--steps", "1000000", "--minutes", "0.1",
+                "--batch", "2", "--crop", "32", "--warmup", "5", "--log-every", "1", "--save-every", "100000",
+                *TINY_AE])
+    assert time.time() - t0 < 6 + 30  # the budget, plus loading and the last save
+    last = _log(run)[-1]
+    assert 0 < last["step"] < 1000000
+    assert torch.load(run / "ae.ckpt", weights_only=True)["step"] == last["step"]
+    assert PQCodecModel.load(run / "model.safetensors").config.num_subvectors == 2
 
 
 def test_bad_data_folder_is_a_clean_error(tmp_path):

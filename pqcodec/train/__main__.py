@@ -15,6 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--steps", type=int, required=True, help="total optimiser steps (a resumed run continues to it)")
         sp.add_argument("--warmup", type=int, default=200)
         sp.add_argument("--bf16", action="store_true", help="bfloat16 autocast (halves CPU step time on AVX-512 BF16)")
+        sp.add_argument("--minutes", type=float,
+                        help="wall-clock budget: measure the step rate, end the run (and its cosine decay) "
+                             "at the last step that fits, and stop at the deadline whatever happens")
         sp.add_argument("--log-every", type=int, default=25)
         sp.add_argument("--save-every", type=int, default=250)
 
@@ -42,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prior", help="stage 2: MIM prior on the tokens of a trained autoencoder")
     common(pr)
     pr.add_argument("--init", required=True, help="weights file whose autoencoder makes the tokens")
-    pr.add_argument("--warm", action="store_true",
-                    help="start from the prior in --init (e.g. a grown model's) instead of a fresh one")
+    pr.add_argument("--warm", nargs="?", const=True, default=False, metavar="FROM",
+                    help="start from the prior in --init (e.g. a grown model's), or in the weights file FROM "
+                         "(e.g. the model --init's autoencoder was fine-tuned from), instead of a fresh one")
     pr.add_argument("--batch", type=int, default=32, help="windows per step, per process")
     pr.add_argument("--lr", type=float, default=5e-4)
     pr.add_argument("--weight-decay", type=float, default=0.01)

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from ..data import CropSampler
 from ..model import ModelConfig, PQCodecModel
-from .common import Run, lr_at
+from .common import Run, TimeBudget, lr_at
 
 
 class AutoencoderStage(nn.Module):
@@ -35,7 +35,7 @@ def train(args):
     model = run.resumed_model()
     levels = tuple(int(v) for v in args.levels.split(",")) if args.levels else ()
     if model is None and args.init:
-        model = PQCodecModel.load(args.init)
+        model = PQCodecModel.load(args.init, without_prior=not PQCodecModel.file_has_prior(args.init))
         M = model.config.num_subvectors
         if (args.subvectors and args.subvectors != M) or levels:
             if args.subvectors and args.subvectors < M:
@@ -57,11 +57,13 @@ def train(args):
     data = CropSampler(args.data, args.crop, seed=run.rank * 100003 + step, progress=run.is_main)
     level_actives = torch.tensor(model.config.active_levels, device=device)
     first_step = step
+    budget = TimeBudget(args.minutes, run.started, step, args.steps)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
     bar = tqdm(total=args.steps, initial=step, disable=not run.is_main, desc="autoencoder", dynamic_ncols=True)
-    while step < args.steps:
+    while step < budget.last_step(step) and not budget.expired():
+        bar.total = budget.steps
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            g["lr"] = lr_at(step, budget.steps, args.lr, args.warmup)
         x = data.batch(args.batch).to(device)
         active = level_actives[torch.randint(0, len(level_actives), (x.shape[0],), device=device)]
         with autocast:
@@ -78,7 +80,7 @@ def train(args):
             model.quantizer.restart_dead_codes(z.detach(), args.dead_threshold)
         if run.is_main:
             bar.update(1)
-            if step % args.log_every == 0 or step == args.steps:
+            if step % args.log_every == 0 or step == budget.steps:
                 use = model.quantizer.usage()
                 per_level = {f"psnr_m{m}": round(psnr(((x_hat.float() - x) ** 2)[active == m].mean()), 2)
                              for m in level_actives.tolist() if (active == m).any()}
@@ -86,6 +88,8 @@ def train(args):
                 run.log.log(step=step, loss=loss.item(), psnr=round(psnr(mse), 3), commit=commit.item(),
                             lr=opt.param_groups[0]["lr"], usage_min=round(float(use.min()), 1),
                             total_wall_s=round(run.total_wall_s(), 1), **per_level)
-            if step % args.save_every == 0 or step == args.steps:
+            if step % args.save_every == 0:
                 run.save(model, opt, step, "ae")
+    if run.is_main and run.saved_step != step:  # the last step, wherever the run stopped
+        run.save(model, opt, step, "ae")
     bar.close()

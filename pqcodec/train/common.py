@@ -23,6 +23,7 @@ def pick_device() -> torch.device:
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
+        torch.backends.cudnn.benchmark = True  # fixed crop and window shapes: pick the fastest kernels once
         return torch.device("cuda", local)
     return torch.device("cpu")
 
@@ -33,6 +34,47 @@ def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.02) 
         return peak * (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+class TimeBudget:
+    """`--minutes`: fit a run into a wall-clock budget (a GPU lease, a session). The step rate is
+    measured over the first steps after start-up, while the learning rate is still warming up, and
+    the run's last step is brought forward to what fits, so the cosine decay still ends at the last
+    step. Should the rate drop later (a shared machine), `expired` stops the run at the deadline."""
+
+    SKIP, MEASURE = 10, 40  # steps: start-up (kernel selection, caches), then the timed stretch
+
+    def __init__(self, minutes: float | None, started: float, first_step: int, steps: int, clock=time.time):
+        self.first_step, self.steps, self.clock = first_step, steps, clock
+        self.deadline = None if minutes is None else started + 60 * minutes
+        self.timer_start = None
+
+    def last_step(self, step: int) -> int:
+        """The step the run ends at; call once per step with the steps done so far."""
+        if self.deadline is None:
+            return self.steps
+        done = step - self.first_step
+        if done == self.SKIP:
+            self.timer_start = self.clock()
+        elif done == self.SKIP + self.MEASURE:
+            rate = self.MEASURE / (self.clock() - self.timer_start)
+            fits = step + int(0.97 * rate * max(0.0, self.deadline - self.clock()))
+            self.steps = min(self.steps, int(_agreed(fits, dist.ReduceOp.MIN)))
+        return self.steps
+
+    def expired(self) -> bool:
+        if self.deadline is None:
+            return False
+        return bool(_agreed(self.clock() >= self.deadline, dist.ReduceOp.MAX))
+
+
+def _agreed(value, op):
+    """One value for every process of a distributed run (they must stop at the same step)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor(float(value), device=pick_device())
+    dist.all_reduce(t, op)
+    return t.item()
 
 
 def save_checkpoint(path: Path, state: dict):
@@ -60,6 +102,7 @@ class Run:
         self.log = Logger(self.out, self.rank == 0)
         self.started = time.time()
         self.wall_before = 0.0
+        self.saved_step = self.checkpoint["step"] if self.checkpoint else None
 
     @property
     def is_main(self) -> bool:
@@ -90,6 +133,7 @@ class Run:
                  "config": model.config.to_json(), "wall_s": self.total_wall_s()}
         save_checkpoint(self.ckpt_path, state)
         model.save(self.out / "model.safetensors", {f"{stage}_steps": str(step)})
+        self.saved_step = step
 
 
 class Logger:

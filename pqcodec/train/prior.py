@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..data import list_images
 from ..model import PQCodecModel
 from ..schedule import cosine_boundaries
-from .common import Run, lr_at
+from .common import Run, TimeBudget, lr_at
 
 
 @torch.no_grad()
@@ -68,6 +68,16 @@ class WindowSampler:
         return step_of, active
 
 
+def prior_of(path, model: PQCodecModel) -> nn.Module:
+    """The prior of the weights file `path`, checked to fit `model`'s tokens and prior shape."""
+    other = PQCodecModel.load(path)
+    fields = ("num_subvectors", "codebook_size", "window", "prior_dim", "prior_layers", "prior_heads")
+    differ = [f for f in fields if getattr(other.config, f) != getattr(model.config, f)]
+    if differ:
+        raise ValueError(f"--warm {path}: its prior does not fit --init's model ({', '.join(differ)} differ)")
+    return other.prior
+
+
 class PriorStage(nn.Module):
     """The stage-2 loss as a module's forward, so DistributedDataParallel can wrap it."""
 
@@ -84,13 +94,16 @@ def train(args):
     device = run.device
     model = run.resumed_model()
     if model is None:
-        model = PQCodecModel.load(args.init, without_prior=not args.warm)
+        model = PQCodecModel.load(args.init, without_prior=args.warm is not True)
+        if isinstance(args.warm, str):
+            model.prior.load_state_dict(prior_of(args.warm, model).state_dict())
     model.eval()
     c = model.config
     grids = image_tokens(model, args.data, c.window, progress=run.is_main)
     prior = model.prior.to(device).train()
     opt = torch.optim.AdamW(prior.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step = run.resume_optimizer(opt)
+    budget = TimeBudget(args.minutes, run.started, step, args.steps)
     stage = PriorStage(prior)
     if run.world > 1:
         stage = nn.parallel.DistributedDataParallel(stage)
@@ -98,9 +111,10 @@ def train(args):
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
     bar = tqdm(total=args.steps, initial=step, disable=not run.is_main, desc="prior", dynamic_ncols=True)
     ema_bits = None
-    while step < args.steps:
+    while step < budget.last_step(step) and not budget.expired():
+        bar.total = budget.steps
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            g["lr"] = lr_at(step, budget.steps, args.lr, args.warmup)
         tokens = sampler.batch(args.batch).to(device)
         step_of, active = sampler.orders(args.batch, tokens.shape[1], c.active_levels)
         with autocast:
@@ -113,10 +127,12 @@ def train(args):
         ema_bits = bits.item() if ema_bits is None else 0.98 * ema_bits + 0.02 * bits.item()
         if run.is_main:
             bar.update(1)
-            if step % args.log_every == 0 or step == args.steps:
+            if step % args.log_every == 0 or step == budget.steps:
                 bar.set_postfix(bits_per_index=f"{ema_bits:.3f}", uniform=f"{math.log2(c.codebook_size):.0f}")
                 run.log.log(step=step, bits_per_index=round(bits.item(), 4), bits_ema=round(ema_bits, 4),
                             lr=opt.param_groups[0]["lr"], total_wall_s=round(run.total_wall_s(), 1))
-            if step % args.save_every == 0 or step == args.steps:
+            if step % args.save_every == 0:
                 run.save(model, opt, step, "prior")
+    if run.is_main and run.saved_step != step:  # the last step, wherever the run stopped
+        run.save(model, opt, step, "prior")
     bar.close()
