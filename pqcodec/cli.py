@@ -107,18 +107,20 @@ def cmd_decode(args):
 
 def cmd_info(args):
     from .container import unpack
-    from .zoo import shipped_model_for
+    from .zoo import RETIRED, shipped_model_for
     data = _read_input(args.input, coded=True)
     h, payload = unpack(data)
     entry = shipped_model_for(h.model_hash)
-    model = entry.name if entry else "not shipped: weights given by path"
+    retired = RETIRED.get(h.model_hash.hex())
+    model = entry.name if entry else (f"{retired}; not shipped now" if retired else "not shipped: weights given by path")
     rows = [("model", f"{h.model_hash.hex()} ({model})"),
             ("image", f"{h.width} x {h.height}" + (" greyscale" if h.greyscale else " RGB")),
             ("sub-quantizers", f"{h.active} in use (set by the quality level)"), ("steps", str(h.steps)),
             ("file bytes", f"{len(data)} (header {len(data) - len(payload)}, payload {len(payload)})"),
             ("bpp", f"{8 * len(data) / (h.width * h.height):.4f}"), ("token crc32", f"{h.checksum:08x}")]
+    width = max(len(k) for k, _ in rows)
     for k, v in rows:
-        print(f"{k:12} {v}")
+        print(f"{k:{width}}  {v}")
 
 
 def build_parser() -> argparse.ArgumentParser:
