@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pqcodec import container
 from pqcodec.model import ModelConfig, PQCodecModel
 
 DATA = Path(__file__).parent / "data"
@@ -44,3 +45,12 @@ def run_cli(*args, stdin: bytes | None = None, cwd=None):
     import subprocess
     return subprocess.run([sys.executable, "-m", "pqcodec", *map(str, args)], input=stdin,
                           capture_output=True, cwd=cwd, timeout=300)
+
+
+def patched(data: bytes, at: int, value: int) -> bytes:
+    """`data` with header byte `at` set to `value` and the header check redone, so that the decoder
+    meets the changed field rather than a damaged header."""
+    payload = container.unpack(data)[1]
+    head = bytearray(data[:len(data) - len(payload) - 2])
+    head[at] = value
+    return bytes(head) + container.header_check(bytes(head)) + payload

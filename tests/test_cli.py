@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from conftest import random_image, run_cli
+from conftest import patched, random_image, run_cli
 
 
 @pytest.fixture
@@ -135,12 +135,15 @@ def test_file_names_its_model(tiny_weights, png, tmp_path):
     assert "not shipped" in info
 
 
-def test_retired_model_is_named():
-    """A file of a model an earlier release shipped says which release that was."""
-    from pqcodec.errors import UnsupportedFileError
-    from pqcodec.zoo import codec_for_file
-    with pytest.raises(UnsupportedFileError, match="pqcodec 0.2.0"):
-        codec_for_file(bytes.fromhex("a945f74d"))
+def test_retired_model_is_named(tiny_weights, png, tmp_path):
+    """A file of a model an earlier release shipped says which release that was (decode and info)."""
+    data = _bin(tiny_weights, png, tmp_path)
+    for i, byte in enumerate(bytes.fromhex("a945f74d")):  # pq-s8-m12k256 of 0.2.0
+        data = patched(data, 3 + i, byte)
+    (tmp_path / "old.bin").write_bytes(data)
+    r = run_cli("decode", tmp_path / "old.bin", "-o", tmp_path / "old.png")
+    _assert_clean_failure(r, tmp_path, "pqcodec 0.2.0")
+    assert "pq-s8-m12k256 of pqcodec 0.2.0; not shipped now" in run_cli("info", tmp_path / "old.bin").stdout.decode()
 
 
 def test_overlong_input_is_refused_unread(tmp_path):

@@ -10,18 +10,9 @@ import torch
 from pqcodec import container
 from pqcodec.errors import CorruptFileError, PQCodecError
 from pqcodec.model import PQCodecModel
-from conftest import random_image
+from conftest import patched, random_image
 
 MODE_AT = 3 + container.MODEL_HASH_BYTES  # header: magic 2, version, model hash, mode, steps
-
-
-def patched(data: bytes, at: int, value: int) -> bytes:
-    """`data` with header byte `at` set to `value` and the header check redone, so that the decoder
-    meets the changed field rather than a damaged header."""
-    payload = container.unpack(data)[1]
-    head = bytearray(data[:len(data) - len(payload) - 2])
-    head[at] = value
-    return bytes(head) + container.header_check(bytes(head)) + payload
 
 
 @pytest.mark.parametrize("h, w", [(1, 1), (17, 31), (3, 100), (40, 70), (64, 64)])
@@ -58,7 +49,7 @@ _THREADED = """
 import sys, torch
 torch.set_num_threads(int(sys.argv[1]))
 from pqcodec.zoo import load_custom_codec
-from conftest import random_image
+from conftest import patched, random_image
 codec = load_custom_codec(sys.argv[2])
 mode = sys.argv[3]
 if mode == "encode":
