@@ -38,7 +38,7 @@ def enable_lpips(alexnet_weights, lpips_linear=None) -> dict:
     import perceptual
     from pqcodec.zoo import sha256_of
     model = perceptual.load_lpips(alexnet_weights, lpips_linear)
-    linear = Path(lpips_linear) if lpips_linear else perceptual.default_lpips_linear()
+    linear = perceptual.lpips_linear_path(lpips_linear)
     _lpips = (model, {"lpips": [sha256_of(Path(alexnet_weights)), sha256_of(linear)]})
     return _lpips[1]
 

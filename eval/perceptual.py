@@ -150,9 +150,14 @@ def default_lpips_linear() -> Path:
     return Path(importlib.util.find_spec("lpips").origin).parent / "weights" / "v0.1" / "alex.pth"
 
 
+def lpips_linear_path(given=None) -> Path:
+    """The LPIPS linear-layer file: the one given, else the installed lpips package's."""
+    return Path(given) if given else default_lpips_linear()
+
+
 def load_lpips(alexnet_weights, lpips_linear=None):
     """LPIPS-Alex from local files only: the linear layers and a torchvision AlexNet state dict."""
-    linear = _require_file(lpips_linear or default_lpips_linear(), "LPIPS linear-layer")
+    linear = _require_file(lpips_linear_path(lpips_linear), "LPIPS linear-layer")
     alex_path = _require_file(alexnet_weights, "AlexNet")
     import lpips
     import torch
@@ -239,7 +244,7 @@ def main(argv=None) -> int:
         if args.inception_weights:
             _require("torch_fidelity")
             _require_file(args.inception_weights, "Inception")
-        linear = (args.lpips_linear or default_lpips_linear()) if args.alexnet_weights else None
+        linear = lpips_linear_path(args.lpips_linear) if args.alexnet_weights else None
         if args.alexnet_weights:
             _require_file(linear, "LPIPS linear-layer")
             _require_file(args.alexnet_weights, "AlexNet")

@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-from .container import MAX_FILE_BYTES
 from .errors import PQCodecError
 from .files import read_coded_file, write_atomic
 
@@ -20,12 +19,7 @@ class CliError(Exception):
 def _read_input(name: str, coded: bool = False) -> bytes:
     """The whole input. coded: a .bin file, refused unread when longer than any pqcodec file can be."""
     if name == "-":
-        if not coded:
-            return sys.stdin.buffer.read()
-        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            raise CliError(f"{name}: longer than any pqcodec file can be ({MAX_FILE_BYTES} bytes)")
-        return data
+        return read_coded_file(sys.stdin.buffer) if coded else sys.stdin.buffer.read()
     p = Path(name)
     if not p.exists():
         raise CliError(f"{name}: no such file")
@@ -107,13 +101,10 @@ def cmd_decode(args):
 
 def cmd_info(args):
     from .container import unpack
-    from .zoo import RETIRED, shipped_model_for
+    from .zoo import describe_model
     data = _read_input(args.input, coded=True)
     h, payload = unpack(data)
-    entry = shipped_model_for(h.model_hash)
-    retired = RETIRED.get(h.model_hash.hex())
-    model = entry.name if entry else (f"{retired}; not shipped now" if retired else "not shipped: weights given by path")
-    rows = [("model", f"{h.model_hash.hex()} ({model})"),
+    rows = [("model", f"{h.model_hash.hex()} ({describe_model(h.model_hash)})"),
             ("image", f"{h.width} x {h.height}" + (" greyscale" if h.greyscale else " RGB")),
             ("sub-quantizers", f"{h.active} in use (set by the quality level)"), ("steps", str(h.steps)),
             ("file bytes", f"{len(data)} (header {len(data) - len(payload)}, payload {len(payload)})"),

@@ -27,7 +27,7 @@ ZOO = {e.name: e for e in [
              "d7a48780be0e210333993ab7414689d7838c08ddedfd9d1d46eebfe754d310bb", default_quality=3),
 ]}
 DEFAULT_MODEL = "pq-s8-m12k256-v2"
-# models earlier releases shipped, by the hash prefix their files carry: named in the error message
+# models earlier releases shipped, by the hash prefix their files carry: named by describe_model
 # (their weights stay in the git history under models/)
 RETIRED = {"a945f74d": "pq-s8-m12k256 of pqcodec 0.2.0"}
 
@@ -42,6 +42,15 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def describe_model(model_hash: bytes) -> str:
+    """What a file's model field names: a shipped model, one an earlier release shipped, or neither."""
+    entry = shipped_model_for(model_hash)
+    if entry:
+        return entry.name
+    retired = RETIRED.get(model_hash.hex())
+    return f"{retired}; not shipped now" if retired else "not shipped: weights given by path"
 
 
 def shipped_model_for(model_hash: bytes) -> ZooEntry | None:
@@ -92,7 +101,6 @@ def codec_for_file(model_hash: bytes, weights: str | None = None):
         return codec
     entry = shipped_model_for(model_hash)
     if entry is None:
-        known = f" ({RETIRED[model_hash.hex()]})" if model_hash.hex() in RETIRED else ""
-        raise UnsupportedFileError(f"file was made with model {model_hash.hex()}{known}, which this pqcodec does "
-                                   f"not ship ({', '.join(ZOO)}): give its weights with --model")
+        raise UnsupportedFileError(f"file was made with model {model_hash.hex()} ({describe_model(model_hash)}); "
+                                   f"this pqcodec does not ship it ({', '.join(ZOO)}): give its weights with --model")
     return load_codec(entry.name)

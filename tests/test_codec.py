@@ -49,7 +49,7 @@ _THREADED = """
 import sys, torch
 torch.set_num_threads(int(sys.argv[1]))
 from pqcodec.zoo import load_custom_codec
-from conftest import patched, random_image
+from conftest import random_image
 codec = load_custom_codec(sys.argv[2])
 mode = sys.argv[3]
 if mode == "encode":

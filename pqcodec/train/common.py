@@ -72,7 +72,7 @@ def _agreed(value, op):
     """One value for every process of a distributed run (they must stop at the same step)."""
     if not dist.is_initialized():
         return value
-    t = torch.tensor(float(value), device=pick_device())
+    t = torch.tensor(float(value), device=f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     dist.all_reduce(t, op)
     return t.item()
 
