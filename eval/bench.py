@@ -5,9 +5,10 @@ same images and the same machine, with ratios to the hyperprior.
 
 Each codec runs in a child process of its own, so that its peak resident memory (RSS) is its own.
 Times are means over the images after one warm-up image. Needs compressai importable (README: the
-eval environment).
+eval environment). With --threads, every codec runs once per thread count (torch.set_num_threads),
+and ratios compare runs with the same thread count.
 
-    python eval/bench.py ../shared/data/kodak
+    python eval/bench.py ../shared/data/kodak [--levels 1 3 5] [--threads 1 2 4]
 """
 import argparse
 import io
@@ -72,7 +73,10 @@ def bench_avif(images, *_):
 SUBJECTS = {"pqcodec": bench_pqcodec, "hyperprior": bench_hyperprior, "avif": bench_avif}
 
 
-def worker(name, folder, level, model):
+def worker(name, folder, level, model, threads):
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
     images = load_rgb_images(folder)
     run = SUBJECTS[name](images, level, model)
     run(images[0][1])  # warm-up: first-call allocations and kernel selection
@@ -87,37 +91,46 @@ def main():
     ap.add_argument("folder")
     ap.add_argument("--levels", type=int, nargs="*", default=None, help="pqcodec levels (default: every level)")
     ap.add_argument("--model")
+    ap.add_argument("--threads", type=int, nargs="*", default=[0],
+                    help="torch thread counts to run each codec with (default: torch's own)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--level", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return worker(args.worker, args.folder, args.level, args.model)
+        return worker(args.worker, args.folder, args.level, args.model, args.threads[0])
 
     import pqcodec_eval
     levels = args.levels or range(1, pqcodec_eval.load(args.model)[0].levels() + 1)
-    runs = [("hyperprior", "CompressAI bmshj2018_hyperprior q3", 0)]
-    runs += [("pqcodec", f"pqcodec level {q}", q) for q in levels]
-    runs += [("avif", "Pillow AVIF q50 speed 4", 0)]
-    rows = {}
-    for name, label, level in runs:
-        cmd = [sys.executable, __file__, args.folder, "--worker", name, "--level", str(level)]
-        if args.model:
-            cmd += ["--model", args.model]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            last = (r.stderr.strip().splitlines() or ["failed"])[-1]
-            sys.exit(f"bench: {label}: {last}" + (" (install compressai: README, eval environment)"
-                                                   if "compressai" in last else ""))
-        rows[label] = json.loads(r.stdout.strip().splitlines()[-1])
-    ref = rows["CompressAI bmshj2018_hyperprior q3"]
     import torch
+    rows, refs = {}, {}
+    for threads in args.threads:
+        n_threads = threads or torch.get_num_threads()
+        runs = [("hyperprior", f"CompressAI bmshj2018_hyperprior q3, {n_threads} threads", 0)]
+        runs += [("pqcodec", f"pqcodec level {q}, {n_threads} threads", q) for q in levels]
+        runs += [("avif", f"Pillow AVIF q50 speed 4, {n_threads} threads", 0)]
+        for name, label, level in runs:
+            rows[label] = _run(args, name, label, level, threads)
+            refs[label] = runs[0][1]
     n = next(iter(rows.values()))["images"]
-    print(f"{n} images from {args.folder}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(f"{n} images from {args.folder}; torch {torch.__version__}\n")
     print("| codec | encode s/image | decode s/image | peak RSS MB | encode / hyperprior | decode / hyperprior |")
     print("|---|---|---|---|---|---|")
     for label, r in rows.items():
+        ref = rows[refs[label]]
         print(f"| {label} | {r['encode_s']:.3f} | {r['decode_s']:.3f} | {r['peak_rss_mb']:.0f} "
               f"| {r['encode_s'] / ref['encode_s']:.2f} | {r['decode_s'] / ref['decode_s']:.2f} |")
+
+
+def _run(args, name, label, level, threads) -> dict:
+    cmd = [sys.executable, __file__, args.folder, "--worker", name, "--level", str(level), "--threads", str(threads)]
+    if args.model:
+        cmd += ["--model", args.model]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["failed"])[-1]
+        sys.exit(f"bench: {label}: {last}" + (" (install compressai: README, eval environment)"
+                                               if "compressai" in last else ""))
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

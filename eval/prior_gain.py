@@ -3,7 +3,9 @@
   (a) uniform coding, log2 K;
   (b) a per-sub-quantizer unconditional histogram, fitted on the training images' tokens (the fair
       figure) and, for reference, on the test images' own tokens (an oracle lower bound for (b));
-  (c) the MIM prior's ideal code length (-log2 p of every index, as the coder sees it);
+  (c) the MIM prior's ideal code length: the integer prior the coder runs (-log2 of every index's
+      frequency, as the range coder sees it), and (c') the float prior it was calibrated from (the
+      same windows and schedule, softmax in float64): what integer arithmetic costs;
 and the real payload from file bytes against (c), and the whole file against (c) plus header.
 
     python eval/prior_gain.py ../shared/data/kodak --train ../shared/data/train
@@ -12,6 +14,7 @@ import argparse
 import math
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from common import CACHE, ResultCache, load_rgb_images
@@ -29,6 +32,30 @@ def histogram_bits(counts: np.ndarray, tokens: list[np.ndarray], smoothing: floa
         for m in range(t.shape[0]):
             total -= np.log2(p[m, t[m].ravel()]).sum()
             n += t[m].size
+    return total / n
+
+
+@torch.inference_mode()
+def float_prior_bits(codec, tokens: list[np.ndarray], active: int, steps: int) -> float:
+    """Mean bits per index of `tokens` (list of (>= active, h, w)) under the float prior, windows
+    and schedule as the coder uses them (padding positions neither coded nor attended)."""
+    from pqcodec.latent import to_windows, window_validity
+    prior, window = codec.model.prior, codec.config.window
+    step_of = torch.from_numpy(codec.tokens.schedule(steps).step_of())
+    total = n = 0.0
+    for t in tokens:
+        grid = torch.from_numpy(t[:active].astype(np.int64))
+        w = to_windows(grid, window)
+        valid = window_validity(*grid.shape[1:], window)
+        x = torch.full((*w.shape[:2], prior.M), prior.ABSENT)
+        x[..., :active] = w
+        B = len(x)
+        # padding positions: revealed after every real one, so nothing real attends to them
+        order = torch.where(valid, step_of.expand(B, -1), steps)
+        logits = prior(x, torch.full((B,), active), order)[..., :active, :].double()
+        lp = logits.log_softmax(-1).gather(-1, w[..., None])[..., 0]
+        total -= float(lp[valid].sum()) / math.log(2)
+        n += int(valid.sum()) * active
     return total / n
 
 
@@ -62,8 +89,9 @@ def main():
     test_tokens_all = [codec.image_to_tokens(rgb, M) for _, rgb in test]  # a level codes the first few
 
     print("| level | (a) uniform | (b) histogram, fit on train | (b') histogram, fit on test (oracle) "
-          "| (c) MIM prior | payload from file bytes | file vs (c) + header |")
-    print("|---|---|---|---|---|---|---|")
+          "| (c) MIM prior, integer | (c') MIM prior, float | (c) vs (c') | payload from file bytes "
+          "| file vs (c) + header |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for q in range(1, codec.levels() + 1):
         a = codec.active_at(q)
         rows = pqcodec_eval.run_level(codec, identity, test, q, args.steps, cache)
@@ -73,9 +101,10 @@ def main():
         payload = sum(8 * (x["bytes"] - x["header_bytes"]) for x in rows) / n
         file_bytes = sum(x["bytes"] for x in rows)
         ideal_file = sum(x["bits_model"] / 8 + x["header_bytes"] for x in rows)
+        fl = float_prior_bits(codec, test_tokens_all, a, args.steps)
         print(f"| {q} | {math.log2(K):.3f} | {histogram_bits(train_counts[:a], test_tokens):.3f} "
-              f"| {histogram_bits(count(test_tokens, a, K), test_tokens, smoothing=0):.3f} | {mim:.3f} | {payload:.3f} "
-              f"| {100 * (file_bytes / ideal_file - 1):+.3f} % |")
+              f"| {histogram_bits(count(test_tokens, a, K), test_tokens, smoothing=0):.3f} | {mim:.3f} | {fl:.3f} "
+              f"| {100 * (mim / fl - 1):+.3f} % | {payload:.3f} | {100 * (file_bytes / ideal_file - 1):+.3f} % |")
     print(f"\nbits per coded index over {len(test)} images of {args.folder}; {args.steps} steps")
 
 

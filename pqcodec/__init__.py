@@ -12,7 +12,7 @@ from .errors import CorruptFileError, ImageError, PQCodecError, UnsupportedFileE
 from .model import ModelConfig, PQCodecModel
 from .zoo import DEFAULT_MODEL, codec_for_file, load_codec, load_custom_codec
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def encode(image, quality: int | None = None, steps: int = DEFAULT_STEPS, model: str | None = None) -> bytes:
@@ -26,7 +26,7 @@ def encode(image, quality: int | None = None, steps: int = DEFAULT_STEPS, model:
 def decode(data: bytes, model: str | None = None):
     """Decompress .bin bytes into a PIL image (RGB, or L for a greyscale source), with the shipped
     model the file names, or the weights file `model` (which must be the one the file names)."""
-    from .container import unpack
+    from .bitstream import unpack
     header, _ = unpack(data)
     return codec_for_file(header.model_hash, model).decode(data)
 

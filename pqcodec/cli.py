@@ -100,7 +100,7 @@ def cmd_decode(args):
 
 
 def cmd_info(args):
-    from .container import unpack
+    from .bitstream import unpack
     from .zoo import describe_model
     data = _read_input(args.input, coded=True)
     h, payload = unpack(data)

@@ -20,7 +20,7 @@ def write_atomic(path: Path, data: bytes):
 def read_coded_file(source: Path | BinaryIO) -> bytes:
     """A .bin file's bytes, from a path or a binary stream (stdin); input longer than any pqcodec
     file can be is refused without reading it whole."""
-    from .container import MAX_FILE_BYTES
+    from .bitstream import MAX_FILE_BYTES
     from .errors import CorruptFileError
     if isinstance(source, Path):
         if source.stat().st_size > MAX_FILE_BYTES:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .container import MAX_PIXELS, MAX_SIDE
+from .bitstream import MAX_PIXELS, MAX_SIDE
 from .errors import ImageError
 
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from safetensors.torch import load_file, save_file, safe_open
 
-from .nets import Decoder, Encoder, MIMPrior, ProductQuantizer
+from .nets import Decoder, Encoder, IntegerPrior, MIMPrior, ProductQuantizer
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,15 @@ class PQCodecModel(nn.Module):
         self.decoder = Decoder(c.channels, D)
         self.prior = MIMPrior(c.num_subvectors, c.codebook_size, c.window, c.prior_dim,
                               c.prior_layers, c.prior_heads)
+        # the prior the coder runs: integer-exact, made from `prior` by calibration (train/quantize.py)
+        self.int_prior = IntegerPrior(c.num_subvectors, c.codebook_size, c.window, c.prior_dim,
+                                      c.prior_layers, c.prior_heads)
 
     @torch.no_grad()
-    def image_to_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, H, W) in [0, 1], H and W multiples of the stride -> indices (B, M, H/s, W/s)."""
-        return self.quantizer.encode(self.encoder(x))
+    def image_to_tokens(self, x: torch.Tensor, active: int | None = None) -> torch.Tensor:
+        """x (B, 3, H, W) in [0, 1], H and W multiples of the stride -> indices (B, active, H/s, W/s)
+        of the first `active` sub-quantizers (default: all M)."""
+        return self.quantizer.encode(self.encoder(x), active)
 
     @torch.no_grad()
     def tokens_to_image(self, tokens: torch.Tensor, active: int) -> torch.Tensor:
@@ -79,13 +83,17 @@ class PQCodecModel(nn.Module):
         training machine; such a file trains (`pqcodec-train ae --init`) but does not code."""
         meta = {"config": self.config.to_json(), **(extra_metadata or {})}
         state = {k: v.contiguous() for k, v in self.state_dict().items()
-                 if not (without_prior and k.startswith("prior."))}
+                 if not (without_prior and k.startswith(("prior.", "int_prior.")))}
         save_file(state, str(path), metadata=meta)
 
     @staticmethod
     def file_has_prior(path: str | Path) -> bool:
         with safe_open(str(path), "pt") as f:
             return any(k.startswith("prior.") for k in f.keys())
+
+    def can_code(self) -> bool:
+        """Whether the integer prior the coder runs has been calibrated."""
+        return bool(self.int_prior.calibrated)
 
     @torch.no_grad()
     def grown(self, num_subvectors: int, levels: tuple[int, ...]) -> "PQCodecModel":
@@ -97,6 +105,8 @@ class PQCodecModel(nn.Module):
         new = PQCodecModel(dataclasses.replace(self.config, num_subvectors=num_subvectors, levels=levels))
         old_state = self.state_dict()
         for name, t in new.state_dict().items():
+            if name.startswith("int_prior."):  # recalibrated once the grown prior is trained
+                continue
             o = old_state[name]
             if o.shape == t.shape:
                 t.copy_(o)
@@ -109,16 +119,19 @@ class PQCodecModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, without_prior: bool = False) -> "PQCodecModel":
-        """without_prior: take only the autoencoder and quantizer from the file (the prior keeps its
-        fresh initialisation), to train a new prior on a trained autoencoder."""
+        """without_prior: take only the autoencoder and quantizer from the file (the priors keep
+        their fresh initialisation), to train a new prior on a trained autoencoder. A file without
+        an integer prior (a training checkpoint, or weights of pqcodec 0.3.0 and before) loads with
+        an uncalibrated one: it trains, but does not code until `pqcodec-train quantize`."""
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         if "config" not in meta:
             raise ValueError(f"{path}: not a pqcodec weights file (no config in its metadata)")
         model = cls(ModelConfig.from_json(meta["config"]))
         state = load_file(str(path))
-        if without_prior:
-            state = {k: v for k, v in state.items() if not k.startswith("prior.")}
-            state.update({k: v for k, v in model.state_dict().items() if k.startswith("prior.")})
+        fresh = ("prior.", "int_prior.") if without_prior else ("int_prior.",)
+        if without_prior or not any(k.startswith("int_prior.") for k in state):
+            state = {k: v for k, v in state.items() if not k.startswith(fresh)}
+            state.update({k: v for k, v in model.state_dict().items() if k.startswith(fresh)})
         model.load_state_dict(state)
         return model.eval()

@@ -1,5 +1,5 @@
 """The shipped models: name -> weights file in models/, with the weights' SHA-256, whose first bytes
-every file carries to name the model that made it (container.py).
+every file carries to name the model that made it (bitstream.py).
 
 Weights are found in $PQCODEC_MODELS_DIR if set, else in the project's models/ folder, and checked
 against the SHA-256 recorded here before use.
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .container import model_hash_of
+from .bitstream import model_hash_of
 from .errors import UnsupportedFileError
 
 
@@ -23,13 +23,13 @@ class ZooEntry:
 
 
 ZOO = {e.name: e for e in [
-    ZooEntry("pq-s8-m12k256-v2", "pq-s8-m12k256-v2.safetensors",
-             "d7a48780be0e210333993ab7414689d7838c08ddedfd9d1d46eebfe754d310bb", default_quality=3),
+    ZooEntry("pq-s8-m12k256-v3", "pq-s8-m12k256-v3.safetensors",
+             "ba5c6133abe8efa39c0d5b3bf1fe3c481a1c697558b8145a3ed443579b15c7cd", default_quality=3),
 ]}
-DEFAULT_MODEL = "pq-s8-m12k256-v2"
+DEFAULT_MODEL = "pq-s8-m12k256-v3"
 # models earlier releases shipped, by the hash prefix their files carry: named by describe_model
 # (their weights stay in the git history under models/)
-RETIRED = {"a945f74d": "pq-s8-m12k256 of pqcodec 0.2.0"}
+RETIRED = {"a945f74d": "pq-s8-m12k256 of pqcodec 0.2.0", "d7a48780": "pq-s8-m12k256-v2 of pqcodec 0.3.0"}
 
 
 def models_dir() -> Path:

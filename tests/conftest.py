@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pqcodec import container
+from pqcodec import bitstream
 from pqcodec.model import ModelConfig, PQCodecModel
+from pqcodec.train.quantize import quantize_untrained as calibrated
 
 DATA = Path(__file__).parent / "data"
 TINY = ModelConfig(channels=8, num_subvectors=2, codebook_size=16, subvector_dim=4,
@@ -22,6 +23,7 @@ def tiny_weights(tmp_path_factory) -> Path:
     model = PQCodecModel(TINY)
     # spread the codebooks so that random images use many codes
     model.quantizer.codebooks.normal_(0, 0.3)
+    calibrated(model)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     model.save(path)
     return path
@@ -50,7 +52,7 @@ def run_cli(*args, stdin: bytes | None = None, cwd=None):
 def patched(data: bytes, at: int, value: int) -> bytes:
     """`data` with header byte `at` set to `value` and the header check redone, so that the decoder
     meets the changed field rather than a damaged header."""
-    payload = container.unpack(data)[1]
+    payload = bitstream.unpack(data)[1]
     head = bytearray(data[:len(data) - len(payload) - 2])
     head[at] = value
-    return bytes(head) + container.header_check(bytes(head)) + payload
+    return bytes(head) + bitstream.header_check(bytes(head)) + payload

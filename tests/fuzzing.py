@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 
-from pqcodec import container
+from pqcodec import bitstream
 from pqcodec.errors import PQCodecError
 
 TINY_FUZZ_CONFIG = dict(channels=8, num_subvectors=3, codebook_size=16, subvector_dim=4, prior_dim=16,
@@ -16,9 +16,11 @@ TINY_FUZZ_CONFIG = dict(channels=8, num_subvectors=3, codebook_size=16, subvecto
 def make_weights(path):
     import torch
     from pqcodec.model import ModelConfig, PQCodecModel
+    from pqcodec.train.quantize import quantize_untrained
     torch.manual_seed(0)
     model = PQCodecModel(ModelConfig(**TINY_FUZZ_CONFIG))
     model.quantizer.codebooks.normal_(0, 0.3)
+    quantize_untrained(model)
     model.save(path)
     return path
 
@@ -38,7 +40,7 @@ def make_corpus(codec, count: int = 12) -> list[bytes]:
 
 
 def _header_len(data: bytes) -> int:
-    return len(data) - len(container.unpack(data)[1])
+    return len(data) - len(bitstream.unpack(data)[1])
 
 
 def _flip(buf: bytearray, rng: random.Random, lo: int, hi: int, flips: int):
@@ -66,12 +68,12 @@ def mutate(corpus: list[bytes], seed: int) -> tuple[str, bytes]:
     elif kind == "random":
         buf = bytearray(rng.randbytes(rng.randrange(0, 200)))
         if rng.random() < 0.5:
-            buf[:3] = b"PQ" + bytes([container.FORMAT_VERSION])
+            buf[:3] = b"PQ" + bytes([bitstream.FORMAT_VERSION])
     elif kind == "reheader":  # a well-formed header with other field values over a payload
-        head = (container.MAGIC + bytes([container.FORMAT_VERSION]) + a[3:3 + container.MODEL_HASH_BYTES]
+        head = (bitstream.MAGIC + bytes([bitstream.FORMAT_VERSION]) + a[3:3 + bitstream.MODEL_HASH_BYTES]
                 + bytes([rng.randrange(0, 32), rng.randrange(0, 256)])
                 + bytes([rng.randrange(1, 128), rng.randrange(1, 128)]) + struct.pack("<I", rng.getrandbits(32)))
-        buf = bytearray(head + container.header_check(head) + (b[_header_len(b):] if rng.random() < 0.7
+        buf = bytearray(head + bitstream.header_check(head) + (b[_header_len(b):] if rng.random() < 0.7
                                                                else rng.randbytes(4 * rng.randrange(0, 40))))
     elif kind == "insert-delete":
         i = rng.randrange(ha, len(buf) + 1)
@@ -88,6 +90,6 @@ def outcome(codec, data: bytes) -> str:
     except PQCodecError as e:
         assert "\n" not in str(e)
         return "error"
-    header, _ = container.unpack(data)
+    header, _ = bitstream.unpack(data)
     assert img.size == (header.width, header.height)
     return "decoded"

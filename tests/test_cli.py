@@ -147,7 +147,7 @@ def test_retired_model_is_named(tiny_weights, png, tmp_path):
 
 
 def test_overlong_input_is_refused_unread(tmp_path):
-    from pqcodec.container import MAX_FILE_BYTES
+    from pqcodec.bitstream import MAX_FILE_BYTES
     big = tmp_path / "big.bin"
     with open(big, "wb") as f:  # sparse: no disk used
         f.truncate(MAX_FILE_BYTES + 1)

@@ -5,14 +5,13 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
-from pqcodec import container
+from pqcodec import bitstream
 from pqcodec.errors import CorruptFileError, PQCodecError
 from pqcodec.model import PQCodecModel
-from conftest import patched, random_image
+from conftest import calibrated, patched, random_image
 
-MODE_AT = 3 + container.MODEL_HASH_BYTES  # header: magic 2, version, model hash, mode, steps
+MODE_AT = 3 + bitstream.MODEL_HASH_BYTES  # header: magic 2, version, model hash, mode, steps
 
 
 @pytest.mark.parametrize("h, w", [(1, 1), (17, 31), (3, 100), (40, 70), (64, 64)])
@@ -77,10 +76,10 @@ def test_thread_count_does_not_change_bytes_or_image(tiny_weights):
 
 @pytest.mark.parametrize("chunk", [1, 4, 5])
 def test_window_chunking_round_trips(tiny_codec, monkeypatch, chunk):
-    """Windows go through the prior in chunks of WINDOW_CHUNK (the last one partial); the chunk size
-    is part of the format, and every chunk layout codes exactly."""
-    import pqcodec.codec as codec_mod
-    monkeypatch.setattr(codec_mod, "WINDOW_CHUNK", chunk)
+    """Windows are coded in chunks of WINDOW_CHUNK (the last one partial), with a check after each
+    but the last; the chunk size is part of the format, and every chunk layout codes exactly."""
+    import pqcodec.latent as latent
+    monkeypatch.setattr(latent, "WINDOW_CHUNK", chunk)
     rgb = random_image(40, 72, seed=2)  # 2 x 3 windows of 4 x 4 tokens
     data = tiny_codec.encode(rgb, 2)
     assert np.array_equal(tiny_codec.decode_tokens(data)[1], tiny_codec.image_to_tokens(rgb, 2))
@@ -89,7 +88,7 @@ def test_window_chunking_round_trips(tiny_codec, monkeypatch, chunk):
 def test_damage_is_detected(tiny_codec):
     rgb = random_image(40, 64, seed=4)
     data = tiny_codec.encode(rgb, 2)
-    header_len = len(data) - len(container.unpack(data)[1])
+    header_len = len(data) - len(bitstream.unpack(data)[1])
     rng = np.random.default_rng(0)
     for i in range(60):
         bad = bytearray(data)
@@ -123,8 +122,8 @@ def test_levels_map_quality_to_sub_quantizers(tiny_weights, tmp_path):
     """A model whose levels skip counts: quality q codes levels[q-1] sub-quantizers, the header
     records that count, and a file claiming a count that is no level is refused."""
     from pqcodec.codec import Codec
-    from pqcodec.container import unpack
-    model = PQCodecModel.load(tiny_weights).grown(4, (1, 2, 4))
+    from pqcodec.bitstream import unpack
+    model = calibrated(PQCodecModel.load(tiny_weights).grown(4, (1, 2, 4)))
     codec = Codec(model, b"test")
     assert codec.levels() == 3 and codec.default_quality == 2
     rgb = random_image(24, 20)

@@ -1,7 +1,7 @@
 import pytest
 
-from pqcodec import container
-from pqcodec.container import Header, pack, unpack
+from pqcodec import bitstream
+from pqcodec.bitstream import Header, pack, unpack
 from pqcodec.errors import CorruptFileError, UnsupportedFileError
 
 HASH = b"\x12\x34\x56\x78"
@@ -15,18 +15,18 @@ def test_round_trip_and_size():
     assert len(data) - 4 == 19  # magic 2, version, model hash 4, mode, steps, 2+2 varints, crc 4, check 2
 
 
-@pytest.mark.parametrize("side", [1, 127, 128, 16383, 16384, container.MAX_SIDE])
+@pytest.mark.parametrize("side", [1, 127, 128, 16383, 16384, bitstream.MAX_SIDE])
 def test_varint_sides(side):
     h = Header(HASH, 1, 1, side, 1, True, 0)
     assert unpack(pack(h, b""))[0] == h
 
 
-M = b"PQ\x02\x12\x34\x56\x78"  # magic, version, model hash
+M = b"PQ\x03\x12\x34\x56\x78"  # magic, version, model hash
 
 
 def checked(head: bytes) -> bytes:
     """A header with a valid header check, so that the field under test is what fails."""
-    return head + container.header_check(head)
+    return head + bitstream.header_check(head)
 
 
 
@@ -35,8 +35,9 @@ def checked(head: bytes) -> bytes:
     (b"P", "magic"),
     (b"XX\x02\x12\x34\x56\x78\x02\x0c", "magic"),
     (b"PQ", "header"),
-    (b"PQ\x02\x12\x34", "header"),
-    (b"PQ\x01\x01\x02\x0c\x01\x01\0\0\0\0", "version 1"),
+    (b"PQ\x03\x12\x34", "header"),
+    (b"PQ\x01\x01\x02\x0c\x01\x01\0\0\0\0", "version 1 .*pqcodec 0.1.0"),
+    (b"PQ\x02" + M[3:] + b"\x02\x0c\x01\x01\0\0\0\0", "version 2 .*pqcodec 0.3.0"),
     (b"PQ\x09" + M[3:] + b"\x02\x0c\x01\x01\0\0\0\0", "version"),
     (M + b"\x22\x0c\x01\x01\0\0\0\0", "reserved"),
     (checked(M + b"\x00\x0c\x01\x01\0\0\0\0"), "sub-quantizers"),
@@ -54,6 +55,6 @@ def test_bad_headers(data, message):
 
 
 def test_pixel_limit():
-    side = container.MAX_SIDE
+    side = bitstream.MAX_SIDE
     with pytest.raises(ValueError, match="exceeds"):
         pack(Header(HASH, 1, 1, side, side, False, 0), b"")

@@ -1,6 +1,7 @@
 """The masked-image-modeling prior: a transformer over a window of token positions that gives, for
 each position, M categorical distributions over the K codewords, given the positions revealed in
-earlier steps of the coding schedule.
+earlier steps of the coding schedule. This float model is what trains; the coder runs its
+integer-exact counterpart (nets/integer_prior.py), calibrated from it.
 
 It is a two-stream transformer with attention that is causal over schedule steps (the idea of M2T,
 Mentzer et al. 2023; the two streams as in XLNet):
@@ -14,7 +15,7 @@ steps. A learned start token is always visible, so the first step is coded from 
 
 Input per position: the sum over sub-quantizers m of an embedding of the index (content) or of a
 per-m [MASK] (query), with a per-m [ABSENT] for sub-quantizers not in use at this rate, plus a learned
-position embedding over the fixed window. Images are coded window by window (schedule.py): DESIGN.md's
+position embedding over the fixed window. Images are coded window by window (bitstream.py): DESIGN.md's
 prototype lost most of the prior's gain on a grid larger than the windows it was trained on.
 """
 import math
@@ -25,8 +26,8 @@ import torch.nn.functional as F
 
 
 def _attend(q, k, v, visible):
-    """Plain softmax attention written out: the same op order on every thread count, where fused
-    kernels may pick code paths by shape. visible: bool, broadcastable to (B, heads, Lq, Lk)."""
+    """Plain softmax attention written out, as the integer prior mirrors it. visible: bool,
+    broadcastable to (B, heads, Lq, Lk)."""
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
     att = att.masked_fill(~visible, float("-inf"))
     return att.softmax(-1) @ v
@@ -65,19 +66,6 @@ class Block(nn.Module):
         hc_next = self.finish(hc, _attend(q, k, v, visible_c))
         hq_next = self.finish(hq, _attend(self.query_of(hq), k, v, visible_q))
         return hc_next, hq_next
-
-
-class PriorCache:
-    """Keys and values of the revealed content tokens, per layer, for a batch of windows."""
-
-    def __init__(self, layers: int):
-        self.keys = [None] * layers
-        self.values = [None] * layers
-        self.visible = None  # (B, L) bool: padding outside the image is cached but never attended
-
-    def append(self, layer: int, k, v):
-        self.keys[layer] = k if self.keys[layer] is None else torch.cat([self.keys[layer], k], 2)
-        self.values[layer] = v if self.values[layer] is None else torch.cat([self.values[layer], v], 2)
 
 
 class MIMPrior(nn.Module):
@@ -131,36 +119,3 @@ class MIMPrior(nn.Module):
         ce = F.cross_entropy(logits.float().flatten(0, 2), tokens.flatten(), reduction="none").view_as(tokens)
         in_use = (torch.arange(self.M, device=tokens.device) < active[:, None]).float()
         return (ce * in_use[:, None, :]).sum() / (in_use.sum() * tokens.shape[1]) / math.log(2)
-
-    # -- coding: step by step with cached keys and values -----------------------------------------
-    def start_cache(self, batch: int) -> PriorCache:
-        cache = PriorCache(len(self.blocks))
-        h = self.start.view(1, 1, -1)  # the same for every window: computed once, then repeated
-        for i, blk in enumerate(self.blocks):
-            q, k, v = blk.qkv_of(h)
-            cache.append(i, k.repeat(batch, 1, 1, 1), v.repeat(batch, 1, 1, 1))
-            h = blk.finish(h, _attend(q, k, v, torch.ones((), dtype=torch.bool)))
-        cache.visible = torch.ones(batch, 1, dtype=torch.bool)
-        return cache
-
-    def predict(self, cache: PriorCache, active: int, positions: torch.Tensor) -> torch.Tensor:
-        """Logits (B, n, active, K) at `positions` (n,) given the cached content."""
-        B = cache.visible.shape[0]
-        act = torch.full((B,), active, dtype=torch.long)
-        hq = self._embed(self._query_tokens(act, len(positions)), positions)
-        visible = cache.visible[:, None, None, :]
-        for i, blk in enumerate(self.blocks):
-            hq = blk.finish(hq, _attend(blk.query_of(hq), cache.keys[i], cache.values[i], visible))
-        return self._logits(hq)[:, :, :active]
-
-    def reveal(self, cache: PriorCache, tokens: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor):
-        """Adds the content of `tokens` (B, n, M; ABSENT beyond the sub-quantizers in use) at
-        `positions` (n,) to the cache; valid (B, n) marks positions inside the image."""
-        cache.visible = torch.cat([cache.visible, valid], 1)
-        visible = cache.visible[:, None, None, :]
-        h = self._embed(tokens, positions)
-        for i, blk in enumerate(self.blocks):
-            q, k, v = blk.qkv_of(h)
-            cache.append(i, k, v)
-            if i + 1 < len(self.blocks):  # the last layer's output feeds nothing
-                h = blk.finish(h, _attend(q, cache.keys[i], cache.values[i], visible))

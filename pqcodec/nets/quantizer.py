@@ -51,11 +51,19 @@ class ProductQuantizer(nn.Module):
         return dist2.argmin(-1)
 
     @torch.no_grad()
-    def encode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent (B, D, h, w) -> indices (B, M, h, w), int64."""
+    def encode(self, z: torch.Tensor, active: int | None = None) -> torch.Tensor:
+        """Latent (B, D, h, w) -> indices (B, active, h, w) of the first `active` (default all M)
+        sub-quantizers, int64. The search runs in float64, which a caller's float32 matmul precision
+        setting (TF32, bfloat16) does not touch."""
         B, _, h, w = z.shape
-        idx = self.nearest(self._split(z.float()))
-        return idx.view(self.M, B, h, w).transpose(0, 1)
+        active = self.M if active is None else active
+        flat = self._split(z.double())[:active]                                  # (active, N, d)
+        cb = self.codebooks[:active].double()                                     # (active, K, d)
+        cb_t, cb_sq = cb.transpose(1, 2), cb.square().sum(-1).unsqueeze(1)        # (active, d, K), (active, 1, K)
+        idx = torch.empty(flat.shape[:2], dtype=torch.long, device=z.device)
+        for n in range(0, flat.shape[1], 2048):  # |x - c|^2 - |x|^2 = |c|^2 - 2 x.c, in bounded slices
+            idx[:, n:n + 2048] = torch.baddbmm(cb_sq, flat[:, n:n + 2048], cb_t, alpha=-2).argmin(-1)
+        return idx.view(active, B, h, w).transpose(0, 1)
 
     def decode(self, indices: torch.Tensor, active: int | None = None) -> torch.Tensor:
         """Indices (B, M', h, w) with M' >= active -> quantized latent (B, D, h, w); sub-vectors at or

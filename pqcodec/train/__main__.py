@@ -1,5 +1,6 @@
 """pqcodec-train: stage 1 `ae` (autoencoder + quantizer), stage 2 `prior` (MIM transformer on the
-stage-1 tokens). Both resume from OUT's checkpoint, log to OUT/log.jsonl, and run under
+stage-1 tokens; ends by calibrating the integer prior the coder runs, which `quantize` also does
+alone). Both resume from OUT's checkpoint, log to OUT/log.jsonl, and run under
 `torchrun --nproc_per_node=N` as well as plain python. docs/training.md has the recipe."""
 import argparse
 import sys
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch", type=int, default=32, help="windows per step, per process")
     pr.add_argument("--lr", type=float, default=5e-4)
     pr.add_argument("--weight-decay", type=float, default=0.01)
+    qu = sub.add_parser("quantize", help="the integer prior the coder runs, calibrated from the float prior")
+    qu.add_argument("--init", required=True, help="weights file with a trained prior")
+    qu.add_argument("--data", required=True, help="folder of training images (calibration windows)")
+    qu.add_argument("--out", required=True, help="weights file to write")
+    qu.add_argument("--windows", type=int, default=1024, help="calibration windows")
+    qu.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -59,8 +66,10 @@ def main(argv=None):
     try:
         if args.stage == "ae":
             from .ae import train
-        else:
+        elif args.stage == "prior":
             from .prior import train
+        else:
+            from .quantize import train
         train(args)
     except KeyboardInterrupt:
         sys.exit("interrupted: the last checkpoint in --out is kept; rerun the same command to resume")

@@ -1,5 +1,7 @@
-"""The .bin container: a small header, then the range coder's payload. docs/bitstream.md documents
-every field; keep the two in step.
+"""Everything that defines the .bin bitstream, next to its version: the header, the window layout
+and chunking, the coding schedule, the probability precision and the checks. docs/bitstream.md
+documents every field; keep the two in step. Changing anything here changes files: bump
+FORMAT_VERSION and keep the golden files of tests/data/golden decoding (tests/test_golden.py).
 
     magic      2 bytes   b"PQ"
     version    1 byte    FORMAT_VERSION
@@ -12,17 +14,35 @@ every field; keep the two in step.
     checksum   4 bytes   CRC-32 of the decoded token array (little-endian)
     check      2 bytes   low 16 bits of the CRC-32 of the header bytes before it (little-endian)
     payload    rest      range-coder words, uint32 little-endian
+
+The payload codes the token grid window by window (WINDOW x WINDOW positions of the model's
+window, row-major over windows), WINDOW_CHUNK windows at a time; inside a chunk, step by step of
+the schedule, the indices revealed at that step (windows in order, then positions in schedule
+order, then sub-quantizers), each with the prior's integer frequency table (PROB_BITS). After every
+chunk but the last, CHUNK_CHECK_BYTES of the CRC-32 of that chunk's tokens follow, coded as
+uniform bytes: a damaged or forged payload fails there, after one chunk's work, not after the
+whole image its header claims.
 """
+import math
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from .errors import CorruptFileError, UnsupportedFileError
 
+# -- the payload's layout -----------------------------------------------------------------------
+WINDOW_CHUNK = 32        # windows coded together (bounds memory; a chunk check follows each but the last)
+CHUNK_CHECK_BYTES = 2    # low bytes of the CRC-32 of a chunk's tokens, coded as uniform symbols
+PROB_BITS = 24           # every frequency table totals 2^24 (constriction's default precision)
+
 MAGIC = b"PQ"
-FORMAT_VERSION = 2  # 1: pqcodec 0.1.0, a one-byte model id instead of the hash
+FORMAT_VERSION = 3
+# earlier versions, and the release that reads them
+RETIRED_VERSIONS = {1: "pqcodec 0.1.0 (a one-byte model id)",
+                    2: "pqcodec 0.3.0 (a float prior: its files decode only on the CPU family that made them)"}
 MODEL_HASH_BYTES = 4
 MAX_SIDE = 32768
 MAX_PIXELS = 1 << 25  # 33.5 MP: the transforms are tiled, but the image, token grid and time still scale
@@ -54,8 +74,9 @@ class Header:
 
 def max_payload_bytes(indices: int) -> int:
     """The range coder's fixed-point probabilities (24 bits) cost any index at most 3 bytes: a longer
-    payload is damage. Plus a few words of coder state."""
-    return 3 * indices + 16
+    payload is damage. Plus the chunk checks (at most one per WINDOW_CHUNK indices, as every window
+    has one) and a few words of coder state."""
+    return 3 * indices + CHUNK_CHECK_BYTES * (indices // WINDOW_CHUNK + 1) + 16
 
 
 # The longest a file can be: MAX_PIXELS at stride 8, 15 sub-quantizers. Readers refuse longer inputs
@@ -119,8 +140,9 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if len(data) < 3:
         raise CorruptFileError("file ends inside the header")
     version = data[2]
-    if version == 1:
-        raise UnsupportedFileError("format version 1 was written by pqcodec 0.1.0, which is needed to decode it")
+    if version in RETIRED_VERSIONS:
+        raise UnsupportedFileError(f"format version {version} was written by {RETIRED_VERSIONS[version]}; "
+                                   "decode it with that release")
     if version != FORMAT_VERSION:
         raise UnsupportedFileError(f"format version {version} is not supported (this pqcodec reads version {FORMAT_VERSION})")
     pos = 3 + MODEL_HASH_BYTES
@@ -142,3 +164,79 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     except ValueError as e:
         raise CorruptFileError(f"invalid header: {e}") from None
     return header, data[pos + 6:]
+
+
+def chunk_check(tokens: np.ndarray) -> np.ndarray:
+    """The CHUNK_CHECK_BYTES symbols (byte values) that follow a chunk whose windows hold `tokens`:
+    the low bytes of their token_checksum."""
+    crc = token_checksum(tokens)
+    return np.array([(crc >> (8 * i)) & 0xFF for i in range(CHUNK_CHECK_BYTES)], dtype=np.int64)
+
+
+# -- the coding schedule ------------------------------------------------------------------------
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(state: int) -> tuple[int, int]:
+    state = (state + 0x9E3779B97F4A7C15) & _MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return state, z ^ (z >> 31)
+
+
+def seeded_permutation(n: int, seed: int) -> np.ndarray:
+    order = list(range(n))
+    state = seed
+    for i in range(n - 1, 0, -1):
+        state, r = _splitmix64(state)
+        j = r % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    return np.array(order, dtype=np.int64)
+
+
+def cosine_boundaries(n: int, steps: int) -> list[int]:
+    """Positions revealed after each step, b[t] for t = 0..steps: strictly increasing from 0 to n,
+    following 1 - cos(pi/2 * t/steps)."""
+    b = [0]
+    for t in range(1, steps + 1):
+        target = round(n * (1 - math.cos(math.pi / 2 * t / steps)))
+        # at least one position per step, and room left for the steps still to come
+        b.append(min(max(target, b[-1] + 1), n - (steps - t)))
+    return b
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """In which order, and in how many steps, the positions of a window are revealed; encoder and
+    decoder derive it from (window, steps, seed) alone. The order is a seeded shuffle computed with
+    integer arithmetic only (splitmix64 + Fisher-Yates), so it is the same with every numpy or
+    torch version; step sizes follow MaskGIT's cosine curve: few positions in the first steps
+    (coded with little context), ever more once context exists."""
+    window: int
+    steps: int
+    seed: int
+
+    def __post_init__(self):
+        if not 1 <= self.steps <= self.window ** 2:
+            raise ValueError(f"steps must be in 1..{self.window ** 2}, got {self.steps}")
+
+    @cached_property
+    def order(self) -> np.ndarray:
+        """Window positions (row-major indices) in the order they are revealed."""
+        return seeded_permutation(self.window ** 2, self.seed)
+
+    @cached_property
+    def boundaries(self) -> list[int]:
+        return cosine_boundaries(self.window ** 2, self.steps)
+
+    def step_of(self) -> np.ndarray:
+        """The step (0-based) revealing each window position (row-major), (window^2,) int64."""
+        out = np.empty(self.window ** 2, dtype=np.int64)
+        for t in range(self.steps):
+            out[self.positions(t)] = t
+        return out
+
+    def positions(self, step: int) -> np.ndarray:
+        """The window positions revealed at `step` (0-based)."""
+        return self.order[self.boundaries[step]:self.boundaries[step + 1]]

@@ -1,0 +1,142 @@
+"""Coding the token grid: the integer prior, the schedule, the window chunks and the range coder in
+one object, with CompressAI's contract: `compress(tokens) -> payload`, `decompress(payload) ->
+tokens`. bitstream.py defines the layout this follows; `Codec` (codec.py) keeps images, tiles and
+the container.
+
+The prior is integer-exact (nets/integer_prior.py): its frequencies do not depend on batch shape,
+thread count, instruction set or device, so a chunk's windows go through it as one batch on every
+core torch has. Encoder and decoder run the same step-by-step loop with cached keys and values
+(`_code_chunk`): the encoder could get the same integers in one teacher-forced pass
+(`IntegerPrior.frequencies`), but the step-causal loop computes only the attention it needs and
+is faster.
+"""
+import contextlib
+import functools
+import math
+
+import numpy as np
+import torch
+
+from .bitstream import CHUNK_CHECK_BYTES, PROB_BITS, WINDOW_CHUNK, Schedule, chunk_check
+from .entropy import RangeDecoder, RangeEncoder, uniform_weights
+from .errors import CorruptFileError
+from .nets.integer_prior import IntegerPrior
+
+
+def to_windows(grid: torch.Tensor, window: int) -> torch.Tensor:
+    """(C, h, w) -> (windows, window*window, C): zero-padded to whole windows, windows row-major."""
+    C, h, w = grid.shape
+    nh, nw = math.ceil(h / window), math.ceil(w / window)
+    padded = grid.new_zeros(C, nh * window, nw * window)
+    padded[:, :h, :w] = grid
+    return padded.view(C, nh, window, nw, window).permute(1, 3, 2, 4, 0).reshape(nh * nw, window * window, C)
+
+
+def window_validity(h: int, w: int, window: int) -> torch.Tensor:
+    """(windows, window*window) bool: which positions of each window lie inside an h x w grid."""
+    return to_windows(torch.ones(1, h, w, dtype=torch.bool), window)[..., 0]
+
+
+def from_windows(windows: torch.Tensor, h: int, w: int, window: int) -> torch.Tensor:
+    """Inverse of to_windows: (windows, window*window, C) -> (C, h, w)."""
+    C = windows.shape[-1]
+    nh, nw = math.ceil(h / window), math.ceil(w / window)
+    grid = windows.view(nh, nw, window, window, C).permute(4, 0, 2, 1, 3)
+    return grid.reshape(C, nh * window, nw * window)[:, :h, :w]
+
+
+@contextlib.contextmanager
+def numerics_fence():
+    """What coding needs whatever the caller set: no autocast (thread-local, so safe beside other
+    threads), no autograd. The integer prior is exact under any matmul precision and thread count,
+    so no process-wide setting is touched."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        yield
+
+
+class TokenCoder:
+    def __init__(self, prior: IntegerPrior, window: int, schedule_seed: int):
+        self.prior, self.window, self.seed = prior, window, schedule_seed
+        self.M, self.K = prior.M, prior.K
+
+    def schedule(self, steps: int) -> Schedule:
+        return Schedule(self.window, steps, self.seed)
+
+    def max_steps(self) -> int:
+        """A schedule reveals at least one position per step, and the header has one byte for it."""
+        return min(255, self.window ** 2)
+
+    def _layout(self, h: int, w: int, steps: int):
+        """valid (windows, N) positions inside the image, the schedule, and the window chunks."""
+        valid = window_validity(h, w, self.window).to(self.prior.start.device)
+        chunks = [slice(c, min(c + WINDOW_CHUNK, len(valid))) for c in range(0, len(valid), WINDOW_CHUNK)]
+        return valid, self.schedule(steps), chunks
+
+    def _code_chunk(self, chunk_valid: torch.Tensor, active: int, schedule: Schedule, code_step) -> torch.Tensor:
+        """Runs the schedule over one chunk's windows with cached keys and values. At each step,
+        code_step(weights (m, K) float64, pos, sel) gets the frequency tables of the indices revealed
+        there (windows in order, then positions in schedule order, then sub-quantizers) and returns
+        their symbols (m,): the encoder's true ones, once coded, or the decoder's decoded ones.
+        Returns the chunk's tokens (b, N, active), MASK outside the image."""
+        prior, device = self.prior, chunk_valid.device
+        b, N = chunk_valid.shape
+        tokens = torch.zeros(b, N, active, dtype=torch.long, device=device)
+        cache = prior.start_cache(b)
+        for t in range(schedule.steps):
+            pos = torch.from_numpy(schedule.positions(t)).to(device)
+            sel = chunk_valid[:, pos]                                                     # (b, n)
+            weights = prior.predict(cache, active, pos)                                   # (b, n, active, K)
+            weights = weights if bool(sel.all()) else weights[sel]                        # (m, active, K)
+            symbols = code_step(weights.reshape(-1, self.K).cpu().numpy(), pos, sel)
+            revealed = torch.full((*sel.shape, self.M), prior.ABSENT, dtype=torch.long, device=device)
+            revealed[..., :active] = prior.MASK  # padding positions: never attended
+            revealed[..., :active][sel] = torch.from_numpy(symbols).to(device).view(-1, active)
+            tokens[:, pos] = revealed[..., :active]
+            if t + 1 < schedule.steps:
+                prior.reveal(cache, revealed, pos, sel)
+        return tokens
+
+    def compress(self, tokens: np.ndarray, steps: int) -> tuple[bytes, float]:
+        """tokens (active, h, w) -> (payload, its ideal length in bits under the prior)."""
+        active, h, w = tokens.shape
+        valid, schedule, chunks = self._layout(h, w, steps)
+        truth = to_windows(torch.from_numpy(tokens.astype(np.int64)), self.window).to(valid.device)  # (windows, N, active)
+        enc, bits = RangeEncoder(), 0.0
+
+        def code_step(chunk_truth, weights, pos, sel):
+            nonlocal bits
+            symbols = chunk_truth[:, pos]
+            symbols = (symbols if bool(sel.all()) else symbols[sel]).reshape(-1).cpu().numpy()
+            enc.encode(symbols, weights)
+            bits -= float(np.log2((weights[np.arange(len(symbols)), symbols] + 1) / 2 ** PROB_BITS).sum())
+            return symbols
+
+        with numerics_fence():
+            for k, chunk in enumerate(chunks):
+                self._code_chunk(valid[chunk], active, schedule, functools.partial(code_step, truth[chunk]))
+                if k + 1 < len(chunks):
+                    enc.encode(chunk_check(truth[chunk][valid[chunk]].cpu().numpy()), uniform_weights(CHUNK_CHECK_BYTES))
+        return enc.payload(), bits
+
+    def decompress(self, payload: bytes, active: int, h: int, w: int, steps: int) -> np.ndarray:
+        """The token grid (active, h, w) of a payload; CorruptFileError at the first inconsistency
+        (a payload that cannot be a range-coder stream, a chunk check that differs, words left over)."""
+        valid, schedule, chunks = self._layout(h, w, steps)
+        dec = RangeDecoder(payload)
+        windows = torch.zeros(*valid.shape, active, dtype=torch.int16)  # K <= 2^15; 16 MB at the size limit
+        with numerics_fence():
+            for k, chunk in enumerate(chunks):
+                tokens = self._code_chunk(valid[chunk], active, schedule, lambda weights, *_: dec.decode(weights)).cpu()
+                windows[chunk] = tokens.to(torch.int16)
+                if k + 1 < len(chunks):
+                    expected = chunk_check(tokens[valid[chunk].cpu()].numpy())
+                    if not np.array_equal(dec.decode(uniform_weights(CHUNK_CHECK_BYTES)), expected):
+                        raise CorruptFileError(f"payload does not decode (the check after window chunk {k + 1} "
+                                               f"of {len(chunks)} differs: file damaged or forged)")
+        if not dec.exhausted():
+            raise CorruptFileError("payload has data left over after the last token (file damaged)")
+        return from_windows(windows, h, w, self.window).numpy().astype(np.int64)

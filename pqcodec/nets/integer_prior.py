@@ -1,0 +1,497 @@
+"""The integer-exact MIM prior: what the range coder's frequencies come from.
+
+A range decoder needs the encoder's frequencies bit for bit. Float inference gives other last bits
+on another CPU family, thread split, batch shape or GPU, so the coder runs this integer version of
+`MIMPrior` (nets/prior.py), made from a trained float prior by `calibrate`: every number that
+decides a frequency is an integer computed exactly, on any machine (docs/bitstream.md, "Why the
+prior is exact", goes step by step). After Ballé et al. 2019 ("Integer networks for data
+compression") and I-BERT (Kim et al. 2021):
+
+- Integers are carried in float32 (exact below 2^24) or float64 (exact below 2^53) tensors, and
+  every operation is one whose exact result is representable, so IEEE arithmetic gives that exact
+  result on every machine, in any order.
+- Matrix products: int8 weights times operands of magnitude at most ACT = 255, in float32; the
+  weights are checked at calibration so that every partial sum stays below 2^24, so any summation
+  order, SIMD width, thread split or GPU kernel gives the same integer. 255 has 8 significant bits,
+  so operands survive the bf16 or TF32 rounding a caller's `set_float32_matmul_precision` allows.
+- Requantization: (sum + bias) times an integer multiplier over a power of two, rounded, in float64.
+  The residual stream is float64 integers in units of 2^-RESID_FRAC.
+- LayerNorm: integer mean, sum of squares, exact integer square root, exact floor division.
+- GELU and every exponential: lookup tables, built at calibration and stored in the weights file.
+  Softmax: max subtraction, a table, integer sums, an exact floor division.
+- The output is an integer frequency table per index (every symbol at least 1, total 2^PROB_BITS),
+  handed to the range coder exactly (entropy.py).
+
+Tensors: C model width, H heads, d = C / H, N window positions, M sub-quantizers, K codewords.
+"""
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..bitstream import PROB_BITS
+
+ACT = 255                 # |matmul operand| <= ACT
+ACC_LIMIT = 1 << 24       # float32 holds every integer below this exactly
+RESID_FRAC = 12           # residual stream: integers in units of 2^-12
+RESID_LIMIT = 1 << 21     # |residual| clamp: keeps LayerNorm's sum of squares below 2^53
+LN_FRAC = 16              # LayerNorm's fixed-point gain
+REQUANT_BITS = 20         # requantization multipliers have about 20 significant bits
+ATT_EXP_MAX, ATT_RANGE = 255, 12      # attention weights: at most 255 exp(-x), 0 beyond x = 12 nats
+PROB_EXP_BITS, PROB_RANGE = 22, 17    # output distributions: 2^22 exp(-x), 0 beyond 17 nats
+TABLE_MAX = 1 << 18       # entries of a lookup table, at most
+GELU_MIN = -0.17          # GELU(x) >= -0.16997
+MASKED = -float(1 << 30)  # added to a masked key's score: it lands beyond every table (weight 0)
+BATCH = 8                 # windows per batch in `frequencies`: any split gives the same integers
+
+
+def _round(x: torch.Tensor) -> torch.Tensor:
+    """Round half up, in place, of float64 x holding multiples of 2^-k below 2^52: exact."""
+    return x.add_(0.5).floor_()
+
+
+def _isqrt(x: torch.Tensor) -> torch.Tensor:
+    """floor(sqrt(x)) of float64 x holding integers in [0, 2^53): the correctly rounded square root
+    is within one of it, and the two comparisons below make it exact."""
+    r = torch.sqrt(x).floor_()
+    r -= (r * r > x).to(x.dtype)
+    return r.add_(((r + 1) * (r + 1) <= x).to(x.dtype))
+
+
+def _as_mask(visible: torch.Tensor) -> torch.Tensor:
+    """bool -> float32: 0 where visible, MASKED elsewhere (added to attention scores)."""
+    return torch.zeros(visible.shape, dtype=torch.float32, device=visible.device).masked_fill_(~visible, MASKED)
+
+
+def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[index], the index (float32 holding integers) clamped to the table."""
+    i = index.clamp_(0, table.shape[0] - 1).to(torch.int32)
+    return table.index_select(0, i.flatten()).view(i.shape)
+
+
+class _Tables(nn.Module):
+    """Holds lookup tables whose length calibration decides, stored in the smallest integer type
+    and used as float32 (`table`)."""
+    _tables: tuple[str, ...] = ()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self._tables:
+            if prefix + name in state_dict:  # take the stored length
+                self._buffers[name] = torch.empty_like(state_dict[prefix + name], device=self._buffers[name].device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def table(self, name: str) -> torch.Tensor:
+        used = self.__dict__.setdefault("_used", {})
+        t = self._buffers[name]
+        if used.get(name, (None,))[0] is not t:
+            used[name] = (t, t.to(torch.float32))   # entries below 2^24: exact
+        return used[name][1]
+
+
+class IntLinear(nn.Module):
+    """x @ W^T + b for integer operands |x| <= ACT (float32) and int8 weights W whose rows' absolute
+    sums times ACT stay below 2^24 (calibrate checks), so no partial sum reaches 2^24. Two uses:
+    - `forward`: per-output-channel weight scales; the sum requantized to each channel's output
+      scale, round((sum + b) m / 2^s), float64 holding integers (the caller clamps);
+    - `accumulate`: one weight scale for the layer; the exact sum + b itself (float32, below 2^24),
+      the index of a lookup table."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("bias", torch.zeros(out_features, dtype=torch.int64))   # in units of the sum
+        self.register_buffer("mult", torch.ones(out_features, dtype=torch.int64))   # below 2^21
+        self.register_buffer("shift", torch.zeros((), dtype=torch.int64))
+        self._cache = {}
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache = {}
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _cached(self, what: str, rows: slice, device):
+        """W[rows]^T (float32, (in, n)), b[rows] (float32 and float64) and m[rows] / 2^s (float64: a
+        multiple of 2^-s below 2^21, exact)."""
+        key = (rows.start, rows.stop, device)
+        if key not in self._cache:
+            self._cache[key] = dict(
+                w=self.weight[rows].to(device=device, dtype=torch.float32).t().contiguous(),
+                b32=self.bias[rows].to(device=device, dtype=torch.float32),
+                b64=self.bias[rows].to(device=device, dtype=torch.float64),
+                scale=self.mult[rows].to(device=device, dtype=torch.float64) * 2.0 ** -int(self.shift))
+        return self._cache[key][what]
+
+    def _sum(self, x, rows):
+        return x @ self._cached("w", rows, x.device)       # exact: every partial sum below 2^24 (calibrate)
+
+    def accumulate(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """rows: the output channels wanted (default all)."""
+        rows = slice(*rows.indices(self.weight.shape[0])[:2])
+        return self._sum(x, rows).add_(self._cached("b32", rows, x.device))  # exact: below 2^24 (calibrate)
+
+    def forward(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """rows: the output channels wanted (default all)."""
+        rows = slice(*rows.indices(self.weight.shape[0])[:2])
+        acc = self._sum(x, rows).to(torch.float64).add_(self._cached("b64", rows, x.device))
+        return _round(acc.mul_(self._cached("scale", rows, x.device)))  # exact: (sum + b) m below 2^53
+
+
+class IntLayerNorm(nn.Module):
+    """Residual (..., C) -> operands |y| <= ACT (float32): y = gamma (x - mean) / std + beta in the
+    next product's scale, with an exact integer square root and floor division."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("gain", torch.zeros(dim, dtype=torch.int64))    # gamma sqrt(C) / scale 2^LN_FRAC
+        self.register_buffer("offset", torch.zeros(dim, dtype=torch.int64))  # beta / scale 2^LN_FRAC
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h: float64 holding integers, |h| <= RESID_LIMIT."""
+        C = h.shape[-1]
+        total = h.sum(-1, keepdim=True)                                 # exact: |h| <= 2^21, C 2^21 < 2^53
+        mean = torch.div(total, C).floor_()                             # floor(total / C), made exact:
+        mean -= (mean * C > total).to(h.dtype)
+        mean += ((mean + 1) * C <= total).to(h.dtype)
+        d = h - mean                                                    # |d| <= 2^22
+        r = _isqrt((d * d).sum(-1, keepdim=True)).clamp_min_(1)        # sqrt(C) std, floored: sums < 2^53
+        y = d.mul_(self.gain.to(torch.float64)).div_(r).floor_()        # exact floor: |d gain| < 2^53
+        y = y.add_(self.offset.to(torch.float64)).mul_(2.0 ** -LN_FRAC)
+        return _round(y).clamp_(-ACT, ACT).to(torch.float32)
+
+
+class IntBlock(_Tables):
+    _tables = ("att_exp", "gelu")
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.dim, self.heads = dim, heads
+        self.ln1, self.ln2 = IntLayerNorm(dim), IntLayerNorm(dim)
+        self.qkv = IntLinear(dim, 3 * dim)          # forward: to the scales of q, k and v
+        self.proj = IntLinear(dim, dim)             # forward: to the residual
+        self.fc1 = IntLinear(dim, 4 * dim)          # accumulate: the GELU table's index
+        self.fc2 = IntLinear(4 * dim, dim)          # forward: to the residual
+        # exp(-x) for x in units of the scores, and GELU from fc1's sum to fc2's operand
+        self.register_buffer("att_exp", torch.zeros(1, dtype=torch.int16))
+        self.register_buffer("gelu", torch.zeros(1, dtype=torch.int16))
+        self.register_buffer("out_mult", torch.ones((), dtype=torch.int64))   # weighted values -> operands, < 2^21
+        self.register_buffer("out_shift", torch.zeros((), dtype=torch.int64))
+
+    def _split(self, x):  # (B, L, C) -> (B, H, L, d)
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def qkv_of(self, h):
+        """Content (B, L, C) -> q, k, v (B, H, L, d), operands."""
+        return [self._split(t) for t in self.qkv(self.ln1(h)).clamp_(-ACT, ACT).float().chunk(3, -1)]
+
+    def query_of(self, h):
+        return self._split(self.qkv(self.ln1(h), rows=slice(0, self.dim)).clamp_(-ACT, ACT).float())
+
+    def kv_of(self, h):
+        k, v = self.qkv(self.ln1(h), rows=slice(self.dim, 3 * self.dim)).clamp_(-ACT, ACT).float().chunk(2, -1)
+        return self._split(k), self._split(v)
+
+    def attend(self, q, k, v, mask):
+        """q (B, H, Lq, d), k and v (B, H, Lk, d) operands; mask float32, 0 or MASKED,
+        broadcastable to (B, H, Lq, Lk), with at least one key per query not masked.
+        -> (B, Lq, C) operands."""
+        s = (q @ k.transpose(-2, -1)).add_(mask)            # exact unmasked: |q.k| <= d 255^2 < 2^23
+        x = torch.sub(s.amax(-1, keepdim=True), s, out=s)   # unmasked: exact, < 2^24; masked: > 2^29
+        e = _lookup(self.table("att_exp"), x)                # <= 255, masked keys: the table's final 0
+        z = e.sum(-1, keepdim=True).to(torch.float64).mul_(2.0 ** int(self.out_shift))  # exact, >= 1: the max's
+        o = (e @ v).to(torch.float64).mul_(float(self.out_mult))  # exact: Lk 255 |v| < 2^24 (calibrate), m < 2^21
+        o = o.add_(z * 0.5).div_(z).floor_()                 # round(e.v m / (sum 2^s)): exact floor, < 2^53
+        return o.clamp_(-ACT, ACT).to(torch.float32).transpose(1, 2).flatten(2)
+
+    def finish(self, h, attended):
+        """Residual update after attention, then the MLP; h (B, L, C) float64 holding integers."""
+        h = (h + self.proj(attended)).clamp_(-RESID_LIMIT, RESID_LIMIT)
+        g = _lookup(self.table("gelu"), self.fc1.accumulate(self.ln2(h)))  # fc1's bias starts the table at 0
+        return (h + self.fc2(g)).clamp_(-RESID_LIMIT, RESID_LIMIT)
+
+
+class IntCache:
+    """Keys and values of the revealed content, per layer, preallocated for a batch of windows:
+    the start token, then positions in the order they were revealed."""
+
+    def __init__(self, layers: int, batch: int, heads: int, length: int, head_dim: int, device):
+        shape = (batch, heads, length, head_dim)
+        self.keys = [torch.zeros(shape, dtype=torch.float32, device=device) for _ in range(layers)]
+        self.values = [torch.zeros(shape, dtype=torch.float32, device=device) for _ in range(layers)]
+        self.mask = torch.full((batch, 1, 1, length), MASKED, dtype=torch.float32, device=device)
+        self.length = 0
+
+
+class IntegerPrior(_Tables):
+    """Integer-exact counterpart of MIMPrior, for coding: `start_cache` / `predict` / `reveal` step by
+    step with cached keys and values (what the coder runs), or `frequencies` for whole windows in one
+    teacher-forced pass (evaluation, calibration reports); both give the same integers."""
+    _tables = ("prob_exp", "tok_emb", "pos_emb")
+
+    def __init__(self, num_subvectors: int, codebook_size: int, window: int, dim: int, layers: int, heads: int):
+        super().__init__()
+        self.M, self.K, self.window, self.dim, self.heads = num_subvectors, codebook_size, window, dim, heads
+        self.MASK, self.ABSENT = codebook_size, codebook_size + 1
+        self.register_buffer("tok_emb", torch.zeros(self.M * (self.K + 2), dim, dtype=torch.int32))  # residual units
+        self.register_buffer("pos_emb", torch.zeros(window * window, dim, dtype=torch.int32))
+        self.register_buffer("start", torch.zeros(dim, dtype=torch.int32))
+        self.blocks = nn.ModuleList(IntBlock(dim, heads) for _ in range(layers))
+        self.ln_f = IntLayerNorm(dim)
+        self.head = IntLinear(dim, self.M * self.K)   # accumulate: logits in units of the sum
+        self.register_buffer("prob_exp", torch.zeros(1, dtype=torch.int32))  # exp(-x), x in those units
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("offsets", torch.arange(self.M) * (self.K + 2), persistent=False)
+
+    # -- embeddings and output ---------------------------------------------------------------------
+    def _embed(self, tokens, positions):
+        """tokens (B, n, M) in [0, K+2), positions (n,) -> residual (B, n, C), float64 integers."""
+        idx = (tokens + self.offsets).flatten(0, -2)                             # (B n, M)
+        e = F.embedding_bag(idx, self.table("tok_emb"), mode="sum")              # exact: below 2^24 (calibrate)
+        e = e.view(*tokens.shape[:-1], -1).to(torch.float64).add_(self.table("pos_emb")[positions])
+        return e.clamp_(-RESID_LIMIT, RESID_LIMIT)
+
+    def _query(self, batch: int, active: int, positions):
+        row = torch.full((self.M,), self.ABSENT, dtype=torch.int64, device=positions.device)
+        row[:active] = self.MASK
+        return self._embed(row.expand(batch, len(positions), -1), positions)
+
+    def _frequencies(self, hq, active: int) -> torch.Tensor:
+        """Query stream (..., C) -> frequencies (..., active, K) minus one: integers >= 0 summing
+        to 2^PROB_BITS - K in each row (the range coder adds one to every symbol)."""
+        logits = self.head.accumulate(self.ln_f(hq), rows=slice(0, active * self.K)).unflatten(-1, (active, self.K))
+        e = _lookup(self.table("prob_exp"), torch.sub(logits.amax(-1, keepdim=True), logits, out=logits))
+        free = float((1 << PROB_BITS) - self.K)
+        # c = floor(e floor(free 2^24 / sum e) / 2^24) <= e free / sum e: every product below 2^53
+        e = e.to(torch.float64)
+        z = e.sum(-1, keepdim=True)                          # exact: below K 2^22 < 2^53
+        scale = torch.full_like(z, free * 2.0 ** 24).div_(z).floor_().mul_(2.0 ** -24)  # exact floor: < 2^53
+        c = e.mul_(scale).floor_()
+        c[..., 0] += free - c.sum(-1)                        # the rounding remainder (< K + 2^8)
+        return c
+
+    # -- whole windows in one pass ----------------------------------------------------------------
+    def frequencies(self, tokens: torch.Tensor, active: int, step_of: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, M) true indices, ABSENT beyond `active`; step_of (N,) the step revealing each
+        position; valid (B, N) positions inside the image. -> (B, N, active, K) frequencies minus
+        one, each position's from the content of earlier steps only: the integers the coder's
+        step-by-step `predict` gives."""
+        B, N, _ = tokens.shape
+        if B > BATCH:  # bounded memory, and tensors small enough for the allocator's fast path
+            return torch.cat([self.frequencies(tokens[b:b + BATCH], active, step_of, valid[b:b + BATCH])
+                              for b in range(0, B, BATCH)])
+        pos = torch.arange(N, device=tokens.device)
+        hc = torch.cat([self.start.to(torch.float64).expand(B, 1, -1), self._embed(tokens, pos)], 1)
+        hq = self._query(B, active, pos)
+        step_c = torch.cat([step_of.new_full((1,), -1), step_of])                # (1 + N,)
+        key_ok = torch.cat([valid.new_ones(B, 1), valid], 1)[:, None, None, :]  # (B, 1, 1, 1 + N)
+        mask_c = _as_mask((step_c[None, :] <= step_c[:, None]) & key_ok)
+        mask_q = _as_mask((step_c[None, :] < step_of[:, None]) & key_ok)
+        for i, blk in enumerate(self.blocks):
+            q, k, v = blk.qkv_of(hc)
+            hq = blk.finish(hq, blk.attend(blk.query_of(hq), k, v, mask_q))
+            if i + 1 < len(self.blocks):  # the last layer's content feeds nothing
+                hc = blk.finish(hc, blk.attend(q, k, v, mask_c))
+        return self._frequencies(hq, active)
+
+    # -- step by step with cached keys and values (the coder) -------------------------------------
+    def start_cache(self, batch: int) -> IntCache:
+        device = self.start.device
+        cache = IntCache(len(self.blocks), batch, self.heads, 1 + self.window ** 2, self.dim // self.heads, device)
+        h = self.start.to(torch.float64).view(1, 1, -1)  # the same for every window: computed once
+        for i, blk in enumerate(self.blocks):
+            q, k, v = blk.qkv_of(h)
+            cache.keys[i][:, :, :1], cache.values[i][:, :, :1] = k, v
+            h = blk.finish(h, blk.attend(q, k, v, torch.zeros((), dtype=torch.float32, device=device)))
+        cache.mask[..., 0] = 0
+        cache.length = 1
+        return cache
+
+    def predict(self, cache: IntCache, active: int, positions: torch.Tensor) -> torch.Tensor:
+        """Frequencies minus one (B, n, active, K) at `positions` (n,) given the cached content."""
+        L = cache.length
+        hq = self._query(cache.mask.shape[0], active, positions)
+        for i, blk in enumerate(self.blocks):
+            hq = blk.finish(hq, blk.attend(blk.query_of(hq), cache.keys[i][:, :, :L], cache.values[i][:, :, :L],
+                                           cache.mask[..., :L]))
+        return self._frequencies(hq, active)
+
+    def reveal(self, cache: IntCache, tokens: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor):
+        """Adds the content of `tokens` (B, n, M; ABSENT beyond the sub-quantizers in use) at
+        `positions` (n,) to the cache; valid (B, n) marks positions inside the image."""
+        L0, L = cache.length, cache.length + len(positions)
+        cache.mask[:, 0, 0, L0:L] = _as_mask(valid)
+        cache.length = L
+        h = self._embed(tokens, positions)
+        for i, blk in enumerate(self.blocks):
+            if i + 1 == len(self.blocks):  # the last layer's content feeds nothing but its keys and values
+                cache.keys[i][:, :, L0:L], cache.values[i][:, :, L0:L] = blk.kv_of(h)
+                break
+            q, k, v = blk.qkv_of(h)
+            cache.keys[i][:, :, L0:L], cache.values[i][:, :, L0:L] = k, v
+            h = blk.finish(h, blk.attend(q, cache.keys[i][:, :, :L], cache.values[i][:, :, :L], cache.mask[..., :L]))
+
+
+# -- calibration: a trained float prior -> its integer counterpart --------------------------------
+def _clip(samples: list[torch.Tensor], quantile: float) -> float:
+    """The `quantile` of |x| over the recorded samples (1.0: the largest)."""
+    x = torch.cat([s.flatten() for s in samples]).abs().double()
+    if quantile >= 1:
+        return float(x.max())
+    if x.numel() > 1 << 22:
+        x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:1 << 22]]
+    return float(torch.quantile(x, quantile))
+
+
+def _weight_scales(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """max |w| / 127 per output channel (floored at 2^-10 of the largest: rows of zeros), or one
+    for the layer, as a column."""
+    top = w.abs().amax(1).double()
+    top = top.clamp_min(float(top.max()) * 2.0 ** -10) if per_channel else top.max().expand(len(top))
+    return (top.clamp_min(1e-30) / 127)[:, None]
+
+
+def _multiplier(ratio: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Integer multipliers m and one shift s with m / 2^s ~ ratio (positive, per channel)."""
+    shift = REQUANT_BITS - math.ceil(math.log2(float(ratio.max())))
+    return torch.round(ratio.double() * 2.0 ** shift).to(torch.int64), shift
+
+
+def _set_linear(lin: IntLinear, layer: nn.Linear, in_scale: float, out_scale=None, in_offset: int = 0,
+                table_start: int = 0) -> float:
+    """Quantize a float layer for operands at `in_scale` (real = (q + in_offset) in_scale). With
+    `out_scale` (one number or per channel): per-channel weights, requantized to it (`forward`).
+    Without: one weight scale, the exact sum minus `table_start` (`accumulate`). Returns the unit of
+    the sum (per channel: the largest)."""
+    sw = _weight_scales(layer.weight, per_channel=out_scale is not None)
+    w = torch.round(layer.weight.double() / sw).clamp_(-127, 127)
+    unit = in_scale * sw[:, 0]
+    bias = torch.round(layer.bias.double() / unit) + in_offset * w.sum(1) - table_start
+    lin.weight.copy_(w.to(torch.int8))
+    lin.bias.copy_(bias.to(torch.int64))
+    if out_scale is not None:
+        mult, shift = _multiplier(unit / torch.as_tensor(out_scale, dtype=torch.float64))
+        lin.mult.copy_(mult)
+        lin.shift.fill_(shift)
+    reach = w.abs().sum(1) * ACT + bias.abs()  # the largest |sum + bias| any operands can give
+    _require(float((w.abs().sum(1) * ACT).max()) < ACC_LIMIT, "a product's partial sums would reach 2^24")
+    if out_scale is None:
+        _require(float(reach.max()) < ACC_LIMIT, "a sum plus its bias would reach 2^24")
+    else:
+        _require(float((reach * lin.mult.double()).max()) < 2.0 ** 53, "a requantization would reach 2^53")
+    lin._cache = {}
+    return float(unit.max())
+
+
+def _require(ok: bool, what: str):
+    """calibrate refuses weights whose integer arithmetic would not be exact."""
+    if not ok:
+        raise ValueError(f"cannot make an exact integer prior of these weights: {what}")
+
+
+def _set_layernorm(ln: IntLayerNorm, float_ln: nn.LayerNorm, out_scale: float):
+    C = float_ln.weight.shape[0]
+    ln.gain.copy_(torch.round(float_ln.weight.double() * math.sqrt(C) / out_scale * 2 ** LN_FRAC).to(torch.int64))
+    ln.offset.copy_(torch.round(float_ln.bias.double() / out_scale * 2 ** LN_FRAC).to(torch.int64))
+    _require(int(ln.gain.abs().max()) < 1 << 30, "a LayerNorm gain times |x - mean| <= 2^22 would reach 2^53")
+
+
+def _exp_table(unit: float, range_nats: float, top: int, dtype) -> torch.Tensor:
+    """round(top exp(-i unit)) while i unit < range_nats, then a final 0."""
+    i = torch.arange(math.ceil(range_nats / unit), dtype=torch.float64)
+    return torch.cat([torch.round(torch.exp(-i * unit) * top), torch.zeros(1, dtype=torch.float64)]).to(dtype)
+
+
+def _fit(unit: float, span: float) -> float:
+    """The factor (>= 1) by which to coarsen `unit` so that a table over `span` has TABLE_MAX entries."""
+    return max(1.0, span / unit / (TABLE_MAX - 2))
+
+
+@torch.no_grad()
+def calibrate(prior, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.Tensor,
+              quantile: float = 1.0) -> IntegerPrior:
+    """The integer prior of a trained float `MIMPrior` (put in eval mode), with static scales from
+    the activations it shows on calibration windows: tokens (B, N, M), active (B,), step_of (B, N),
+    as in training. quantile: where each operand's range is clipped (1.0: the largest value seen in
+    a 1-in-7 sample of every activation). Raises ValueError for weights whose integer arithmetic
+    could leave the exact range (docs/bitstream.md, "Why the prior is exact")."""
+    prior = prior.float().eval()
+    records: dict[str, list] = {}
+
+    def keep(name, *xs):  # returns None: a forward hook's result would replace the output
+        for x in xs:
+            records.setdefault(name, []).append(x.detach().float().flatten()[::7].clone())
+
+    def keep_qkv(i, y):
+        for name, part in zip("qkv", y.chunk(3, -1)):
+            keep(f"{name}.{i}", part)
+
+    hooks = []
+    for i, blk in enumerate(prior.blocks):
+        hooks += [blk.ln1.register_forward_hook(lambda m, a, y, i=i: keep(f"ln1.{i}", y)),
+                  blk.qkv.register_forward_hook(lambda m, a, y, i=i: keep_qkv(i, y)),
+                  blk.proj.register_forward_pre_hook(lambda m, a, i=i: keep(f"att.{i}", a[0])),
+                  blk.ln2.register_forward_hook(lambda m, a, y, i=i: keep(f"ln2.{i}", y)),
+                  blk.mlp[1].register_forward_hook(lambda m, a, y, i=i: keep(f"gelu.{i}", y)),
+                  blk.register_forward_hook(lambda m, a, y: keep("resid", *y))]
+        orig = blk.query_of
+        blk.query_of = (lambda h, orig=orig, i=i: (lambda q: (keep(f"q.{i}", q), q)[1])(orig(h)))
+    hooks.append(prior.ln_f.register_forward_hook(lambda m, a, y: keep("ln_f", y)))
+    try:
+        for b in range(0, len(tokens), 32):
+            prior(tokens[b:b + 32], active[b:b + 32], step_of[b:b + 32])
+    finally:
+        for h in hooks:
+            h.remove()
+        for blk in prior.blocks:
+            del blk.query_of
+    clip = {name: _clip(x, quantile) for name, x in records.items()}
+    if clip["resid"] >= RESID_LIMIT / 2 ** RESID_FRAC / 2:
+        raise ValueError(f"residual stream reaches {clip['resid']:.1f}: beyond the integer prior's range")
+
+    dim, layers, heads = prior.pos_emb.shape[1], len(prior.blocks), prior.blocks[0].heads
+    ip = IntegerPrior(prior.M, prior.K, prior.window, dim, layers, heads)
+    to_resid = lambda t: torch.round(t.double() * 2 ** RESID_FRAC).to(torch.int32)  # noqa: E731
+    ip.tok_emb.copy_(to_resid(prior.tok_emb.weight))
+    ip.pos_emb.copy_(to_resid(prior.pos_emb))
+    ip.start.copy_(to_resid(prior.start))
+    _require(float(ip.tok_emb.view(prior.M, prior.K + 2, dim).abs().amax(1).sum(0).max()) < ACC_LIMIT,
+             "a sum of token embeddings would reach 2^24")
+    _require(int(ip.start.abs().max()) <= RESID_LIMIT, "the start token is beyond the residual's range")
+    _require(2 * (dim // heads) * ACT ** 2 < ACC_LIMIT, "attention scores would reach 2^24 (heads too wide)")
+    resid = 2.0 ** -RESID_FRAC
+    keys = 1 + prior.window ** 2  # weights times values summed over every key stay below 2^24
+    att_max = min(ATT_EXP_MAX, (ACC_LIMIT - 1) // (keys * ACT))
+    top = lambda layer: float(_weight_scales(layer.weight, per_channel=False)[0])  # noqa: E731
+    for i, (fb, ib) in enumerate(zip(prior.blocks, ip.blocks)):
+        s1, s2 = clip[f"ln1.{i}"] / ACT, clip[f"ln2.{i}"] / ACT
+        sq, sk, sv, so = (clip[f"{n}.{i}"] / ACT for n in ("q", "k", "v", "att"))
+        # attention: the exp table is indexed by score differences, in units of sq sk / sqrt(d) nats
+        sq, sk = (x * math.sqrt(_fit(sq * sk / math.sqrt(dim // heads), ATT_RANGE)) for x in (sq, sk))
+        ib.att_exp = _exp_table(sq * sk / math.sqrt(dim // heads), ATT_RANGE, att_max, torch.int16)
+        mult, shift = _multiplier(torch.tensor([sv / so]))
+        ib.out_mult.fill_(int(mult))
+        ib.out_shift.fill_(shift)
+        _require(shift <= 28, "the attention output's requantization would reach 2^53")
+        # GELU: outputs in [GELU_MIN, clip] on 2 ACT + 1 levels, real = (q + offset) sg; the table is
+        # indexed by fc1's sum from -4 (GELU below half a level) to past the clip
+        sg = (clip[f"gelu.{i}"] - GELU_MIN) / (2 * ACT)
+        offset = math.floor(GELU_MIN / sg) + ACT
+        span = 4 + clip[f"gelu.{i}"] + sg
+        s2 *= _fit(s2 * top(fb.mlp[0]), span)
+        unit = s2 * top(fb.mlp[0])
+        lo = math.floor(-4 / unit)
+        u = torch.arange(lo, lo + math.ceil(span / unit) + 1, dtype=torch.float64) * unit
+        ib.gelu = (torch.round(F.gelu(u) / sg) - offset).clamp_(-ACT, ACT).to(torch.int16)
+        _set_layernorm(ib.ln1, fb.ln1, s1)
+        _set_layernorm(ib.ln2, fb.ln2, s2)
+        _set_linear(ib.qkv, fb.qkv, s1, torch.tensor([sq] * dim + [sk] * dim + [sv] * dim))
+        _set_linear(ib.proj, fb.proj, so, resid)
+        _set_linear(ib.fc1, fb.mlp[0], s2, table_start=lo)
+        _set_linear(ib.fc2, fb.mlp[2], sg, resid, in_offset=offset)
+    # output: the probability table is indexed by logit differences, in units of the head's sum
+    sf = clip["ln_f"] / ACT
+    sf *= _fit(sf * top(prior.head), PROB_RANGE)
+    _set_layernorm(ip.ln_f, prior.ln_f, sf)
+    _set_linear(ip.head, prior.head, sf)
+    ip.prob_exp = _exp_table(sf * top(prior.head), PROB_RANGE, 1 << PROB_EXP_BITS, torch.int32)
+    ip.calibrated.fill_(True)
+    return ip

@@ -1,0 +1,88 @@
+"""Make the integer prior the coder runs from a trained float prior: static scales calibrated on
+the activations the float prior shows on training windows (nets/integer_prior.py, `calibrate`).
+Run at the end of `pqcodec-train prior`, or alone:
+
+    pqcodec-train quantize --init weights.safetensors --data ../shared/data/train --out coding.safetensors
+"""
+import math
+
+import torch
+
+from ..bitstream import PROB_BITS, Schedule
+from ..model import PQCodecModel
+from ..nets.integer_prior import calibrate
+from .windows import WindowSampler, image_tokens
+
+CODING_STEPS = 12  # the codec's default schedule; half the calibration windows use it
+
+
+def calibration_windows(grids: list[torch.Tensor], model: PQCodecModel, count: int, seed: int = 0):
+    """`count` random windows of the token grids (B, N, M), ABSENT beyond each window's sub-quantizers
+    in use (B,), and the step revealing each position (B, N): half with the coding schedule, half
+    with the random orders and step counts of training."""
+    c = model.config
+    N = c.window ** 2
+    sampler = WindowSampler(grids, c.window, seed)
+    coding = torch.from_numpy(Schedule(c.window, CODING_STEPS, c.schedule_seed).step_of())
+    tokens, active, step_of = [], [], []
+    for b in range(0, count, 32):
+        n = min(32, count - b)
+        t = sampler.batch(n)
+        s, a = sampler.orders(n, N, c.active_levels)
+        tokens.append(t)
+        active.append(a)
+        step_of.append(coding.expand(n, -1) if (b // 32) % 2 == 0 else s)
+    tokens, active = torch.cat(tokens), torch.cat(active)
+    in_use = torch.arange(c.num_subvectors) < active[:, None]
+    return torch.where(in_use[:, None, :], tokens, model.prior.ABSENT), active, torch.cat(step_of)
+
+
+def quantize(model: PQCodecModel, grids: list[torch.Tensor], windows: int = 1024, seed: int = 0) -> PQCodecModel:
+    """Calibrates `model.int_prior` from `model.prior` on `windows` windows of `grids` (in place)."""
+    tokens, active, step_of = calibration_windows(grids, model, windows, seed)
+    model.int_prior.load_state_dict(calibrate(model.prior.cpu(), tokens, active, step_of).state_dict())
+    return model
+
+
+@torch.no_grad()
+def rate_cost(model: PQCodecModel, grids: list[torch.Tensor], windows: int = 256, seed: int = 1) -> tuple[float, float]:
+    """Bits per index of the float prior and of the integer prior on `windows` fresh windows of
+    `grids` with the coding schedule, every level: what integer arithmetic costs."""
+    tokens, active, _ = calibration_windows(grids, model, windows, seed)
+    c = model.config
+    step_of = torch.from_numpy(Schedule(c.window, CODING_STEPS, c.schedule_seed).step_of())
+    float_bits = int_bits = count = 0.0
+    for a in c.active_levels:
+        x = tokens[active == a]
+        if not len(x):
+            continue
+        truth = x[..., :a, None]
+        logits = model.prior(x, torch.full((len(x),), a), step_of.expand(len(x), -1))[..., :a, :]
+        float_bits -= float(logits.double().log_softmax(-1).gather(-1, truth).sum()) / math.log(2)
+        freq = model.int_prior.frequencies(x, a, step_of, torch.ones(x.shape[:2], dtype=torch.bool))
+        int_bits -= float(torch.log2((freq.gather(-1, truth) + 1) / 2 ** PROB_BITS).sum())
+        count += truth.numel()
+    return float_bits / count, int_bits / count
+
+
+def train(args):
+    model = PQCodecModel.load(args.init)
+    if not PQCodecModel.file_has_prior(args.init):
+        raise ValueError(f"{args.init} has no prior to quantize")
+    grids = image_tokens(model, args.data, model.config.window, progress=True)
+    quantize(model, grids, args.windows, args.seed)
+    model.save(args.out, {"int_prior_windows": str(args.windows)})
+    float_bits, int_bits = rate_cost(model, grids)
+    print(f"wrote {args.out}: integer prior calibrated on {args.windows} windows of {args.data}; on 256 other "
+          f"windows {int_bits:.4f} bits per index against the float prior's {float_bits:.4f} "
+          f"({100 * (int_bits / float_bits - 1):+.3f} %)")
+
+
+def quantize_untrained(model: PQCodecModel, seed: int = 0) -> PQCodecModel:
+    """Calibrates `model.int_prior` on random token grids (in place): for the randomly initialised
+    models of tests and fuzzing, which then code exactly, though not compactly."""
+    c = model.config
+    g = torch.Generator().manual_seed(seed)
+    grids = [torch.randint(0, c.codebook_size, (c.num_subvectors, 2 * c.window, 2 * c.window), generator=g)
+             for _ in range(4)]
+    return quantize(model, grids, windows=64, seed=seed)
