@@ -76,7 +76,8 @@ def test_float32_sums_are_exact_for_any_operands(tiny_codec):
     # and the bound is what makes a worst case exact: operands at +-ACT with the largest row
     lin = _linears(tiny_codec.model.int_prior)[0]
     x = torch.full((1, lin.weight.shape[1]), float(ACT)) * lin.weight[:1].float().sign()
-    assert float(lin._sum(x, slice(0, lin.weight.shape[0]))[0, 0]) == float(lin.weight[0].abs().double().sum() * ACT)
+    exact = lin.weight[0].abs().double().sum() * ACT + lin.bias[0].double()
+    assert float(lin.accumulate(x)[0, 0]) == float(exact)
 
 
 @pytest.fixture(scope="module")

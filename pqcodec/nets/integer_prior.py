@@ -70,26 +70,36 @@ def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table.index_select(0, i.flatten()).view(i.shape)
 
 
-class _Tables(nn.Module):
-    """Holds lookup tables whose length calibration decides, stored in the smallest integer type
-    and used as float32 (`table`)."""
-    _tables: tuple[str, ...] = ()
+class _IntModule(nn.Module):
+    """Base of the integer modules. Buffers are stored as calibration wrote them (integers, the
+    tables' lengths its own: loading takes the stored length of those named in `_sized`); what the
+    arithmetic needs from them (float copies, scales) is derived once by `derived` and forgotten
+    whenever the buffers are loaded or moved."""
+    _sized: tuple[str, ...] = ()
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in self._tables:
-            if prefix + name in state_dict:  # take the stored length
-                self._buffers[name] = torch.empty_like(state_dict[prefix + name], device=self._buffers[name].device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def derived(self, key, make):
+        cache = self.__dict__.setdefault("_derived", {})
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
 
     def table(self, name: str) -> torch.Tensor:
-        used = self.__dict__.setdefault("_used", {})
-        t = self._buffers[name]
-        if used.get(name, (None,))[0] is not t:
-            used[name] = (t, t.to(torch.float32))   # entries below 2^24: exact
-        return used[name][1]
+        """A lookup table as float32 (entries below 2^24: exact)."""
+        return self.derived(name, lambda: self._buffers[name].to(torch.float32))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self._sized:
+            if prefix + name in state_dict:
+                self._buffers[name] = torch.empty_like(state_dict[prefix + name], device=self._buffers[name].device)
+        self.__dict__["_derived"] = {}
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__["_derived"] = {}
+        return super()._apply(fn, *args, **kwargs)
 
 
-class IntLinear(nn.Module):
+class IntLinear(_IntModule):
     """x @ W^T + b for integer operands |x| <= ACT (float32) and int8 weights W whose rows' absolute
     sums times ACT stay below 2^24 (calibrate checks), so no partial sum reaches 2^24. Two uses:
     - `forward`: per-output-channel weight scales; the sum requantized to each channel's output
@@ -103,40 +113,30 @@ class IntLinear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features, dtype=torch.int64))   # in units of the sum
         self.register_buffer("mult", torch.ones(out_features, dtype=torch.int64))   # below 2^21
         self.register_buffer("shift", torch.zeros((), dtype=torch.int64))
-        self._cache = {}
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._cache = {}
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def _cached(self, what: str, rows: slice, device):
-        """W[rows]^T (float32, (in, n)), b[rows] (float32 and float64) and m[rows] / 2^s (float64: a
-        multiple of 2^-s below 2^21, exact)."""
-        key = (rows.start, rows.stop, device)
-        if key not in self._cache:
-            self._cache[key] = dict(
-                w=self.weight[rows].to(device=device, dtype=torch.float32).t().contiguous(),
-                b32=self.bias[rows].to(device=device, dtype=torch.float32),
-                b64=self.bias[rows].to(device=device, dtype=torch.float64),
-                scale=self.mult[rows].to(device=device, dtype=torch.float64) * 2.0 ** -int(self.shift))
-        return self._cache[key][what]
-
-    def _sum(self, x, rows):
-        return x @ self._cached("w", rows, x.device)       # exact: every partial sum below 2^24 (calibrate)
+    def _rows(self, rows: slice) -> dict:
+        """For output channels `rows`: W^T (float32, (in, n)), b (float32 and float64) and m / 2^s
+        (float64: a multiple of 2^-s below 2^21, exact)."""
+        start, stop, _ = rows.indices(self.weight.shape[0])
+        return self.derived((start, stop), lambda: dict(
+            w=self.weight[start:stop].to(torch.float32).t().contiguous(),
+            b32=self.bias[start:stop].to(torch.float32),
+            b64=self.bias[start:stop].to(torch.float64),
+            scale=self.mult[start:stop].to(torch.float64) * 2.0 ** -int(self.shift)))
 
     def accumulate(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
         """rows: the output channels wanted (default all)."""
-        rows = slice(*rows.indices(self.weight.shape[0])[:2])
-        return self._sum(x, rows).add_(self._cached("b32", rows, x.device))  # exact: below 2^24 (calibrate)
+        p = self._rows(rows)
+        return (x @ p["w"]).add_(p["b32"])   # exact: every partial sum, and the sum + b, below 2^24 (calibrate)
 
     def forward(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
         """rows: the output channels wanted (default all)."""
-        rows = slice(*rows.indices(self.weight.shape[0])[:2])
-        acc = self._sum(x, rows).to(torch.float64).add_(self._cached("b64", rows, x.device))
-        return _round(acc.mul_(self._cached("scale", rows, x.device)))  # exact: (sum + b) m below 2^53
+        p = self._rows(rows)
+        acc = (x @ p["w"]).to(torch.float64).add_(p["b64"])  # exact: partial sums below 2^24 (calibrate)
+        return _round(acc.mul_(p["scale"]))                  # exact: (sum + b) m below 2^53
 
 
-class IntLayerNorm(nn.Module):
+class IntLayerNorm(_IntModule):
     """Residual (..., C) -> operands |y| <= ACT (float32): y = gamma (x - mean) / std + beta in the
     next product's scale, with an exact integer square root and floor division."""
 
@@ -154,13 +154,14 @@ class IntLayerNorm(nn.Module):
         mean += ((mean + 1) * C <= total).to(h.dtype)
         d = h - mean                                                    # |d| <= 2^22
         r = _isqrt((d * d).sum(-1, keepdim=True)).clamp_min_(1)        # sqrt(C) std, floored: sums < 2^53
-        y = d.mul_(self.gain.to(torch.float64)).div_(r).floor_()        # exact floor: |d gain| < 2^53
-        y = y.add_(self.offset.to(torch.float64)).mul_(2.0 ** -LN_FRAC)
+        gain, offset = self.derived("float64", lambda: (self.gain.to(torch.float64), self.offset.to(torch.float64)))
+        y = d.mul_(gain).div_(r).floor_()                               # exact floor: |d gain| < 2^53
+        y = y.add_(offset).mul_(2.0 ** -LN_FRAC)
         return _round(y).clamp_(-ACT, ACT).to(torch.float32)
 
 
-class IntBlock(_Tables):
-    _tables = ("att_exp", "gelu")
+class IntBlock(_IntModule):
+    _sized = ("att_exp", "gelu")
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -197,8 +198,9 @@ class IntBlock(_Tables):
         s = (q @ k.transpose(-2, -1)).add_(mask)            # exact unmasked: |q.k| <= d 255^2 < 2^23
         x = torch.sub(s.amax(-1, keepdim=True), s, out=s)   # unmasked: exact, < 2^24; masked: > 2^29
         e = _lookup(self.table("att_exp"), x)                # <= 255, masked keys: the table's final 0
-        z = e.sum(-1, keepdim=True).to(torch.float64).mul_(2.0 ** int(self.out_shift))  # exact, >= 1: the max's
-        o = (e @ v).to(torch.float64).mul_(float(self.out_mult))  # exact: Lk 255 |v| < 2^24 (calibrate), m < 2^21
+        two_s, m = self.derived("out", lambda: (2.0 ** int(self.out_shift), float(self.out_mult)))
+        z = e.sum(-1, keepdim=True).to(torch.float64).mul_(two_s)  # exact, >= 1: the max's
+        o = (e @ v).to(torch.float64).mul_(m)                # exact: Lk 255 |v| < 2^24 (calibrate), m < 2^21
         o = o.add_(z * 0.5).div_(z).floor_()                 # round(e.v m / (sum 2^s)): exact floor, < 2^53
         return o.clamp_(-ACT, ACT).to(torch.float32).transpose(1, 2).flatten(2)
 
@@ -221,11 +223,11 @@ class IntCache:
         self.length = 0
 
 
-class IntegerPrior(_Tables):
+class IntegerPrior(_IntModule):
     """Integer-exact counterpart of MIMPrior, for coding: `start_cache` / `predict` / `reveal` step by
     step with cached keys and values (what the coder runs), or `frequencies` for whole windows in one
     teacher-forced pass (evaluation, calibration reports); both give the same integers."""
-    _tables = ("prob_exp", "tok_emb", "pos_emb")
+    _sized = ("prob_exp",)
 
     def __init__(self, num_subvectors: int, codebook_size: int, window: int, dim: int, layers: int, heads: int):
         super().__init__()
@@ -377,7 +379,6 @@ def _set_linear(lin: IntLinear, layer: nn.Linear, in_scale: float, out_scale=Non
         _require(float(reach.max()) < ACC_LIMIT, "a sum plus its bias would reach 2^24")
     else:
         _require(float((reach * lin.mult.double()).max()) < 2.0 ** 53, "a requantization would reach 2^53")
-    lin._cache = {}
     return float(unit.max())
 
 
