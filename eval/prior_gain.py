@@ -40,22 +40,15 @@ def float_prior_bits(codec, tokens: list[np.ndarray], active: int, steps: int) -
     """Mean bits per index of `tokens` (list of (>= active, h, w)) under the float prior, windows
     and schedule as the coder uses them (padding positions neither coded nor attended)."""
     from pqcodec.latent import to_windows, window_validity
-    prior, window = codec.model.prior, codec.config.window
+    from pqcodec.train.quantize import prior_bits
+    window = codec.config.window
     step_of = torch.from_numpy(codec.tokens.schedule(steps).step_of())
     total = n = 0.0
     for t in tokens:
         grid = torch.from_numpy(t[:active].astype(np.int64))
-        w = to_windows(grid, window)
-        valid = window_validity(*grid.shape[1:], window)
-        x = torch.full((*w.shape[:2], prior.M), prior.ABSENT)
-        x[..., :active] = w
-        B = len(x)
-        # padding positions: revealed after every real one, so nothing real attends to them
-        order = torch.where(valid, step_of.expand(B, -1), steps)
-        logits = prior(x, torch.full((B,), active), order)[..., :active, :].double()
-        lp = logits.log_softmax(-1).gather(-1, w[..., None])[..., 0]
-        total -= float(lp[valid].sum()) / math.log(2)
-        n += int(valid.sum()) * active
+        bits, count = prior_bits(codec.model, to_windows(grid, window), active, step_of,
+                                 window_validity(*grid.shape[1:], window))
+        total, n = total + bits, n + count
     return total / n
 
 

@@ -1,7 +1,6 @@
 """The integer-exact prior: its one-pass frequencies are the step-by-step ones the coder uses, for
 any batch split, its tables are valid for the range coder, its float32 sums stay in
 the exact range for any operands, and it costs little rate against the float prior it was made from."""
-import math
 
 import numpy as np
 import pytest
@@ -96,21 +95,16 @@ def test_shipped_integer_prior_costs_under_one_percent(shipped):
     Kodak windows at levels 1 and 5 (eval/prior_gain.py measures all of Kodak)."""
     from PIL import Image
     from pathlib import Path
+    from pqcodec.train.quantize import prior_bits
     rgb = np.asarray(Image.open(Path(__file__).parent / "data" / "kodim23.png").convert("RGB"))[:128, :256]
-    model, cfg = shipped.model, shipped.config
+    cfg = shipped.config
     windows = to_windows(torch.from_numpy(shipped.image_to_tokens(rgb, cfg.num_subvectors)), cfg.window)
     step_of = torch.from_numpy(Schedule(cfg.window, 12, cfg.schedule_seed).step_of())
-    B, N = windows.shape[:2]
     for active in (1, cfg.num_subvectors):
-        tokens = windows.clone()
-        tokens[..., active:] = model.prior.ABSENT
-        truth = tokens[..., :active, None]
         with torch.inference_mode():
-            logits = model.prior(tokens, torch.full((B,), active), step_of.expand(B, -1))[:, :, :active]
-            float_bits = -logits.double().log_softmax(-1).gather(-1, truth).sum() / math.log(2)
-            c = model.int_prior.frequencies(tokens, active, step_of, torch.ones(B, N, dtype=torch.bool))
-            int_bits = -torch.log2((c.double().gather(-1, truth) + 1) / 2 ** PROB_BITS).sum()
-        assert int_bits <= float_bits * 1.01, (active, float(int_bits), float(float_bits))
+            float_bits, _ = prior_bits(shipped.model, windows, active, step_of)
+            int_bits, _ = prior_bits(shipped.model, windows, active, step_of, integer=True)
+        assert int_bits <= float_bits * 1.01, (active, int_bits, float_bits)
 
 
 def test_uncalibrated_weights_are_refused_with_a_clear_error(tmp_path, tiny_weights):

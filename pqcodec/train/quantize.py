@@ -9,21 +9,19 @@ import math
 import torch
 
 from ..bitstream import PROB_BITS, Schedule
+from ..codec import DEFAULT_STEPS
 from ..model import PQCodecModel
 from ..nets.integer_prior import calibrate
 from .windows import WindowSampler, image_tokens
 
-CODING_STEPS = 12  # the codec's default schedule; half the calibration windows use it
-
-
 def calibration_windows(grids: list[torch.Tensor], model: PQCodecModel, count: int, seed: int = 0):
     """`count` random windows of the token grids (B, N, M), ABSENT beyond each window's sub-quantizers
-    in use (B,), and the step revealing each position (B, N): half with the coding schedule, half
-    with the random orders and step counts of training."""
+    in use (B,), and the step revealing each position (B, N): half with the codec's default
+    schedule, half with the random orders and step counts of training."""
     c = model.config
     N = c.window ** 2
     sampler = WindowSampler(grids, c.window, seed)
-    coding = torch.from_numpy(Schedule(c.window, CODING_STEPS, c.schedule_seed).step_of())
+    coding = torch.from_numpy(Schedule(c.window, DEFAULT_STEPS, c.schedule_seed).step_of())
     tokens, active, step_of = [], [], []
     for b in range(0, count, 32):
         n = min(32, count - b)
@@ -45,24 +43,41 @@ def quantize(model: PQCodecModel, grids: list[torch.Tensor], windows: int = 1024
 
 
 @torch.no_grad()
+def prior_bits(model: PQCodecModel, windows: torch.Tensor, active: int, step_of: torch.Tensor,
+               valid: torch.Tensor | None = None, integer: bool = False) -> tuple[float, int]:
+    """(bits, indices): the ideal code length of windows (B, N, >= active) of true indices at the
+    positions `valid` (B, N) (default all), their first `active` sub-quantizers revealed in the order
+    `step_of` (N,), under the float prior (log-softmax in float64) or, `integer`, under the integer
+    prior the coder runs (its frequency tables, as the range coder sees them)."""
+    B, N = windows.shape[:2]
+    valid = torch.ones(B, N, dtype=torch.bool) if valid is None else valid
+    x = torch.full((B, N, model.config.num_subvectors), model.prior.ABSENT)
+    x[..., :active] = windows[..., :active]
+    truth = x[..., :active, None]
+    if integer:
+        freq = model.int_prior.frequencies(x, active, step_of, valid)
+        bits = -torch.log2((freq.gather(-1, truth) + 1) / 2 ** PROB_BITS)[..., 0]
+    else:  # positions outside the image: revealed after every real one, so nothing real attends to them
+        order = torch.where(valid, step_of.expand(B, -1), int(step_of.max()) + 1)
+        logits = model.prior(x, torch.full((B,), active), order)[..., :active, :].double()
+        bits = -logits.log_softmax(-1).gather(-1, truth)[..., 0] / math.log(2)
+    return float(bits[valid].sum()), int(valid.sum()) * active
+
+
 def rate_cost(model: PQCodecModel, grids: list[torch.Tensor], windows: int = 256, seed: int = 1) -> tuple[float, float]:
     """Bits per index of the float prior and of the integer prior on `windows` fresh windows of
-    `grids` with the coding schedule, every level: what integer arithmetic costs."""
+    `grids` with the codec's default schedule, every level: what integer arithmetic costs."""
     tokens, active, _ = calibration_windows(grids, model, windows, seed)
     c = model.config
-    step_of = torch.from_numpy(Schedule(c.window, CODING_STEPS, c.schedule_seed).step_of())
-    float_bits = int_bits = count = 0.0
+    step_of = torch.from_numpy(Schedule(c.window, DEFAULT_STEPS, c.schedule_seed).step_of())
+    totals = [[0.0, 0], [0.0, 0]]  # float, integer: bits, indices
     for a in c.active_levels:
-        x = tokens[active == a]
-        if not len(x):
-            continue
-        truth = x[..., :a, None]
-        logits = model.prior(x, torch.full((len(x),), a), step_of.expand(len(x), -1))[..., :a, :]
-        float_bits -= float(logits.double().log_softmax(-1).gather(-1, truth).sum()) / math.log(2)
-        freq = model.int_prior.frequencies(x, a, step_of, torch.ones(x.shape[:2], dtype=torch.bool))
-        int_bits -= float(torch.log2((freq.gather(-1, truth) + 1) / 2 ** PROB_BITS).sum())
-        count += truth.numel()
-    return float_bits / count, int_bits / count
+        if (active == a).any():
+            for total, integer in zip(totals, (False, True)):
+                bits, n = prior_bits(model, tokens[active == a], a, step_of, integer=integer)
+                total[0] += bits
+                total[1] += n
+    return totals[0][0] / totals[0][1], totals[1][0] / totals[1][1]
 
 
 def train(args):
