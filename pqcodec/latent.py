@@ -45,6 +45,11 @@ def from_windows(windows: torch.Tensor, h: int, w: int, window: int) -> torch.Te
     return grid.reshape(C, nh * window, nw * window)[:, :h, :w]
 
 
+def _inside(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """x[sel] for x (b, n, ...) and sel (b, n) bool, without a copy when every position is inside."""
+    return x if bool(sel.all()) else x[sel]
+
+
 @contextlib.contextmanager
 def numerics_fence():
     """What coding needs whatever the caller set: no autocast (thread-local, so safe beside other
@@ -89,8 +94,7 @@ class TokenCoder:
         for t in range(schedule.steps):
             pos = torch.from_numpy(schedule.positions(t)).to(device)
             sel = chunk_valid[:, pos]                                                     # (b, n)
-            weights = prior.predict(cache, active, pos)                                   # (b, n, active, K)
-            weights = weights if bool(sel.all()) else weights[sel]                        # (m, active, K)
+            weights = _inside(prior.predict(cache, active, pos), sel)                     # (m, active, K)
             symbols = code_step(weights.reshape(-1, self.K).cpu().numpy(), pos, sel)
             revealed = torch.full((*sel.shape, self.M), prior.ABSENT, dtype=torch.long, device=device)
             revealed[..., :active] = prior.MASK  # padding positions: never attended
@@ -109,8 +113,7 @@ class TokenCoder:
 
         def code_step(chunk_truth, weights, pos, sel):
             nonlocal bits
-            symbols = chunk_truth[:, pos]
-            symbols = (symbols if bool(sel.all()) else symbols[sel]).reshape(-1).cpu().numpy()
+            symbols = _inside(chunk_truth[:, pos], sel).reshape(-1).cpu().numpy()
             enc.encode(symbols, weights)
             bits -= float(np.log2((weights[np.arange(len(symbols)), symbols] + 1) / 2 ** PROB_BITS).sum())
             return symbols
