@@ -2,7 +2,8 @@
 """Rate-distortion on a folder of images: every pqcodec quality level, Pillow's JPEG, WebP, AVIF and
 JPEG 2000 (quality swept), and any learned-baseline curves given with --extra, on the same images.
 Rate from file bytes; RGB PSNR and MS-SSIM, and LPIPS when given its weights (--alexnet-weights).
-Writes to --out:
+Writes to --out (default ./results; the committed results only with --out docs/results), TAG being
+the folder's name unless --tag says otherwise (eval/result_paths.py):
   TAG-<codec>.json    CompressAI's results layout, one file per codec (pqcodec's with per-image rows)
   TAG-rd.png          bpp vs PSNR and bpp vs MS-SSIM (dB), published anchors drawn dashed
   TAG-bdrate.md       BD-rate of every codec against every anchor, PSNR and MS-SSIM, and each pqcodec
@@ -10,7 +11,8 @@ Writes to --out:
 Per-image results are cached in eval/.cache (keyed by codec, settings, code and pixels): a rerun on
 the same inputs only redraws.
 
-    python eval/rd.py ../shared/data/kodak
+    python eval/rd.py ../shared/data/kodak --out docs/results    # the committed Kodak results
+    python eval/rd.py my_photos/                                 # results/my_photos-*
 """
 import argparse
 import json
@@ -21,8 +23,9 @@ import numpy as np
 
 from baselines import SWEEPS, psnr_at_rate, sweep
 from bdrate import bd_rate_of
-from common import CACHE, RESULTS, ResultCache, enable_lpips, load_rgb_images, mean_curve
+from common import CACHE, ResultCache, enable_lpips, load_rgb_images, mean_curve
 from published import PUBLISHED_KODAK
+from result_paths import add_output_args, output_location
 import pqcodec_eval
 from pqcodec import DEFAULT_STEPS
 from pqcodec.metrics import ms_ssim_db
@@ -115,8 +118,7 @@ def main():
                     "the learned baselines eval/train_baselines.py evaluated")
     ap.add_argument("--published", action=argparse.BooleanOptionalAction, default=None,
                     help="draw the published Kodak figures (default: when the folder is named kodak)")
-    ap.add_argument("--out", default=str(RESULTS), help="folder for the JSON, plot and tables")
-    ap.add_argument("--tag", default="kodak", help="prefix of the output files")
+    add_output_args(ap, "the folder")
     ap.add_argument("--no-cache", action="store_true", help="recompute every coded image")
     ap.add_argument("--alexnet-weights", help="torchvision AlexNet weights file: adds LPIPS per image "
                     "(eval/perceptual.py, docs/perceptual.md)")
@@ -140,7 +142,7 @@ def main():
     extra = [json.loads(Path(p).read_text()) for p in args.extra]
     ours = pqcodec_curve(codec, identity, images, levels, args.steps, cache)
 
-    out = Path(args.out)
+    out, args.tag = output_location(args.out, args.tag, args.folder)
     out.mkdir(parents=True, exist_ok=True)
     for c in classic:
         (out / f"{args.tag}-{c['name'].split()[0].lower()}.json").write_text(json.dumps(c, indent=1))

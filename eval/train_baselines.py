@@ -21,12 +21,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import RESULTS, load_rgb_images, mean_curve, quality_row
+from common import load_rgb_images, mean_curve, quality_row
+from result_paths import add_output_args, output_location
+from pqcodec.train.common import load_checkpoint, save_checkpoint
 
 LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.18}
 # the shipped pqcodec autoencoder's crops (docs/experiments.md): runs ae1 (6,500 steps) + ae2
@@ -48,8 +49,8 @@ def train_one(net, run: Path, args, quality: int, device: torch.device):
     opt, aux_opt = torch.optim.Adam(main_params, lr=args.lr), torch.optim.Adam(aux_params, lr=1e-3)
     ckpt = run / "ckpt.pt"
     step, wall = 0, 0.0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False, map_location=device)
+    state = load_checkpoint(ckpt)  # weights_only: tensors and plain values, never arbitrary objects
+    if state:
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         aux_opt.load_state_dict(state["aux_opt"])
@@ -81,10 +82,8 @@ def train_one(net, run: Path, args, quality: int, device: torch.device):
                                       mse=loss["mse_loss"].item(), wall_s=round(time.time() - t0, 1))) + "\n")
             log.flush()
         if step % 500 == 0 or step == steps:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save(dict(net=net.state_dict(), opt=opt.state_dict(), aux_opt=aux_opt.state_dict(),
-                            step=step, wall=time.time() - t0), tmp)
-            tmp.replace(ckpt)
+            save_checkpoint(ckpt, dict(net=net.state_dict(), opt=opt.state_dict(), aux_opt=aux_opt.state_dict(),
+                                       step=step, wall=time.time() - t0))
     bar.close()
 
 
@@ -117,9 +116,9 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--results", default=str(RESULTS), help="folder for the curve's JSON")
-    ap.add_argument("--tag", default="kodak")
+    add_output_args(ap, "--test", out_flag="--results")
     args = ap.parse_args()
+    results, args.tag = output_location(args.results, args.tag, args.test)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     images = load_rgb_images(args.test)
@@ -139,7 +138,7 @@ def main():
     points = [(r["quality"], r["rows"]) for r in done if r["crops"] == args.crops]
     curve = mean_curve(f"{args.arch} (trained here, {args.crops} crops)", points)
     curve["per_image"] = {str(q): rows for q, rows in points}
-    path = Path(args.results) / f"{args.tag}-{args.arch}-trained.json"
+    path = results / f"{args.tag}-{args.arch}-trained.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(curve, indent=1))
     print(json.dumps(curve["results"], indent=1))

@@ -4,32 +4,47 @@
     data = pqcodec.encode("photo.png", quality=2)   # bytes
     img = pqcodec.decode(data)                      # PIL.Image
 
+What `encode` takes and what it does with each kind of image: docs/inputs.md. Bad input raises a
+one-line PQCodecError naming the source (InputTypeError, also a TypeError, for a wrong type).
 For research: `pqcodec.load_codec()` gives the shipped model's `Codec` (its `.model` holds the
 encoder, quantizer, decoder and prior as torch modules).
 """
 from .codec import Codec, DEFAULT_STEPS
-from .errors import CorruptFileError, ImageError, PQCodecError, UnsupportedFileError
+from .errors import CorruptFileError, ImageError, InputTypeError, PQCodecError, UnsupportedFileError, named
 from .model import ModelConfig, PQCodecModel
+from .sources import coded_input
 from .zoo import DEFAULT_MODEL, codec_for_file, load_codec, load_custom_codec
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
-def encode(image, quality: int | None = None, steps: int = DEFAULT_STEPS, model: str | None = None) -> bytes:
-    """Compress an image (path, bytes, file object, PIL image or uint8 array) into .bin bytes.
-    quality: 1 (smallest) .. number of levels of the model; default: the model's default.
-    model: path of a weights file outside the zoo (the file names it by hash; decode needs it too)."""
+def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, model: str | None = None,
+           *, name: str | None = None) -> bytes:
+    """Compress an image into .bin bytes. image: a path (str or pathlib.Path), file contents (bytes,
+    bytearray, memoryview), a binary file object, a PIL image, or a numpy array (uint8, uint16, bool, or
+    float in [0, 1]; (H, W) or (H, W, 1|3|4)); docs/inputs.md has the whole contract.
+    quality: 1 (smallest) .. number of levels of the model; None: the model's default.
+    steps: coding steps per window (None: DEFAULT_STEPS).
+    model: path of a weights file outside the zoo (the file names it by hash; decode needs it too).
+    name: what errors call the image (default: its path, the file object's name, <bytes>, ...)."""
     codec = load_custom_codec(str(model)) if model else load_codec(DEFAULT_MODEL)
-    return codec.encode(image, quality, steps)
+    return codec.encode(image, quality, steps, name=name)
 
 
-def decode(data: bytes, model: str | None = None):
-    """Decompress .bin bytes into a PIL image (RGB, or L for a greyscale source), with the shipped
-    model the file names, or the weights file `model` (which must be the one the file names)."""
+def decode(source, model: str | None = None, *, name: str | None = None):
+    """Decompress a .bin file into a PIL image (RGB, or L for a greyscale source), with the shipped
+    model the file names, or the weights file `model` (which must be the one the file names).
+    source: the file's bytes (bytes, bytearray, memoryview), its path (str or pathlib.Path), or a binary
+    file object; paths and file objects are read bounded (no longer than a pqcodec file can be).
+    name: what errors call the file (default: its path, the file object's name, <bytes>)."""
     from .bitstream import unpack
-    header, _ = unpack(data)
-    return codec_for_file(header.model_hash, model).decode(data)
+    data, name = coded_input(source, name)
+    with named(name):
+        header, _ = unpack(data)
+        codec = codec_for_file(header.model_hash, model)
+    return codec.decode(data, name=name)
 
 
 __all__ = ["encode", "decode", "Codec", "PQCodecModel", "ModelConfig", "load_codec", "load_custom_codec",
-           "PQCodecError", "CorruptFileError", "UnsupportedFileError", "ImageError", "DEFAULT_STEPS"]
+           "PQCodecError", "CorruptFileError", "UnsupportedFileError", "ImageError", "InputTypeError",
+           "DEFAULT_STEPS"]

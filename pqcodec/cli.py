@@ -1,109 +1,201 @@
-"""pqcodec command line: encode, decode, info. Errors are one line on stderr and a non-zero exit;
-outputs are written to a temporary file beside the target and renamed into place, so a failed run
-leaves nothing behind, and an existing output is only replaced with --force."""
+"""pqcodec command line: encode, decode, info; docs/cli.md states its guarantees.
+
+Errors are one line on stderr that names the file ('stdin' for standard input), and a non-zero
+exit: 1 for bad input or a failed write, 2 for a bad command line, 130 after Ctrl-C, 143 after
+SIGTERM; an unexpected error is one line too ('internal error'), its traceback behind --debug or
+PQCODEC_DEBUG=1. What can be checked is checked before the work: the output's folder and whether it
+may be replaced, the output format and whether it holds the image, the quality level. Outputs are
+written by files.write_atomic: complete or not at all, never over an existing file without --force.
+"""
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import PQCodecError
-from .files import read_coded_file, write_atomic
-
-EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+from .files import check_folder_of, check_output, check_writable_folder, read_image_stream, write_atomic
+from .jobs import CodingOptions, decode_image, details, encode_image, failure_line, folded_warnings, is_internal
+from .stopping import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated,
+                       sigterm_raises, stop_status)
 
 
 class CliError(Exception):
-    pass
+    """A one-line message that names its file; `details` (a traceback) is shown with --debug."""
+
+    def __init__(self, message: str, details: str | None = None):
+        super().__init__(message)
+        self.details = details
 
 
-def _read_input(name: str, coded: bool = False) -> bytes:
-    """The whole input. coded: a .bin file, refused unread when longer than any pqcodec file can be."""
+# -- inputs and outputs -----------------------------------------------------------------------------
+def _display_name(name: str) -> str:
+    return "stdin" if name == "-" else name
+
+
+def _check_stream(fd: int, name: str, purpose: str):
+    """Fails unless standard input or output (`fd`) is open, and not a terminal: pqcodec reads and
+    writes binary data there."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise CliError(f"{name}: is closed ({purpose})") from None
+    if os.isatty(fd):
+        raise CliError(f"{name}: is a terminal; pqcodec reads and writes binary data there ({purpose})")
+
+
+def _image_source(name: str):
+    """What to encode: the path of an image file, or the bytes of stdin (read bounded: Pillow would
+    read a stream it cannot seek in whole)."""
+    if name != "-":
+        return Path(name)
+    _check_stream(0, "stdin", "pipe an image in, or name a file")
+    return read_image_stream(sys.stdin.buffer)
+
+
+def _coded_source(name: str):
+    """Where a .bin file comes from: its path, or stdin (both read bounded, sources.coded_input)."""
+    if name != "-":
+        return Path(name)
+    _check_stream(0, "stdin", "pipe a .bin file in, or name a file")
+    return sys.stdin.buffer
+
+
+def _check_output(name: str, force: bool, input_name: str):
+    """Before any work: the output can be written, and may be (files.check_output)."""
     if name == "-":
-        return read_coded_file(sys.stdin.buffer) if coded else sys.stdin.buffer.read()
-    p = Path(name)
-    if not p.exists():
-        raise CliError(f"{name}: no such file")
-    if not p.is_file():
-        raise CliError(f"{name}: not a regular file")
-    return read_coded_file(p) if coded else p.read_bytes()
-
-
-def _check_output(name: str, force: bool):
-    """Fail before any work if the output cannot or may not be written."""
-    if name == "-":
+        _check_stream(1, "stdout", "redirect it to a file or a pipe, or give -o FILE")
         return
-    p = Path(name)
-    if not p.parent.is_dir():
-        raise CliError(f"{name}: folder {p.parent} does not exist")
-    if p.is_dir():
-        raise CliError(f"{name}: is a folder")
-    if p.exists() and not force:
-        raise CliError(f"{name}: exists (use --force to overwrite)")
+    check_output(Path(name), force, inputs=[] if input_name == "-" else [Path(input_name)])
 
 
-def _write_output(name: str, data: bytes):
+def _write_output(name: str, data: bytes, force: bool, input_name: str):
     if name == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    write_atomic(Path(name), data)
+    write_atomic(Path(name), data, force, inputs=[] if input_name == "-" else [Path(input_name)])
 
 
-def _image_format(name: str) -> str:
-    if name == "-":
-        return "PNG"
-    from PIL import Image
-    ext = Path(name).suffix.lower()
-    fmt = Image.registered_extensions().get(ext)
-    if fmt is None:
-        raise CliError(f"{name}: unknown image extension {ext or '(none)'} (use .png for a lossless copy of the decoded image)")
-    return fmt
+@contextmanager
+def _about(name: str, debug: bool):
+    """Work on the file `name`: any error becomes a CliError naming it; Pillow's warnings become
+    one line naming it."""
+    lines = []
+    try:
+        with folded_warnings(lines, show_others=debug):
+            yield
+    except CliError:
+        raise
+    except BrokenPipeError:
+        raise
+    except Exception as e:
+        raise CliError(failure_line(name, e), details(e) if is_internal(e) else None) from None
+    finally:
+        for line in lines:
+            print(f"pqcodec: warning: {name}: {line}", file=sys.stderr)
 
 
+# -- the model's levels, for --quality -------------------------------------------------------------
+def _model_path(model: str | None) -> Path:
+    from .zoo import DEFAULT_MODEL, ZOO, models_dir
+    return Path(model) if model else models_dir() / ZOO[DEFAULT_MODEL].filename
+
+
+def _model_levels(model: str | None) -> int | None:
+    """How many quality levels the weights file has (read from its header), or None when it cannot
+    be read here (the coder then says why)."""
+    from safetensors import safe_open
+    from .model import ModelConfig
+    try:
+        with safe_open(str(_model_path(model)), "pt") as f:
+            return len(ModelConfig.from_json(f.metadata()["config"]).active_levels)
+    except Exception:  # missing or not a weights file: the coder reports it, naming the file
+        return None
+
+
+def _quality_help() -> str:
+    from .zoo import DEFAULT_MODEL, ZOO
+    levels = _model_levels(None)
+    top = levels if levels else "the model's levels"
+    return (f"quality level, 1 (smallest file) .. {top}; default {ZOO[DEFAULT_MODEL].default_quality} "
+            f"(shipped model {DEFAULT_MODEL}; a --model has its own levels)")
+
+
+def _check_model_args(args):
+    """--model names a file; --quality is one of the model's levels."""
+    if args.model and not Path(args.model).is_file():
+        raise CliError(f"{args.model}: no such weights file (--model)")
+    quality = getattr(args, "quality", None)
+    levels = _model_levels(args.model) if quality is not None else None
+    if levels and not 1 <= quality <= levels:
+        raise CliError(f"--quality {quality}: this model's levels are 1..{levels}")
+
+
+def _options(args) -> CodingOptions:
+    return CodingOptions(model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None))
+
+
+# -- commands --------------------------------------------------------------------------------------
 def _run_folder(args, decode: bool) -> int:
     from . import batch
     src, dst = Path(args.input), Path(args.output)
-    if args.workers < 1:
-        raise CliError("--workers must be at least 1")
     if args.output == "-" or (dst.exists() and not dst.is_dir()):
         raise CliError(f"{args.output}: the output of a folder must be a folder")
-    if not dst.parent.is_dir():
-        raise CliError(f"{args.output}: folder {dst.parent} does not exist")
-    if not batch.plan(src, dst, decode):
-        raise CliError(f"{args.input}: no {'.bin files' if decode else 'images'} in this folder")
+    if dst.is_dir():
+        check_writable_folder(dst, f"{dst}: ")
+    else:
+        check_folder_of(dst)
+    _check_model_args(args)
+    plan = batch.plan(src, dst, decode)
+    if not plan.jobs and not plan.failed:
+        ignored = f" ({plan.ignored} other files ignored)" if plan.ignored else ""
+        raise CliError(f"{args.input}: no {'.bin files' if decode else 'images'} in this folder{ignored}")
     dst.mkdir(exist_ok=True)
-    options = dict(model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None))
-    report = batch.run(src, dst, decode, options, args.workers, args.force, progress=not args.quiet)
-    batch.print_report(report)
+    report = batch.run(plan, decode, _options(args), args.workers, args.force, progress=not args.quiet,
+                       threads=args.threads, debug=args.debug)
+    batch.print_report(report, debug=args.debug)
+    if report.stopped is not None:
+        return stop_status(report.stopped)
     return EXIT_ERROR if report.failed else 0
 
 
 def cmd_encode(args):
-    import pqcodec
+    from .formats import is_image_extension
     if Path(args.input).is_dir():
         return _run_folder(args, decode=False)
-    _check_output(args.output, args.force)
-    data = _read_input(args.input)
-    out = pqcodec.encode(data, quality=args.quality, steps=args.steps, model=args.model)
-    _write_output(args.output, out)
+    if args.output != "-" and is_image_extension(Path(args.output)):
+        raise CliError(f"{args.output}: encode writes a .bin file, not a {Path(args.output).suffix} image "
+                       "(name the output NAME.bin, or - for stdout)")
+    _check_model_args(args)
+    _check_output(args.output, args.force, args.input)
+    name = _display_name(args.input)
+    with _about(name, args.debug):
+        data = encode_image(_image_source(args.input), name, _options(args))
+    _write_output(args.output, data, args.force, args.input)
 
 
 def cmd_decode(args):
-    import pqcodec
+    from .formats import output_format
     if Path(args.input).is_dir():
         return _run_folder(args, decode=True)
-    _check_output(args.output, args.force)
-    fmt = _image_format(args.output)
-    from .image import image_bytes
-    img = pqcodec.decode(_read_input(args.input, coded=True), model=args.model)
-    _write_output(args.output, image_bytes(img, fmt))
+    fmt = "PNG" if args.output == "-" else output_format(Path(args.output))
+    _check_model_args(args)
+    _check_output(args.output, args.force, args.input)
+    with _about(_display_name(args.input), args.debug):
+        image = decode_image(_coded_source(args.input), _display_name(args.input), _display_name(args.output), fmt,
+                             _options(args))
+    _write_output(args.output, image, args.force, args.input)
 
 
 def cmd_info(args):
     from .bitstream import unpack
+    from .sources import coded_input
     from .zoo import describe_model
-    data = _read_input(args.input, coded=True)
-    h, payload = unpack(data)
+    name = _display_name(args.input)
+    with _about(name, args.debug):
+        data, _ = coded_input(_coded_source(args.input), name)
+        h, payload = unpack(data)
     rows = [("model", f"{h.model_hash.hex()} ({describe_model(h.model_hash)})"),
             ("image", f"{h.width} x {h.height}" + (" greyscale" if h.greyscale else " RGB")),
             ("sub-quantizers", f"{h.active} in use (set by the quality level)"), ("steps", str(h.steps)),
@@ -114,55 +206,125 @@ def cmd_info(args):
         print(f"{k:{width}}  {v}")
 
 
+# -- the parser ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is one line too, and exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _add_global_options(p: argparse.ArgumentParser, in_subcommand: bool):
+    """--threads and --debug, before the subcommand or after it (where they override nothing when
+    not given)."""
+    unset = dict(default=argparse.SUPPRESS) if in_subcommand else {}
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice; "
+                   "folders: CPU cores / workers each)", **(unset or dict(default=None)))
+    p.add_argument("--debug", action="store_true", help="show the traceback of an internal error "
+                   "(also: PQCODEC_DEBUG=1)", **(unset or dict(default=False)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .codec import DEFAULT_STEPS
-    p = argparse.ArgumentParser(prog="pqcodec", description="Learned image codec: product-quantized "
-                                "autoencoder + masked-image-modeling prior + range coding.")
+    p = _Parser(prog="pqcodec", description="Learned image codec: product-quantized autoencoder + "
+                "masked-image-modeling prior + range coding. docs/cli.md: what it guarantees.")
     p.add_argument("--version", action="version", version=f"pqcodec {__version__}")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    _add_global_options(p, in_subcommand=False)
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("encode", help="compress an image into a .bin file")
-    e.add_argument("input", help="image file (PNG, JPEG, WebP, ...), - for stdin, or a folder of images")
-    e.add_argument("-o", "--output", required=True, help=".bin file, - for stdout, or for a folder input an output folder")
-    e.add_argument("-q", "--quality", type=int, help="1 (smallest file) .. the model's levels; default: the model's default")
-    e.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"coding steps per window (default {DEFAULT_STEPS})")
+    e.add_argument("input", help="image file (PNG, JPEG, WebP, ... anything Pillow reads), - for stdin, "
+                   "or a folder of images")
+    e.add_argument("-o", "--output", required=True, help=".bin file, - for stdout, or for a folder input an "
+                   "output folder")
+    e.add_argument("-q", "--quality", type=_positive_int, help=_quality_help())
+    e.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS,
+                   help=f"coding steps per window (default {DEFAULT_STEPS})")
     e.add_argument("--model", help="weights file outside the shipped zoo (research use; decode needs it too)")
-    e.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+    e.add_argument("-f", "--force", action="store_true", help="replace an existing output (a regular file only)")
     e.set_defaults(run=cmd_encode)
     d = sub.add_parser("decode", help="decompress a .bin file into an image")
     d.add_argument("input", help=".bin file, - for stdin, or a folder of .bin files")
     d.add_argument("-o", "--output", required=True, help="image file (format from its extension; .png advised), "
                    "- for PNG on stdout, or for a folder input an output folder (PNG files)")
     d.add_argument("--model", help="weights file, for files made with --model")
-    d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+    d.add_argument("-f", "--force", action="store_true", help="replace an existing output (a regular file only)")
     d.set_defaults(run=cmd_decode)
     for sp in (e, d):
-        sp.add_argument("-j", "--workers", type=int, default=os.cpu_count() or 1,
+        sp.add_argument("-j", "--workers", type=_positive_int, default=os.cpu_count() or 1,
                         help="folders: worker processes (default: one per CPU core)")
         sp.add_argument("--quiet", action="store_true", help="folders: no progress bar")
     i = sub.add_parser("info", help="print a .bin file's header fields, size and bpp")
     i.add_argument("input", help=".bin file or - for stdin")
     i.set_defaults(run=cmd_info)
+    for sp in (e, d, i):
+        _add_global_options(sp, in_subcommand=True)
     return p
+
+
+# -- main ------------------------------------------------------------------------------------------
+def _error(message: str):
+    try:
+        print(f"pqcodec: error: {message}", file=sys.stderr)
+    except OSError:
+        pass  # stderr is gone too: the exit status still says it
+
+
+def _silence_stdout():
+    """After EPIPE: stdout leads nowhere, so that flushing it at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+    except OSError:
+        pass
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.debug = args.debug or os.environ.get("PQCODEC_DEBUG", "") not in ("", "0")
     try:
-        if args.threads:
-            import torch
-            torch.set_num_threads(args.threads)
-        status = args.run(args)
-    except (CliError, PQCodecError) as e:
-        print(f"pqcodec: error: {e}", file=sys.stderr)
+        with sigterm_raises():
+            if args.threads:
+                import torch
+                torch.set_num_threads(args.threads)
+            status = args.run(args)
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except CliError as e:
+        if args.debug and e.details:
+            print(e.details, file=sys.stderr, end="")
+        _error(str(e))
         return EXIT_ERROR
+    except PQCodecError as e:  # OutputError and the like: they name their file
+        _error(str(e))
+        return EXIT_ERROR
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): quiet, as Unix tools are
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except OSError as e:
-        print(f"pqcodec: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+        _error(f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e))
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("pqcodec: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("pqcodec: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception as e:  # a bug: still one line, the details on request
+        if args.debug:
+            print(details(e), file=sys.stderr, end="")
+        _error(failure_line("pqcodec", e).removeprefix("pqcodec: "))
+        return EXIT_ERROR
     return status or 0
 
 

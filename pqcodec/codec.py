@@ -13,10 +13,11 @@ import torch.nn.functional as F
 
 from . import bitstream
 from .bitstream import Header
-from .errors import CorruptFileError, PQCodecError, UnsupportedFileError
+from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
 from .image import load_image, to_pil
 from .latent import TokenCoder, numerics_fence
 from .model import PQCodecModel
+from .sources import coded_input
 
 DEFAULT_STEPS = 12
 # The transforms run on tiles of TILE x TILE tokens (768 px at stride 8), each grown by TILE_HALO tokens
@@ -106,13 +107,14 @@ class Codec:
         s = self.config.stride
         return math.ceil(height / s), math.ceil(width / s)
 
-    def encode_with_stats(self, image, quality: int | None = None,
-                          steps: int = DEFAULT_STEPS) -> tuple[bytes, CodingStats]:
+    def encode_with_stats(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
+                          *, name: str | None = None) -> tuple[bytes, CodingStats]:
+        """image: any source image.load_image takes; errors name it `name` (default: its path,
+        <bytes>, ...). quality: None for the model's default; steps: None for DEFAULT_STEPS."""
         quality = self.default_quality if quality is None else quality
-        if not 1 <= quality <= self.levels():
-            raise PQCodecError(f"quality must be in 1..{self.levels()} for this model, got {quality}")
-        self._check_steps(steps)
-        rgb, grey = load_image(image)
+        _check_level("quality", quality, self.levels())
+        steps = self._check_steps(steps)
+        rgb, grey = load_image(image, name)
         tokens = self.image_to_tokens(rgb, self.active_at(quality))
         data, payload_bytes, bits = self._pack(tokens, rgb.shape[0], rgb.shape[1], grey, steps)
         return data, CodingStats(bits, tokens.size, len(data), len(data) - payload_bytes, tokens)
@@ -128,12 +130,14 @@ class Codec:
             raise PQCodecError(f"tokens of shape {tokens.shape} do not fit a {width}x{height} image at any level")
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.config.codebook_size):
             raise PQCodecError(f"token values must be in 0..{self.config.codebook_size - 1}")
-        self._check_steps(steps)
+        steps = self._check_steps(steps)
         return self._pack(tokens, height, width, greyscale, steps)[0]
 
-    def _check_steps(self, steps: int):
-        if not 1 <= steps <= self.max_steps():
-            raise PQCodecError(f"steps must be in 1..{self.max_steps()} for this model, got {steps}")
+    def _check_steps(self, steps: int | None) -> int:
+        """steps, or DEFAULT_STEPS for None, once checked to be a whole number the model's windows allow."""
+        steps = DEFAULT_STEPS if steps is None else steps
+        _check_level("steps", steps, self.max_steps())
+        return steps
 
     def _pack(self, tokens, height, width, greyscale, steps) -> tuple[bytes, int, float]:
         """(file, payload bytes, ideal bits)"""
@@ -142,8 +146,9 @@ class Codec:
                         bitstream.token_checksum(tokens))
         return bitstream.pack(header, payload), len(payload), bits
 
-    def encode(self, image, quality: int | None = None, steps: int = DEFAULT_STEPS) -> bytes:
-        return self.encode_with_stats(image, quality, steps)[0]
+    def encode(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, *,
+               name: str | None = None) -> bytes:
+        return self.encode_with_stats(image, quality, steps, name=name)[0]
 
     def decode_tokens(self, data: bytes) -> tuple[Header, np.ndarray]:
         header, payload = bitstream.unpack(data)
@@ -161,9 +166,21 @@ class Codec:
                                    "indices can take (file damaged)")
         tokens = self.tokens.decompress(payload, header.active, h, w, header.steps)
         if bitstream.token_checksum(tokens) != header.checksum:
-            raise CorruptFileError("token checksum mismatch: the file is damaged")
+            raise CorruptFileError("token checksum mismatch: the file is damaged or truncated")
         return header, tokens
 
-    def decode(self, data: bytes):
-        header, tokens = self.decode_tokens(data)
+    def decode(self, source, *, name: str | None = None):
+        """source: the file's bytes (bytes, bytearray, memoryview), its path, or a binary file object
+        (read bounded); errors name it `name` (default: its path, <bytes>, ...)."""
+        data, name = coded_input(source, name)
+        with named(name):
+            header, tokens = self.decode_tokens(data)
         return to_pil(self.tokens_to_image(tokens, header.height, header.width), header.greyscale)
+
+
+def _check_level(what: str, value, highest: int):
+    """A quality or a step count: a whole number (an int or numpy integer, not a bool) in 1..highest."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputTypeError(f"{what} must be a whole number in 1..{highest}, got {value!r} ({type(value).__name__})")
+    if not 1 <= value <= highest:
+        raise PQCodecError(f"{what} must be in 1..{highest} for this model, got {value}")

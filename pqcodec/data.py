@@ -5,13 +5,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
+from .formats import is_image_name
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files under `folder` (recursively, sorted): those whose extension is one Pillow
+    reads (formats.readable_suffixes, the list folder runs use too)."""
+    paths = sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_name(p))
     if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+        raise FileNotFoundError(f"no images (files with an extension Pillow reads: .png, .jpg, ...) under {folder}")
     return paths
 
 

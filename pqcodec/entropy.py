@@ -38,7 +38,7 @@ class RangeEncoder:
 class RangeDecoder:
     def __init__(self, payload: bytes):
         if len(payload) % 4:
-            raise CorruptFileError("payload length is not a whole number of 32-bit words")
+            raise CorruptFileError("the file is truncated or damaged (payload length is not a whole number of 32-bit words)")
         self._coder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
 
     def decode(self, weights: np.ndarray) -> np.ndarray:

@@ -141,5 +141,5 @@ class TokenCoder:
                         raise CorruptFileError(f"payload does not decode (the check after window chunk {k + 1} "
                                                f"of {len(chunks)} differs: file damaged or forged)")
         if not dec.exhausted():
-            raise CorruptFileError("payload has data left over after the last token (file damaged)")
+            raise CorruptFileError("the file is truncated or damaged (data left over after the last token)")
         return from_windows(windows, h, w, self.window).numpy().astype(np.int64)

@@ -45,12 +45,30 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items() if k in known}
-        return cls(**fields)
+        """The config a JSON object describes; fields it leaves out keep their defaults (weights of
+        releases before the field existed). A field this version does not know (weights of a newer
+        pqcodec, or a typo) or of the wrong type is a ValueError, never dropped or taken on trust."""
+        fields = json.loads(text)
+        if not isinstance(fields, dict):
+            raise ValueError(f"model config must be a JSON object, got {type(fields).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - set(known))
+        if unknown:
+            raise ValueError(f"model config has fields this pqcodec does not know: {', '.join(unknown)} "
+                             "(weights made by a newer pqcodec?)")
+        for key, value in fields.items():
+            is_list = isinstance(known[key].default, tuple)
+            if not (isinstance(value, list) and all(map(_is_int, value)) if is_list else _is_int(value)):
+                raise ValueError(f"model config field {key} must be {'a list of integers' if is_list else 'an integer'}, "
+                                 f"got {value!r}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class PQCodecModel(nn.Module):

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ..files import replacing
+
 
 def setup_distributed() -> tuple[int, int]:
     """(rank, world_size). Under torchrun (WORLD_SIZE set) joins the process group: nccl on GPU,
@@ -78,13 +80,20 @@ def _agreed(value, op):
 
 
 def save_checkpoint(path: Path, state: dict):
-    """Atomic: a run killed mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Atomic (files.replacing): a run killed mid-write leaves the previous checkpoint intact."""
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
+
+
+def save_model(model, path: Path, metadata: dict):
+    """The weights file, atomically like save_checkpoint: a reader never sees half of it."""
+    with replacing(path) as tmp:
+        model.save(tmp, metadata)
 
 
 def load_checkpoint(path: Path) -> dict | None:
+    """A checkpoint's state (on the CPU), or None when there is none. weights_only: tensors and plain
+    values only, so a checkpoint file cannot run code."""
     return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
@@ -132,7 +141,7 @@ class Run:
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                  "config": model.config.to_json(), "wall_s": self.total_wall_s()}
         save_checkpoint(self.ckpt_path, state)
-        model.save(self.out / "model.safetensors", {f"{stage}_steps": str(step)})
+        save_model(model, self.out / "model.safetensors", {f"{stage}_steps": str(step)})
         self.saved_step = step
 
 

@@ -5,6 +5,7 @@ Run at the end of `pqcodec-train prior`, or alone:
     pqcodec-train quantize --init weights.safetensors --data ../shared/data/train --out coding.safetensors
 """
 import math
+from pathlib import Path
 
 import torch
 
@@ -12,6 +13,7 @@ from ..bitstream import PROB_BITS, Schedule
 from ..codec import DEFAULT_STEPS
 from ..model import PQCodecModel
 from ..nets.integer_prior import calibrate
+from .common import save_model
 from .windows import WindowSampler, image_tokens
 
 def calibration_windows(grids: list[torch.Tensor], model: PQCodecModel, count: int, seed: int = 0):
@@ -86,7 +88,7 @@ def train(args):
         raise ValueError(f"{args.init} has no prior to quantize")
     grids = image_tokens(model, args.data, model.config.window, progress=True)
     quantize(model, grids, args.windows, args.seed)
-    model.save(args.out, {"int_prior_windows": str(args.windows)})
+    save_model(model, Path(args.out), {"int_prior_windows": str(args.windows)})
     float_bits, int_bits = rate_cost(model, grids)
     print(f"wrote {args.out}: integer prior calibrated on {args.windows} windows of {args.data}; on 256 other "
           f"windows {int_bits:.4f} bits per index against the float prior's {float_bits:.4f} "
