@@ -1,7 +1,7 @@
-"""Golden files (eval/make_golden.py): files this format version wrote with the shipped model decode
-to the recorded tokens (and pixels, on the kernel family that recorded them), and re-encoding their
-tokens gives back their bytes. A change
-that breaks existing files fails here; it needs a new format version (bitstream.py)."""
+"""Golden files (eval/make_golden.py): files this format version wrote with each shipped model
+decode to the recorded tokens (and pixels, on the kernel family that recorded them), and
+re-encoding their tokens gives back their bytes. A change that breaks existing files fails here;
+it needs a new format version (bitstream.py)."""
 import hashlib
 import json
 from pathlib import Path
@@ -17,20 +17,26 @@ META = json.loads((GOLDEN / "golden.json").read_text())
 ENTRIES = META["files"]
 
 
-@pytest.fixture(scope="module")
-def codec():
+def _codec(entry):
     from pqcodec.zoo import load_codec
-    return load_codec()
+    return load_codec(entry["model"])
 
 
-def test_golden_files_cover_every_level_and_a_chunk_check(codec):
-    assert {e["quality"] for e in ENTRIES} == set(range(1, codec.levels() + 1))
-    windows = [-(-e["width"] // 128) * -(-e["height"] // 128) for e in ENTRIES]
+@pytest.mark.parametrize("model", sorted({e["model"] for e in ENTRIES}))
+def test_golden_files_cover_every_level_and_a_chunk_check(model):
+    from pqcodec.zoo import DEFAULT_MODEL, load_codec
+    entries = [e for e in ENTRIES if e["model"] == model]
+    assert {e["quality"] for e in entries} == set(range(1, load_codec(model).levels() + 1))
+    windows = [-(-e["width"] // 128) * -(-e["height"] // 128) for e in entries]
     assert max(windows) > bitstream.WINDOW_CHUNK
+    assert DEFAULT_MODEL in {e["model"] for e in ENTRIES}
+
+
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["file"] for e in ENTRIES])
-def test_golden_file_decodes_as_recorded(codec, entry):
+def test_golden_file_decodes_as_recorded(entry):
+    codec = _codec(entry)
     data = (GOLDEN / entry["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"], "the golden file itself changed"
     header, tokens = codec.decode_tokens(data)

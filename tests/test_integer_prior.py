@@ -9,7 +9,8 @@ import torch
 from pqcodec.bitstream import PROB_BITS, Schedule
 from pqcodec.latent import to_windows
 from pqcodec.model import PQCodecModel
-from pqcodec.nets.integer_prior import ACC_LIMIT, ACT, IntLinear
+from pqcodec.nets import integer_prior
+from pqcodec.nets.integer_prior import ACC_LIMIT, IntLinear
 
 
 def _staged(prior, tokens, active, schedule, valid):
@@ -67,16 +68,102 @@ def _linears(prior):
 
 
 def test_float32_sums_are_exact_for_any_operands(tiny_codec):
-    """Every partial sum of |operand| <= ACT times the int8 weights stays below 2^24; and the
-    operands are bf16-exact (what a caller's matmul precision may round them to)."""
-    assert torch.tensor(float(ACT), dtype=torch.bfloat16).item() == ACT
+    """Every partial sum of |operand| <= act times the weights stays below 2^24; and the operands
+    are bf16-exact (what a caller's matmul precision may round them to)."""
+    act = int(tiny_codec.model.int_prior.operand_max)
+    assert act == integer_prior.ACT and torch.tensor(float(act), dtype=torch.bfloat16).item() == act
     for lin in _linears(tiny_codec.model.int_prior):
-        assert float(lin.weight.abs().double().sum(1).max()) * ACT < ACC_LIMIT
-    # and the bound is what makes a worst case exact: operands at +-ACT with the largest row
+        assert float(lin.weight.abs().double().sum(1).max()) * act < ACC_LIMIT
+        assert int(lin.weight.abs().max()) <= integer_prior.WEIGHT_MAX
+    # and the bound is what makes a worst case exact: operands at +-act with the largest row
     lin = _linears(tiny_codec.model.int_prior)[0]
-    x = torch.full((1, lin.weight.shape[1]), float(ACT)) * lin.weight[:1].float().sign()
-    exact = lin.weight[0].abs().double().sum() * ACT + lin.bias[0].double()
+    x = torch.full((1, lin.weight.shape[1]), float(act)) * lin.weight[:1].float().sign()
+    exact = lin.weight[0].abs().double().sum() * act + lin.bias[0].double()
     assert float(lin.accumulate(x)[0, 0]) == float(exact)
+
+
+def _frequencies_of(prior, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, prior.K, (5, prior.window ** 2, prior.M), generator=g)
+    with torch.inference_mode():
+        return prior.frequencies(tokens, prior.M, torch.from_numpy(Schedule(prior.window, 4, 0).step_of()),
+                                 torch.rand(5, prior.window ** 2, generator=g) < 0.9)
+
+
+def _set_int8(monkeypatch, prior, on: bool):
+    monkeypatch.setenv("PQCODEC_INT8", "1" if on else "0")
+    integer_prior.int8_products.cache_clear()
+    prior.forget_derived()
+
+
+def test_int8_and_float32_products_are_the_same_integers(two_layer_prior, monkeypatch):
+    """Where oneDNN's int8 products pass their check they are taken, and give the float32
+    products' integers; PQCODEC_INT8=0 turns them off."""
+    prior = two_layer_prior
+    try:
+        _set_int8(monkeypatch, prior, True)
+        with_int8 = _frequencies_of(prior)
+        used = prior.head._rows(slice(None))["int8"] is not None
+        assert used == integer_prior.int8_products()
+        _set_int8(monkeypatch, prior, False)
+        assert prior.head._rows(slice(None))["int8"] is None
+        assert torch.equal(_frequencies_of(prior), with_int8)
+    finally:
+        monkeypatch.undo()
+        integer_prior.int8_products.cache_clear()
+        prior.forget_derived()
+    if not used:
+        pytest.skip("no exact oneDNN int8 products on this machine: only the float32 path was checked")
+
+
+@pytest.mark.parametrize("flaw", ["bf16 output", "accumulator saturating at 2^20"])
+def test_int8_check_refuses_an_inexact_kernel(monkeypatch, flaw):
+    """The check before int8 products are taken fails for a kernel whose sums are not exact, so
+    such a kernel never codes."""
+    def inexact(x, pack, bias):
+        y = x.double() @ pack["w"].double().t()
+        y = y.float().bfloat16().float() if flaw == "bf16 output" else y.clamp(-2 ** 20, 2 ** 20).float()
+        return y if bias is None else y + bias
+    monkeypatch.setattr(integer_prior, "_int8_pack", lambda w: {"w": w})
+    monkeypatch.setattr(integer_prior, "_int8_linear", inexact)
+    integer_prior.int8_products.cache_clear()
+    try:
+        assert not integer_prior.int8_products()
+    finally:
+        integer_prior.int8_products.cache_clear()
+
+
+def test_priors_of_pqcodec_0_4_load_with_their_ranges_and_code(tmp_path):
+    """0.4.0's integer prior had operands up to 255 and 8-bit weights, and its files do not store
+    the operand range: such a file loads with 255 and codes (with float32 products), exactly."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from conftest import TINY, random_image
+    from pqcodec.codec import Codec
+    from pqcodec.nets.integer_prior import calibrate
+    from pqcodec.train.quantize import calibration_windows
+    torch.manual_seed(0)
+    model = PQCodecModel(TINY)
+    g = torch.Generator().manual_seed(0)
+    grids = [torch.randint(0, TINY.codebook_size, (TINY.num_subvectors, 8, 8), generator=g) for _ in range(4)]
+    tokens, active, step_of = calibration_windows(grids, model, 64)
+    legacy = calibrate(model.prior, tokens, active, step_of, operand_max=255, weight_max=127)
+    assert int(max(lin.weight.abs().max() for lin in _linears(legacy))) > integer_prior.WEIGHT_MAX
+    model.int_prior.load_state_dict(legacy.state_dict())
+    model.save(tmp_path / "full.safetensors")
+    with safe_open(str(tmp_path / "full.safetensors"), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(tmp_path / "full.safetensors"))
+    del state["int_prior.operand_max"]
+    save_file(state, str(tmp_path / "v040.safetensors"), metadata=meta)
+    old = PQCodecModel.load(tmp_path / "v040.safetensors")
+    assert int(old.int_prior.operand_max) == 255 and old.int_prior.blocks[0].ln1.act == 255
+    assert old.int_prior.head._rows(slice(None))["int8"] is None
+    codec = Codec(old, b"v040")
+    rgb = random_image(24, 40)
+    data = codec.encode(rgb, 2)
+    header, decoded = codec.decode_tokens(data)
+    assert np.array_equal(decoded, codec.image_to_tokens(rgb, codec.active_at(2)))
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +173,9 @@ def shipped():
 
 
 def test_shipped_prior_is_exact_by_construction(shipped):
+    act = int(shipped.model.int_prior.operand_max)
     for lin in _linears(shipped.model.int_prior):
-        assert float(lin.weight.abs().double().sum(1).max()) * ACT < ACC_LIMIT
+        assert float(lin.weight.abs().double().sum(1).max()) * act < ACC_LIMIT
 
 
 def test_shipped_integer_prior_costs_under_one_percent(shipped):

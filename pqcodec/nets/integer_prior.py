@@ -10,10 +10,14 @@ compression") and I-BERT (Kim et al. 2021):
 - Integers are carried in float32 (exact below 2^24) or float64 (exact below 2^53) tensors, and
   every operation is one whose exact result is representable, so IEEE arithmetic gives that exact
   result on every machine, in any order.
-- Matrix products: int8 weights times operands of magnitude at most ACT = 255, in float32; the
-  weights are checked at calibration so that every partial sum stays below 2^24, so any summation
-  order, SIMD width, thread split or GPU kernel gives the same integer. 255 has 8 significant bits,
-  so operands survive the bf16 or TF32 rounding a caller's `set_float32_matmul_precision` allows.
+- Matrix products: 7-bit weights (|w| <= WEIGHT_MAX = 63) times operands of magnitude at most
+  ACT = 127 (0.4.0's model: 8-bit weights, operands up to 255); the weights are checked at
+  calibration so that every partial sum stays below 2^24. In float32, any summation order, SIMD
+  width, thread split or GPU kernel then gives the same integer, and operands of 8 significant bits
+  survive the bf16 or TF32 rounding a caller's `set_float32_matmul_precision` allows. Where oneDNN's
+  int8 products are at hand and pass a worst-case check (`int8_products`), the same sums come from
+  int32 accumulation, several times faster; 7-bit weights keep even the int16 pair sums of CPUs
+  without VNNI from saturating (2 x 255 x 63 < 2^15).
 - Requantization: (sum + bias) times an integer multiplier over a power of two, rounded, in float64.
   The residual stream is float64 integers in units of 2^-RESID_FRAC.
 - LayerNorm: integer mean, sum of squares, exact integer square root, exact floor division.
@@ -24,7 +28,9 @@ compression") and I-BERT (Kim et al. 2021):
 
 Tensors: C model width, H heads, d = C / H, N window positions, M sub-quantizers, K codewords.
 """
+import functools
 import math
+import os
 
 import torch
 from torch import nn
@@ -32,7 +38,9 @@ import torch.nn.functional as F
 
 from ..bitstream import PROB_BITS
 
-ACT = 255                 # |matmul operand| <= ACT
+ACT = 127                 # |matmul operand| <= ACT (int8)
+LEGACY_ACT = 255          # ... in integer priors of pqcodec 0.4.0, whose files do not store it
+WEIGHT_MAX = 63           # |weight| <= WEIGHT_MAX: int8 pair sums stay below 2^15 (see above)
 ACC_LIMIT = 1 << 24       # float32 holds every integer below this exactly
 RESID_FRAC = 12           # residual stream: integers in units of 2^-12
 RESID_LIMIT = 1 << 21     # |residual| clamp: keeps LayerNorm's sum of squares below 2^53
@@ -46,9 +54,42 @@ MASKED = -float(1 << 30)  # added to a masked key's score: it lands beyond every
 BATCH = 8                 # windows per batch in `frequencies`: any split gives the same integers
 
 
-def _round(x: torch.Tensor) -> torch.Tensor:
-    """Round half up, in place, of float64 x holding multiples of 2^-k below 2^52: exact."""
-    return x.add_(0.5).floor_()
+@functools.cache
+def int8_products() -> bool:
+    """Whether this process computes the integer prior's products with oneDNN's int8 linear: it
+    must exist (x86 builds of torch) and give exactly the int64 sums on worst-case operands, which
+    rules out any kernel that saturates. Otherwise float32 products, just as exact and slower.
+    PQCODEC_INT8=0 in the environment turns the int8 products off."""
+    if os.environ.get("PQCODEC_INT8", "1") == "0":
+        return False
+    try:
+        g = torch.Generator().manual_seed(0)
+        for rows, inner, out in ((1, 1024, 32), (37, 256, 96), (300, 1024, 16)):
+            w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (out, inner), generator=g, dtype=torch.int8)
+            w[0], w[1] = WEIGHT_MAX, -WEIGHT_MAX                       # the largest sums, and pair sums
+            x = torch.randint(-ACT, ACT + 1, (rows, inner), generator=g, dtype=torch.int8)
+            x[0] = ACT * torch.sign(w[0].float()).to(torch.int8)
+            x[-1] = -ACT
+            bias = torch.randint(-1000, 1000, (out,), generator=g).float()
+            got = _int8_linear(x, _int8_pack(w), bias)
+            if not torch.equal(got.double(), x.double() @ w.double().t() + bias.double()):
+                return False
+        return True
+    except (RuntimeError, AttributeError, NotImplementedError):  # no oneDNN int8 in this build
+        return False
+
+
+def _int8_pack(w: torch.Tensor) -> dict:
+    """int8 weights (out, in) packed for `_int8_linear`."""
+    return dict(packed=torch.ops.onednn.qlinear_prepack(w.contiguous(), None),
+                ones=torch.ones(w.shape[0]), zeros=torch.zeros(w.shape[0], dtype=torch.int64))
+
+
+def _int8_linear(x: torch.Tensor, pack: dict, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (..., in) int8 @ W^T (+ bias), as float32: the int32 sums, with unit scales and zero points."""
+    y = torch.ops.onednn.qlinear_pointwise(x.reshape(-1, x.shape[-1]), 1.0, 0, pack["packed"], pack["ones"],
+                                           pack["zeros"], bias, 1.0, 0, torch.float32, "none", [], "")
+    return y.view(*x.shape[:-1], -1)
 
 
 def _isqrt(x: torch.Tensor) -> torch.Tensor:
@@ -65,8 +106,9 @@ def _as_mask(visible: torch.Tensor) -> torch.Tensor:
 
 
 def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """table[index], the index (float32 holding integers) clamped to the table."""
-    i = index.clamp_(0, table.shape[0] - 1).to(torch.int32)
+    """table[index], the index (float32 holding integers of magnitude below 2^31; left as it is)
+    clamped to the table."""
+    i = index.to(torch.int32).clamp_(0, table.shape[0] - 1)
     return table.index_select(0, i.flatten()).view(i.shape)
 
 
@@ -74,8 +116,10 @@ class _IntModule(nn.Module):
     """Base of the integer modules. Buffers are stored as calibration wrote them (integers, the
     tables' lengths its own: loading takes the stored length of those named in `_sized`); what the
     arithmetic needs from them (float copies, scales) is derived once by `derived` and forgotten
-    whenever the buffers are loaded or moved."""
+    whenever the buffers are loaded or moved. `act` is the operands' bound, the integer prior's
+    `operand_max`."""
     _sized: tuple[str, ...] = ()
+    act = ACT
 
     def derived(self, key, make):
         cache = self.__dict__.setdefault("_derived", {})
@@ -98,10 +142,15 @@ class _IntModule(nn.Module):
         self.__dict__["_derived"] = {}
         return super()._apply(fn, *args, **kwargs)
 
+    def forget_derived(self):
+        """Drop what was derived, here and below (e.g. after `int8_products` changed its mind)."""
+        for m in self.modules():
+            m.__dict__["_derived"] = {}
+
 
 class IntLinear(_IntModule):
-    """x @ W^T + b for integer operands |x| <= ACT (float32) and int8 weights W whose rows' absolute
-    sums times ACT stay below 2^24 (calibrate checks), so no partial sum reaches 2^24. Two uses:
+    """x @ W^T + b for integer operands |x| <= act (float32) and int8 weights W whose rows' absolute
+    sums times act stay below 2^24 (calibrate checks), so no partial sum reaches 2^24. Two uses:
     - `forward`: per-output-channel weight scales; the sum requantized to each channel's output
       scale, round((sum + b) m / 2^s), float64 holding integers (the caller clamps);
     - `accumulate`: one weight scale for the layer; the exact sum + b itself (float32, below 2^24),
@@ -115,29 +164,45 @@ class IntLinear(_IntModule):
         self.register_buffer("shift", torch.zeros((), dtype=torch.int64))
 
     def _rows(self, rows: slice) -> dict:
-        """For output channels `rows`: W^T (float32, (in, n)), b (float32 and float64) and m / 2^s
-        (float64: a multiple of 2^-s below 2^21, exact)."""
+        """For output channels `rows`: W (float32, (n, in)) or W packed for int8 products, b
+        (float32), m / 2^s and (b m + 2^(s-1)) / 2^s (float64: multiples of 2^-s below 2^53, exact)."""
         start, stop, _ = rows.indices(self.weight.shape[0])
-        return self.derived((start, stop), lambda: dict(
-            w=self.weight[start:stop].to(torch.float32).t().contiguous(),
-            b32=self.bias[start:stop].to(torch.float32),
-            b64=self.bias[start:stop].to(torch.float64),
-            scale=self.mult[start:stop].to(torch.float64) * 2.0 ** -int(self.shift)))
+
+        def make():
+            shift, mult = int(self.shift), self.mult[start:stop].to(torch.float64)
+            bias = self.bias[start:stop].to(torch.float64)
+            w = self.weight[start:stop]
+            int8 = (self.act <= ACT and w.device.type == "cpu" and int(w.abs().max()) <= WEIGHT_MAX
+                    and int8_products())
+            return dict(wt=w.to(torch.float32), int8=_int8_pack(w) if int8 else None,
+                        b32=bias.to(torch.float32),
+                        scale=mult * 2.0 ** -shift,
+                        offset=(bias * mult + 2.0 ** (shift - 1)) * 2.0 ** -shift)
+        return self.derived((start, stop), make)
+
+    @staticmethod
+    def _product(x: torch.Tensor, p: dict, bias: torch.Tensor | None) -> torch.Tensor:
+        """x @ W^T (+ bias) as float32, exact: every partial sum, with or without the bias, below
+        2^24 (calibrate), and int32 sums are exact."""
+        if p["int8"] is not None:
+            return _int8_linear(x.to(torch.int8), p["int8"], bias)
+        return F.linear(x, p["wt"], bias)
 
     def accumulate(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
         """rows: the output channels wanted (default all)."""
         p = self._rows(rows)
-        return (x @ p["w"]).add_(p["b32"])   # exact: every partial sum, and the sum + b, below 2^24 (calibrate)
+        return self._product(x, p, p["b32"])
 
     def forward(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
         """rows: the output channels wanted (default all)."""
         p = self._rows(rows)
-        acc = (x @ p["w"]).to(torch.float64).add_(p["b64"])  # exact: partial sums below 2^24 (calibrate)
-        return _round(acc.mul_(p["scale"]))                  # exact: (sum + b) m below 2^53
+        acc = self._product(x, p, None).to(torch.float64)
+        return torch.addcmul(p["offset"], acc, p["scale"]).floor_()  # exact: floor((sum + b) m / 2^s + 1/2),
+                                                                     # every term a multiple of 2^-s below 2^53
 
 
 class IntLayerNorm(_IntModule):
-    """Residual (..., C) -> operands |y| <= ACT (float32): y = gamma (x - mean) / std + beta in the
+    """Residual (..., C) -> operands |y| <= act (float32): y = gamma (x - mean) / std + beta in the
     next product's scale, with an exact integer square root and floor division."""
 
     def __init__(self, dim: int):
@@ -153,11 +218,12 @@ class IntLayerNorm(_IntModule):
         mean -= (mean * C > total).to(h.dtype)
         mean += ((mean + 1) * C <= total).to(h.dtype)
         d = h - mean                                                    # |d| <= 2^22
-        r = _isqrt((d * d).sum(-1, keepdim=True)).clamp_min_(1)        # sqrt(C) std, floored: sums < 2^53
-        gain, offset = self.derived("float64", lambda: (self.gain.to(torch.float64), self.offset.to(torch.float64)))
+        r = _isqrt(torch.linalg.vecdot(d, d).unsqueeze_(-1)).clamp_min_(1)  # sqrt(C) std, floored: sums < 2^53
+        gain, offset = self.derived("float64", lambda: (
+            self.gain.to(torch.float64), self.offset.to(torch.float64) + 2.0 ** (LN_FRAC - 1)))
         y = d.mul_(gain).div_(r).floor_()                               # exact floor: |d gain| < 2^53
-        y = y.add_(offset).mul_(2.0 ** -LN_FRAC)
-        return _round(y).clamp_(-ACT, ACT).to(torch.float32)
+        y = y.add_(offset).mul_(2.0 ** -LN_FRAC).floor_()               # round((y + beta) / 2^LN_FRAC): exact
+        return y.clamp_(-self.act, self.act).to(torch.float32)
 
 
 class IntBlock(_IntModule):
@@ -180,35 +246,41 @@ class IntBlock(_IntModule):
     def _split(self, x):  # (B, L, C) -> (B, H, L, d)
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
+    def _project(self, x, parts: slice):
+        """Operands x (B, L, C) -> the qkv parts wanted, as operands (B, L, parts * C)."""
+        return self.qkv(x, rows=slice(parts.start * self.dim, parts.stop * self.dim)).clamp_(-self.act, self.act).float()
+
     def qkv_of(self, h):
         """Content (B, L, C) -> q, k, v (B, H, L, d), operands."""
-        return [self._split(t) for t in self.qkv(self.ln1(h)).clamp_(-ACT, ACT).float().chunk(3, -1)]
+        return [self._split(t) for t in self._project(self.ln1(h), slice(0, 3)).chunk(3, -1)]
 
     def query_of(self, h):
-        return self._split(self.qkv(self.ln1(h), rows=slice(0, self.dim)).clamp_(-ACT, ACT).float())
+        return self._split(self._project(self.ln1(h), slice(0, 1)))
 
     def kv_of(self, h):
-        k, v = self.qkv(self.ln1(h), rows=slice(self.dim, 3 * self.dim)).clamp_(-ACT, ACT).float().chunk(2, -1)
+        k, v = self._project(self.ln1(h), slice(1, 3)).chunk(2, -1)
         return self._split(k), self._split(v)
 
     def attend(self, q, k, v, mask):
         """q (B, H, Lq, d), k and v (B, H, Lk, d) operands; mask float32, 0 or MASKED,
-        broadcastable to (B, H, Lq, Lk), with at least one key per query not masked.
-        -> (B, Lq, C) operands."""
-        s = (q @ k.transpose(-2, -1)).add_(mask)            # exact unmasked: |q.k| <= d 255^2 < 2^23
+        broadcastable to (B, H, Lq, Lk), with at least one key per query not masked, or None: every
+        key visible. -> (B, Lq, C) operands."""
+        s = q @ k.transpose(-2, -1)                         # exact: |q.k| <= d act^2 < 2^23
+        if mask is not None:
+            s.add_(mask)                                    # exact unmasked
         x = torch.sub(s.amax(-1, keepdim=True), s, out=s)   # unmasked: exact, < 2^24; masked: > 2^29
         e = _lookup(self.table("att_exp"), x)                # <= 255, masked keys: the table's final 0
         two_s, m = self.derived("out", lambda: (2.0 ** int(self.out_shift), float(self.out_mult)))
         z = e.sum(-1, keepdim=True).to(torch.float64).mul_(two_s)  # exact, >= 1: the max's
-        o = (e @ v).to(torch.float64).mul_(m)                # exact: Lk 255 |v| < 2^24 (calibrate), m < 2^21
-        o = o.add_(z * 0.5).div_(z).floor_()                 # round(e.v m / (sum 2^s)): exact floor, < 2^53
-        return o.clamp_(-ACT, ACT).to(torch.float32).transpose(1, 2).flatten(2)
+        o = torch.add(z * 0.5, (e @ v).to(torch.float64), alpha=m)  # exact: Lk 255 |v| < 2^24 (calibrate), m < 2^21
+        o = o.div_(z).floor_()                               # round(e.v m / (sum 2^s)): exact floor, < 2^53
+        return o.clamp_(-self.act, self.act).to(torch.float32).transpose(1, 2).flatten(2)
 
     def finish(self, h, attended):
         """Residual update after attention, then the MLP; h (B, L, C) float64 holding integers."""
-        h = (h + self.proj(attended)).clamp_(-RESID_LIMIT, RESID_LIMIT)
+        h = self.proj(attended).add_(h).clamp_(-RESID_LIMIT, RESID_LIMIT)
         g = _lookup(self.table("gelu"), self.fc1.accumulate(self.ln2(h)))  # fc1's bias starts the table at 0
-        return (h + self.fc2(g)).clamp_(-RESID_LIMIT, RESID_LIMIT)
+        return self.fc2(g).add_(h).clamp_(-RESID_LIMIT, RESID_LIMIT)
 
 
 class IntCache:
@@ -241,7 +313,20 @@ class IntegerPrior(_IntModule):
         self.head = IntLinear(dim, self.M * self.K)   # accumulate: logits in units of the sum
         self.register_buffer("prob_exp", torch.zeros(1, dtype=torch.int32))  # exp(-x), x in those units
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("operand_max", torch.tensor(ACT))   # |matmul operand| <= this
+        self.register_load_state_dict_post_hook(lambda module, _: module.set_operand_max(int(module.operand_max)))
         self.register_buffer("offsets", torch.arange(self.M) * (self.K + 2), persistent=False)
+
+    def set_operand_max(self, act: int):
+        self.operand_max.fill_(act)
+        for m in self.modules():
+            m.act = act
+        self.forget_derived()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "calibrated" in state_dict and prefix + "operand_max" not in state_dict:
+            state_dict[prefix + "operand_max"] = torch.tensor(LEGACY_ACT)  # pqcodec 0.4.0's model
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- embeddings and output ---------------------------------------------------------------------
     def _embed(self, tokens, positions):
@@ -307,13 +392,18 @@ class IntegerPrior(_IntModule):
         cache.length = 1
         return cache
 
+    @staticmethod
+    def _cached(cache: IntCache, i: int, L: int):
+        """Layer i's cached keys and values up to L, and their mask (None: no key masked, as in
+        every window wholly inside the image)."""
+        mask = cache.mask[..., :L]
+        return cache.keys[i][:, :, :L], cache.values[i][:, :, :L], mask if bool(mask.any()) else None
+
     def predict(self, cache: IntCache, active: int, positions: torch.Tensor) -> torch.Tensor:
         """Frequencies minus one (B, n, active, K) at `positions` (n,) given the cached content."""
-        L = cache.length
         hq = self._query(cache.mask.shape[0], active, positions)
         for i, blk in enumerate(self.blocks):
-            hq = blk.finish(hq, blk.attend(blk.query_of(hq), cache.keys[i][:, :, :L], cache.values[i][:, :, :L],
-                                           cache.mask[..., :L]))
+            hq = blk.finish(hq, blk.attend(blk.query_of(hq), *self._cached(cache, i, cache.length)))
         return self._frequencies(hq, active)
 
     def reveal(self, cache: IntCache, tokens: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor):
@@ -329,7 +419,7 @@ class IntegerPrior(_IntModule):
                 break
             q, k, v = blk.qkv_of(h)
             cache.keys[i][:, :, L0:L], cache.values[i][:, :, L0:L] = k, v
-            h = blk.finish(h, blk.attend(q, cache.keys[i][:, :, :L], cache.values[i][:, :, :L], cache.mask[..., :L]))
+            h = blk.finish(h, blk.attend(q, *self._cached(cache, i, L)))
 
 
 # -- calibration: a trained float prior -> its integer counterpart --------------------------------
@@ -343,12 +433,12 @@ def _clip(samples: list[torch.Tensor], quantile: float) -> float:
     return float(torch.quantile(x, quantile))
 
 
-def _weight_scales(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
-    """max |w| / 127 per output channel (floored at 2^-10 of the largest: rows of zeros), or one
-    for the layer, as a column."""
+def _weight_scales(w: torch.Tensor, per_channel: bool, weight_max: int) -> torch.Tensor:
+    """max |w| / weight_max per output channel (floored at 2^-10 of the largest: rows of zeros), or
+    one for the layer, as a column."""
     top = w.abs().amax(1).double()
     top = top.clamp_min(float(top.max()) * 2.0 ** -10) if per_channel else top.max().expand(len(top))
-    return (top.clamp_min(1e-30) / 127)[:, None]
+    return (top.clamp_min(1e-30) / weight_max)[:, None]
 
 
 def _multiplier(ratio: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -357,14 +447,15 @@ def _multiplier(ratio: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.round(ratio.double() * 2.0 ** shift).to(torch.int64), shift
 
 
-def _set_linear(lin: IntLinear, layer: nn.Linear, in_scale: float, out_scale=None, in_offset: int = 0,
-                table_start: int = 0) -> float:
-    """Quantize a float layer for operands at `in_scale` (real = (q + in_offset) in_scale). With
+def _set_linear(lin: IntLinear, layer: nn.Linear, in_scale: float, weight_max: int, out_scale=None,
+                in_offset: int = 0, table_start: int = 0) -> float:
+    """Quantize a float layer to weights |w| <= weight_max for operands |q| <= lin.act at `in_scale`
+    (real = (q + in_offset) in_scale). With
     `out_scale` (one number or per channel): per-channel weights, requantized to it (`forward`).
     Without: one weight scale, the exact sum minus `table_start` (`accumulate`). Returns the unit of
     the sum (per channel: the largest)."""
-    sw = _weight_scales(layer.weight, per_channel=out_scale is not None)
-    w = torch.round(layer.weight.double() / sw).clamp_(-127, 127)
+    sw = _weight_scales(layer.weight, out_scale is not None, weight_max)
+    w = torch.round(layer.weight.double() / sw).clamp_(-weight_max, weight_max)
     unit = in_scale * sw[:, 0]
     bias = torch.round(layer.bias.double() / unit) + in_offset * w.sum(1) - table_start
     lin.weight.copy_(w.to(torch.int8))
@@ -373,8 +464,8 @@ def _set_linear(lin: IntLinear, layer: nn.Linear, in_scale: float, out_scale=Non
         mult, shift = _multiplier(unit / torch.as_tensor(out_scale, dtype=torch.float64))
         lin.mult.copy_(mult)
         lin.shift.fill_(shift)
-    reach = w.abs().sum(1) * ACT + bias.abs()  # the largest |sum + bias| any operands can give
-    _require(float((w.abs().sum(1) * ACT).max()) < ACC_LIMIT, "a product's partial sums would reach 2^24")
+    reach = w.abs().sum(1) * lin.act + bias.abs()  # the largest |sum + bias| any operands can give
+    _require(float((w.abs().sum(1) * lin.act).max()) < ACC_LIMIT, "a product's partial sums would reach 2^24")
     if out_scale is None:
         _require(float(reach.max()) < ACC_LIMIT, "a sum plus its bias would reach 2^24")
     else:
@@ -408,12 +499,14 @@ def _fit(unit: float, span: float) -> float:
 
 @torch.no_grad()
 def calibrate(prior, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.Tensor,
-              quantile: float = 1.0) -> IntegerPrior:
+              quantile: float = 1.0, operand_max: int = ACT, weight_max: int = WEIGHT_MAX) -> IntegerPrior:
     """The integer prior of a trained float `MIMPrior` (put in eval mode), with static scales from
     the activations it shows on calibration windows: tokens (B, N, M), active (B,), step_of (B, N),
     as in training. quantile: where each operand's range is clipped (1.0: the largest value seen in
-    a 1-in-7 sample of every activation). Raises ValueError for weights whose integer arithmetic
-    could leave the exact range (docs/bitstream.md, "Why the prior is exact")."""
+    a 1-in-7 sample of every activation). operand_max, weight_max: the operands' and weights'
+    integer ranges (the defaults fit int8 products; 255 and 127 were pqcodec 0.4.0's). Raises
+    ValueError for weights whose integer arithmetic could leave the exact range (docs/bitstream.md,
+    "Why the prior is exact")."""
     prior = prior.float().eval()
     records: dict[str, list] = {}
 
@@ -450,6 +543,7 @@ def calibrate(prior, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.
 
     dim, layers, heads = prior.pos_emb.shape[1], len(prior.blocks), prior.blocks[0].heads
     ip = IntegerPrior(prior.M, prior.K, prior.window, dim, layers, heads)
+    ip.set_operand_max(act := operand_max)
     to_resid = lambda t: torch.round(t.double() * 2 ** RESID_FRAC).to(torch.int32)  # noqa: E731
     ip.tok_emb.copy_(to_resid(prior.tok_emb.weight))
     ip.pos_emb.copy_(to_resid(prior.pos_emb))
@@ -457,14 +551,14 @@ def calibrate(prior, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.
     _require(float(ip.tok_emb.view(prior.M, prior.K + 2, dim).abs().amax(1).sum(0).max()) < ACC_LIMIT,
              "a sum of token embeddings would reach 2^24")
     _require(int(ip.start.abs().max()) <= RESID_LIMIT, "the start token is beyond the residual's range")
-    _require(2 * (dim // heads) * ACT ** 2 < ACC_LIMIT, "attention scores would reach 2^24 (heads too wide)")
+    _require(2 * (dim // heads) * act ** 2 < ACC_LIMIT, "attention scores would reach 2^24 (heads too wide)")
     resid = 2.0 ** -RESID_FRAC
     keys = 1 + prior.window ** 2  # weights times values summed over every key stay below 2^24
-    att_max = min(ATT_EXP_MAX, (ACC_LIMIT - 1) // (keys * ACT))
-    top = lambda layer: float(_weight_scales(layer.weight, per_channel=False)[0])  # noqa: E731
+    att_max = min(ATT_EXP_MAX, (ACC_LIMIT - 1) // (keys * act))
+    top = lambda layer: float(_weight_scales(layer.weight, False, weight_max)[0])  # noqa: E731
     for i, (fb, ib) in enumerate(zip(prior.blocks, ip.blocks)):
-        s1, s2 = clip[f"ln1.{i}"] / ACT, clip[f"ln2.{i}"] / ACT
-        sq, sk, sv, so = (clip[f"{n}.{i}"] / ACT for n in ("q", "k", "v", "att"))
+        s1, s2 = clip[f"ln1.{i}"] / act, clip[f"ln2.{i}"] / act
+        sq, sk, sv, so = (clip[f"{n}.{i}"] / act for n in ("q", "k", "v", "att"))
         # attention: the exp table is indexed by score differences, in units of sq sk / sqrt(d) nats
         sq, sk = (x * math.sqrt(_fit(sq * sk / math.sqrt(dim // heads), ATT_RANGE)) for x in (sq, sk))
         ib.att_exp = _exp_table(sq * sk / math.sqrt(dim // heads), ATT_RANGE, att_max, torch.int16)
@@ -472,27 +566,27 @@ def calibrate(prior, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.
         ib.out_mult.fill_(int(mult))
         ib.out_shift.fill_(shift)
         _require(shift <= 28, "the attention output's requantization would reach 2^53")
-        # GELU: outputs in [GELU_MIN, clip] on 2 ACT + 1 levels, real = (q + offset) sg; the table is
+        # GELU: outputs in [GELU_MIN, clip] on 2 act + 1 levels, real = (q + offset) sg; the table is
         # indexed by fc1's sum from -4 (GELU below half a level) to past the clip
-        sg = (clip[f"gelu.{i}"] - GELU_MIN) / (2 * ACT)
-        offset = math.floor(GELU_MIN / sg) + ACT
+        sg = (clip[f"gelu.{i}"] - GELU_MIN) / (2 * act)
+        offset = math.floor(GELU_MIN / sg) + act
         span = 4 + clip[f"gelu.{i}"] + sg
         s2 *= _fit(s2 * top(fb.mlp[0]), span)
         unit = s2 * top(fb.mlp[0])
         lo = math.floor(-4 / unit)
         u = torch.arange(lo, lo + math.ceil(span / unit) + 1, dtype=torch.float64) * unit
-        ib.gelu = (torch.round(F.gelu(u) / sg) - offset).clamp_(-ACT, ACT).to(torch.int16)
+        ib.gelu = (torch.round(F.gelu(u) / sg) - offset).clamp_(-act, act).to(torch.int16)
         _set_layernorm(ib.ln1, fb.ln1, s1)
         _set_layernorm(ib.ln2, fb.ln2, s2)
-        _set_linear(ib.qkv, fb.qkv, s1, torch.tensor([sq] * dim + [sk] * dim + [sv] * dim))
-        _set_linear(ib.proj, fb.proj, so, resid)
-        _set_linear(ib.fc1, fb.mlp[0], s2, table_start=lo)
-        _set_linear(ib.fc2, fb.mlp[2], sg, resid, in_offset=offset)
+        _set_linear(ib.qkv, fb.qkv, s1, weight_max, torch.tensor([sq] * dim + [sk] * dim + [sv] * dim))
+        _set_linear(ib.proj, fb.proj, so, weight_max, resid)
+        _set_linear(ib.fc1, fb.mlp[0], s2, weight_max, table_start=lo)
+        _set_linear(ib.fc2, fb.mlp[2], sg, weight_max, resid, in_offset=offset)
     # output: the probability table is indexed by logit differences, in units of the head's sum
-    sf = clip["ln_f"] / ACT
+    sf = clip["ln_f"] / act
     sf *= _fit(sf * top(prior.head), PROB_RANGE)
     _set_layernorm(ip.ln_f, prior.ln_f, sf)
-    _set_linear(ip.head, prior.head, sf)
+    _set_linear(ip.head, prior.head, sf, weight_max)
     ip.prob_exp = _exp_table(sf * top(prior.head), PROB_RANGE, 1 << PROB_EXP_BITS, torch.int32)
     ip.calibrated.fill_(True)
     return ip
