@@ -65,7 +65,7 @@ def train_one(net, run: Path, args, quality: int, device: torch.device):
     bar = tqdm(total=steps, initial=step, desc=f"{run.name}")
     t0 = time.time() - wall
     while step < steps:
-        x = data.batch(args.batch).to(device)
+        x = data.batch(args.batch, device)
         out = net(x)
         loss = criterion(out, x)
         opt.zero_grad()

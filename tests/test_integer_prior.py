@@ -97,9 +97,11 @@ def _set_int8(monkeypatch, prior, on: bool):
 
 
 def test_int8_and_float32_products_are_the_same_integers(two_layer_prior, monkeypatch):
-    """Where oneDNN's int8 products pass their check they are taken, and give the float32
-    products' integers; PQCODEC_INT8=0 turns them off."""
+    """Where oneDNN's int8 products pass their exactness check they are taken (here also where they
+    are slow: the speed probe is bypassed), and give the float32 products' integers;
+    PQCODEC_INT8=0 turns them off."""
     prior = two_layer_prior
+    monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: True)
     try:
         _set_int8(monkeypatch, prior, True)
         with_int8 = _frequencies_of(prior)
@@ -125,10 +127,40 @@ def test_int8_check_refuses_an_inexact_kernel(monkeypatch, flaw):
         y = y.float().bfloat16().float() if flaw == "bf16 output" else y.clamp(-2 ** 20, 2 ** 20).float()
         return y if bias is None else y + bias
     monkeypatch.setattr(integer_prior, "_int8_pack", lambda w: {"w": w})
-    monkeypatch.setattr(integer_prior, "_int8_linear", inexact)
+    monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: True)  # exactness alone decides
+    integer_prior.int8_products.cache_clear()
+    try:
+        monkeypatch.setattr(integer_prior, "_int8_linear", _exact_kernel)
+        assert integer_prior.int8_products()  # the check passes an exact kernel...
+        integer_prior.int8_products.cache_clear()
+        monkeypatch.setattr(integer_prior, "_int8_linear", inexact)
+        assert not integer_prior.int8_products()  # ...and refuses this one
+    finally:
+        integer_prior.int8_products.cache_clear()
+
+
+def _exact_kernel(x, pack, bias):
+    y = (x.double() @ pack["w"].double().t()).float()
+    return y if bias is None else y + bias
+
+
+def test_int8_products_are_not_taken_where_they_are_slower(monkeypatch):
+    """An exact int8 kernel that is slower than float32 is not taken: on an AMD EPYC oneDNN's int8
+    linear ran 700 times slower than float32 (a reference path)."""
+    import time
+
+    def slow(x, pack, bias):
+        time.sleep(0.002)
+        return _exact_kernel(x, pack, bias)
+    monkeypatch.setattr(integer_prior, "_int8_pack", lambda w: {"w": w})
+    monkeypatch.setattr(integer_prior, "_int8_linear", slow)
+    monkeypatch.setenv("PQCODEC_INT8", "1")
     integer_prior.int8_products.cache_clear()
     try:
         assert not integer_prior.int8_products()
+        monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: True)
+        integer_prior.int8_products.cache_clear()
+        assert integer_prior.int8_products()  # the same kernel, were it fast: exact, so taken
     finally:
         integer_prior.int8_products.cache_clear()
 

@@ -83,3 +83,57 @@ def test_levels_must_increase_within_m():
     with pytest.raises(ValueError):
         ModelConfig(num_subvectors=4, levels=(1, 5))
     assert ModelConfig(num_subvectors=3).active_levels == (1, 2, 3)
+
+
+def test_training_search_makes_codings_choices_under_bf16_autocast():
+    """Training's codeword search (forward) must pick what coding's float64 `encode` picks, also
+    under the bf16 autocast training runs in: a latent with a large common offset is where bf16's
+    |x|^2 - 2 x.c + |c|^2 lost the ranking (6.5 % of kodim23's choices differed)."""
+    torch.manual_seed(0)
+    q = ProductQuantizer(num_subvectors=4, codebook_size=256, subvector_dim=16).eval()
+    q.codebooks.normal_(0, 1).add_(3.0)
+    z = torch.randn(2, 64, 16, 16) + 3.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, idx, _ = q(z)
+    assert torch.equal(idx, q.encode(z))
+
+
+def test_partial_windows_hide_the_positions_outside_the_image():
+    """Training on edge windows (valid): what lies outside never reaches a prediction inside, the loss
+    counts inside positions only, and all-inside equals no mask."""
+    torch.manual_seed(0)
+    prior = MIMPrior(2, 16, 4, 32, 2, 4).eval()
+    tokens = torch.randint(0, 16, (3, 16, 2))
+    step_of = torch.randint(0, 4, (3, 16))
+    active = torch.tensor([1, 2, 2])
+    valid = torch.ones(3, 4, 4, dtype=torch.bool)
+    valid[0, 2:], valid[1, :, 3:], valid[2, 1:, 1:] = False, False, False  # bottom, right, corner cuts
+    valid = valid.flatten(1)
+    other = torch.where(valid[..., None], tokens, torch.randint(0, 18, tokens.shape))  # MASK/ABSENT too
+    with torch.no_grad():
+        a, b = prior(tokens, active, step_of, valid), prior(other, active, step_of, valid)
+        assert torch.equal(a[valid], b[valid])
+        assert torch.equal(prior.loss(tokens, active, step_of, valid), prior.loss(other.clamp_max(16), active, step_of, valid))
+        everywhere = torch.ones_like(valid)
+        assert torch.allclose(prior(tokens, active, step_of, everywhere), prior(tokens, active, step_of), atol=1e-6)
+        assert not torch.allclose(prior(tokens, active, step_of, valid)[valid], prior(tokens, active, step_of)[valid])
+
+
+def test_edge_windows_are_cut_like_codings():
+    from pqcodec.train.windows import WindowSampler
+    g = torch.arange(2 * 20 * 24).view(2, 20, 24).to(torch.int16)  # every position's value unique
+    s = WindowSampler([g], 8, seed=0, mask_index=99)
+    tokens, valid = s.edge_batch(200, edge_fraction=0.5)
+    cut = ~valid.all(1)
+    assert 60 < int(cut.sum()) < 140
+    for t, v in zip(tokens[cut], valid[cut]):
+        v = v.view(8, 8)
+        vh, vw = int(v[:, 0].sum()), int(v[0].sum())
+        assert v[:vh, :vw].all() and int(v.sum()) == vh * vw and (vh < 8 or vw < 8)  # top-left rectangle
+        w = t.view(8, 8, 2)
+        assert (w[~v] == 99).all()
+        inside = w[:vh, :vw, 0]
+        y, x = divmod(int(inside[0, 0]), 24)
+        # the last rows / columns of the grid, as an image's bottom or right edge window holds them
+        assert (vh == 8 or y + vh == 20) and (vw == 8 or x + vw == 24)
+        assert torch.equal(inside, g[0, y:y + vh, x:x + vw].long())

@@ -54,16 +54,40 @@ MASKED = -float(1 << 30)  # added to a masked key's score: it lands beyond every
 BATCH = 8                 # windows per batch in `frequencies`: any split gives the same integers
 
 
+def _int8_is_faster(g: torch.Generator, rows: int, inner: int, out: int, margin: float) -> bool:
+    """Whether oneDNN's int8 product of this shape beats float32 by `margin` (best of 3 each)."""
+    import time
+    w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (out, inner), generator=g, dtype=torch.int8)
+    x = torch.randint(-ACT, ACT + 1, (rows, inner), generator=g, dtype=torch.int8)
+    pack, xf, wf = _int8_pack(w), x.float(), w.float()
+
+    def best(f):
+        f()
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return min(times)
+    return best(lambda: _int8_linear(x, pack, None)) * margin < best(lambda: F.linear(xf, wf))
+
+
 @functools.cache
 def int8_products() -> bool:
     """Whether this process computes the integer prior's products with oneDNN's int8 linear: it
-    must exist (x86 builds of torch) and give exactly the int64 sums on worst-case operands, which
-    rules out any kernel that saturates. Otherwise float32 products, just as exact and slower.
+    must exist (x86 builds of torch), be faster than float32 here, and give exactly the int64 sums
+    on worst-case operands, which rules out any kernel that saturates. Otherwise float32 products,
+    just as exact. Speed is checked because it is not a given: on an Intel CPU with AMX the int8
+    product of 504 x 256 x 1024 took 0.20 ms against float32's 1.44 ms, on an AMD EPYC (AVX-512
+    VNNI, torch 2.13) oneDNN took a reference path, 700 times slower than float32 (experiments.md,
+    probe-int8-amd). A tiny probe first, so such a CPU learns it in a millisecond.
     PQCODEC_INT8=0 in the environment turns the int8 products off."""
     if os.environ.get("PQCODEC_INT8", "1") == "0":
         return False
     try:
         g = torch.Generator().manual_seed(0)
+        if not (_int8_is_faster(g, 4, 256, 64, 0.25) and _int8_is_faster(g, 128, 256, 1024, 1.25)):
+            return False
         for rows, inner, out in ((1, 1024, 32), (37, 256, 96), (300, 1024, 16)):
             w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (out, inner), generator=g, dtype=torch.int8)
             w[0], w[1] = WEIGHT_MAX, -WEIGHT_MAX                       # the largest sums, and pair sums

@@ -96,10 +96,12 @@ class MIMPrior(nn.Module):
         return self.head(self.ln_f(hq)).unflatten(-1, (self.M, self.K))
 
     # -- training: both streams of a whole window in one pass -------------------------------------
-    def forward(self, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.Tensor,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, N, M) true indices; active (B,) sub-quantizers in use; step_of (B, N) the step at
-        which each position is revealed. Returns logits (B, N, M, K), each position's from the
-        content of earlier steps only."""
+        which each position is revealed; valid (B, N) the positions inside the image (default all):
+        as in coding, the others are never attended. Returns logits (B, N, M, K), each position's
+        from the content of earlier steps only."""
         B, N, _ = tokens.shape
         in_use = torch.arange(self.M, device=tokens.device) < active[:, None]
         content = torch.where(in_use[:, None, :], tokens, self.ABSENT)
@@ -109,13 +111,20 @@ class MIMPrior(nn.Module):
         step_c = torch.cat([torch.full((B, 1), -1, device=tokens.device), step_of], 1)
         visible_c = (step_c[:, None, :] <= step_c[:, :, None]).unsqueeze(1)
         visible_q = (step_c[:, None, :] < step_of[:, :, None]).unsqueeze(1)
+        if valid is not None:  # keys outside the image: hidden from both streams (the start token stays)
+            key_inside = torch.cat([valid.new_ones(B, 1), valid], 1)[:, None, None, :]       # (B, 1, 1, 1+N)
+            visible_c, visible_q = visible_c & key_inside, visible_q & key_inside
         for blk in self.blocks:
             hc, hq = blk(hc, hq, visible_c, visible_q)
         return self._logits(hq)
 
-    def loss(self, tokens, active, step_of):
-        """Mean cross-entropy in bits per coded index (positions x sub-quantizers in use)."""
-        logits = self(tokens, active, step_of)
-        ce = F.cross_entropy(logits.float().flatten(0, 2), tokens.flatten(), reduction="none").view_as(tokens)
-        in_use = (torch.arange(self.M, device=tokens.device) < active[:, None]).float()
-        return (ce * in_use[:, None, :]).sum() / (in_use.sum() * tokens.shape[1]) / math.log(2)
+    def loss(self, tokens, active, step_of, valid=None):
+        """Mean cross-entropy in bits per coded index (positions inside the image x sub-quantizers in
+        use)."""
+        logits = self(tokens, active, step_of, valid)
+        target = tokens.clamp_max(self.K - 1)  # MASK outside the image: a placeholder, weighted 0 below
+        ce = F.cross_entropy(logits.float().flatten(0, 2), target.flatten(), reduction="none").view_as(tokens)
+        in_use = (torch.arange(self.M, device=tokens.device) < active[:, None]).float()      # (B, M)
+        coded = in_use[:, None, :] if valid is None else in_use[:, None, :] * valid[..., None].float()
+        coded = coded.expand_as(ce)                                                         # (B, N, M)
+        return (ce * coded).sum() / coded.sum() / math.log(2)

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch", type=int, default=32, help="windows per step, per process")
     pr.add_argument("--lr", type=float, default=5e-4)
     pr.add_argument("--weight-decay", type=float, default=0.01)
+    pr.add_argument("--edge-windows", type=float, default=0.2,
+                    help="share of training windows cut as at an image's bottom/right edge (coding's partial windows)")
     qu = sub.add_parser("quantize", help="the integer prior the coder runs, calibrated from the float prior")
     qu.add_argument("--init", required=True, help="weights file with a trained prior")
     qu.add_argument("--data", required=True, help="folder of training images (calibration windows)")

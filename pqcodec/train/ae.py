@@ -64,7 +64,7 @@ def train(args):
         bar.total = budget.steps
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.steps, args.lr, args.warmup)
-        x = data.batch(args.batch).to(device)
+        x = data.batch(args.batch, device)
         active = level_actives[torch.randint(0, len(level_actives), (x.shape[0],), device=device)]
         with autocast:
             x_hat, z, commit = stage(x, active)

@@ -35,8 +35,8 @@ class PriorStage(nn.Module):
         super().__init__()
         self.prior = prior
 
-    def forward(self, tokens, active, step_of):
-        return self.prior.loss(tokens, active, step_of)
+    def forward(self, tokens, active, step_of, valid):
+        return self.prior.loss(tokens, active, step_of, valid)
 
 
 def train(args):
@@ -49,7 +49,7 @@ def train(args):
             model.prior.load_state_dict(prior_of(args.warm, model).state_dict())
     model.eval()
     c = model.config
-    grids = image_tokens(model, args.data, c.window, progress=run.is_main)
+    grids = image_tokens(model, args.data, c.window, progress=run.is_main, device=device)
     prior = model.prior.to(device).train()
     opt = torch.optim.AdamW(prior.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step = run.resume_optimizer(opt)
@@ -57,7 +57,7 @@ def train(args):
     stage = PriorStage(prior)
     if run.world > 1:
         stage = nn.parallel.DistributedDataParallel(stage)
-    sampler = WindowSampler(grids, c.window, seed=run.rank * 100003 + step)
+    sampler = WindowSampler(grids, c.window, seed=run.rank * 100003 + step, mask_index=prior.MASK)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
     bar = tqdm(total=args.steps, initial=step, disable=not run.is_main, desc="prior", dynamic_ncols=True)
     ema_bits = None
@@ -65,10 +65,10 @@ def train(args):
         bar.total = budget.steps
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.steps, args.lr, args.warmup)
-        tokens = sampler.batch(args.batch).to(device)
+        tokens, valid = sampler.edge_batch(args.batch, args.edge_windows)
         step_of, active = sampler.orders(args.batch, tokens.shape[1], c.active_levels)
         with autocast:
-            bits = stage(tokens, active.to(device), step_of.to(device))
+            bits = stage(tokens.to(device), active.to(device), step_of.to(device), valid.to(device))
         opt.zero_grad(set_to_none=True)
         bits.backward()
         torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
@@ -85,5 +85,7 @@ def train(args):
                 run.save(model, opt, step, "prior")
     bar.close()
     if run.is_main:  # the last step, wherever the run stopped, with the integer prior that codes
-        quantize(model.cpu(), grids)
-        run.save(model, opt, step, "prior")
+        try:
+            quantize(model.cpu(), grids)
+        finally:  # should calibration refuse the weights, the trained float prior is still saved
+            run.save(model, opt, step, "prior")

@@ -59,9 +59,8 @@ def prior_bits(model: PQCodecModel, windows: torch.Tensor, active: int, step_of:
     if integer:
         freq = model.int_prior.frequencies(x, active, step_of, valid)
         bits = -torch.log2((freq.gather(-1, truth) + 1) / 2 ** PROB_BITS)[..., 0]
-    else:  # positions outside the image: revealed after every real one, so nothing real attends to them
-        order = torch.where(valid, step_of.expand(B, -1), int(step_of.max()) + 1)
-        logits = model.prior(x, torch.full((B,), active), order)[..., :active, :].double()
+    else:  # positions outside the image: never attended, as in coding
+        logits = model.prior(x, torch.full((B,), active), step_of.expand(B, -1), valid)[..., :active, :].double()
         bits = -logits.log_softmax(-1).gather(-1, truth)[..., 0] / math.log(2)
     return float(bits[valid].sum()), int(valid.sum()) * active
 

@@ -1,0 +1,201 @@
+"""The GPU plan: one prepared command that turns a lent GPU's minutes into trained weights
+(docs/training.md, "On a lent GPU"). Three steps, two machines:
+
+    # here, before any GPU: the carry folder (training photos + the float weights to continue)
+    python -m pqcodec.train.lease prepare --model models/pq-s8-m12k256-v3.safetensors --data ../shared/data/train
+    # there, one call (device tool: carry ["lease"]; hide models/*.safetensors so they do not travel)
+    python3 -m pqcodec.train.lease run --out $OUT --ae-minutes 4 --prior-minutes 3.3
+    # here again: join the returned parts, check them, and have a weights file that codes
+    python -m pqcodec.train.lease join FILES_AT --out runs/lease-DATE/model.safetensors
+
+`run` continues the autoencoder (`pqcodec-train ae --minutes`), then the prior warm on its new
+tokens (`pqcodec-train prior --warm --minutes`, which ends with the integer prior's calibration), and
+leaves in OUT the weights split into parts a return can take, their SHA-256, both logs and a
+summary. Every figure of a lease (steps, minutes) is in that summary; the Kodak figures come from
+the eval scripts here, afterwards.
+
+Why float16 for the carried weights: the carry is 64 MiB with the working tree, the photos take 46 MB,
+and the float weights 31 MB in float32 (the integer prior is not carried: calibration remakes it).
+Rounding the weights a training run continues from to float16 moves them by 2^-11 relatively, far
+less than the run's first steps do.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+CARRY_LIMIT = 63_000_000   # bytes for the carry folder: 64 MiB (67.1 MB) with the working tree (1.3 MB), margin kept
+PART_BYTES = 15 * 2 ** 20  # a returned file may be 16 MiB
+INIT, PHOTOS = "init.safetensors", "train.zip"
+
+
+def _carry_bytes(folder: Path) -> int:
+    """Bytes as a file system holds them (4 KiB blocks): 1,439 loose photos take 1.7 MB more than
+    their sizes (perhaps why a carry of 66.4 MB by size was refused); one stored zip of them, 0.2 MB
+    (a tar, 2.4 MB: 512-byte headers and padding)."""
+    return sum(-(-p.stat().st_size // 4096) * 4096 for p in folder.rglob("*") if p.is_file())
+
+
+def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int:
+    """Writes out/init.safetensors (the float weights, float16, no integer prior) and the training
+    photos as one zip, stored uncompressed (JPEGs: nothing to gain), out/train.zip. Returns the folder's
+    bytes; refuses a folder over `limit`."""
+    from ..data import list_images
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    with safe_open(str(model), "pt") as f:
+        meta = f.metadata()
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(model)).items()
+             if not k.startswith("int_prior.")}
+    save_file(state, str(out / INIT), metadata=meta)
+    with zipfile.ZipFile(out / PHOTOS, "w", zipfile.ZIP_STORED) as z:
+        for p in list_images(data):
+            z.write(p, arcname=str(p.relative_to(data)))
+    size = _carry_bytes(out)
+    if size > limit:
+        raise SystemExit(f"{out}: {size / 1e6:.1f} MB, over the carry budget of {limit / 1e6:.1f} MB")
+    return size
+
+
+def _stage(args: list[str], log: Path) -> float:
+    """Runs one `pqcodec-train` stage as its own process (as the documented commands do); its
+    output goes to `log` (not returned: a return takes 8 files). Returns its wall seconds; raises,
+    with the output's end, when it fails."""
+    t0 = time.time()
+    with open(log, "w") as f:
+        done = subprocess.run([sys.executable, "-m", "pqcodec.train", *args], stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode:
+        tail = log.read_text()[-2000:]
+        raise SystemExit(f"stage {args[0]} failed (exit {done.returncode}):\n{tail}")
+    return time.time() - t0
+
+
+def _last_log(run: Path) -> dict:
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def split(path: Path, out: Path, part_bytes: int = PART_BYTES) -> list[str]:
+    """path -> out/<name>.partNN files of at most part_bytes, and out/<name>.sha256."""
+    data = path.read_bytes()
+    names = []
+    for i in range(0, len(data), part_bytes):
+        name = f"{path.name}.part{i // part_bytes:02d}"
+        (out / name).write_bytes(data[i:i + part_bytes])
+        names.append(name)
+    (out / f"{path.name}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+    return names
+
+
+def run(a) -> dict:
+    lease, out, runs = Path(a.lease), Path(a.out), Path(a.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    photos = runs / "photos"
+    if photos.exists():
+        shutil.rmtree(photos)
+    with zipfile.ZipFile(lease / PHOTOS) as z:
+        z.extractall(photos)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    summary = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+               "torch": torch.__version__, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    ae_run, prior_run = runs / "ae", runs / "prior"
+    common = ["--log-every", str(a.log_every), "--save-every", str(a.save_every)] + (["--bf16"] if a.bf16 else [])
+    try:
+        summary["ae_wall_s"] = _stage(
+            ["ae", "--data", str(photos), "--init", str(lease / INIT), "--out", str(ae_run), "--steps", str(a.ae_steps),
+             "--minutes", str(a.ae_minutes), "--batch", str(a.ae_batch), "--crop", str(a.crop), "--lr", str(a.ae_lr),
+             "--warmup", str(a.ae_warmup), *common], runs / "ae.out")
+        summary["prior_wall_s"] = _stage(
+            ["prior", "--data", str(photos), "--init", str(ae_run / "model.safetensors"), "--warm", "--out",
+             str(prior_run), "--steps", str(a.prior_steps), "--minutes", str(a.prior_minutes), "--batch",
+             str(a.prior_batch), "--lr", str(a.prior_lr), "--warmup", str(a.prior_warmup), *common], runs / "prior.out")
+    except SystemExit as e:  # bring back what was saved: minutes of a lease are not to be lost
+        summary["error"] = str(e)
+    finally:
+        for name, r in (("ae", ae_run), ("prior", prior_run)):
+            if (r / "log.jsonl").exists():
+                shutil.copyfile(r / "log.jsonl", out / f"{name}-log.jsonl")
+                summary[f"{name}_last"] = _last_log(r)
+        newest = [r / "model.safetensors" for r in (prior_run, ae_run) if (r / "model.safetensors").exists()]
+        if newest:
+            summary["weights_from"] = str(newest[0])
+            summary["parts"] = split(newest[0], out)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def join(folder: Path, dest: Path, name: str = "model.safetensors") -> Path:
+    """Concatenates folder/<name>.partNN into dest after checking the SHA-256 `run` wrote; the
+    result must load as a model whose integer prior is calibrated."""
+    from ..model import PQCodecModel
+    parts = sorted(folder.glob(f"{name}.part*"))
+    if not parts:
+        raise SystemExit(f"{folder}: no {name}.partNN files")
+    data = b"".join(p.read_bytes() for p in parts)
+    expected = (folder / f"{name}.sha256").read_text().split()[0]
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise SystemExit(f"{folder}: the parts of {name} do not match their SHA-256 (a part missing or cut?)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    if not PQCodecModel.load(dest).can_code():
+        print(f"{dest}: its integer prior is not calibrated (the run stopped before): "
+              f"pqcodec-train quantize --init {dest} --data ../shared/data/train --out CODING.safetensors")
+    for extra in ("summary.json", "ae-log.jsonl", "prior-log.jsonl"):
+        if (folder / extra).exists():
+            shutil.copyfile(folder / extra, dest.parent / extra)
+    return dest
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m pqcodec.train.lease", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pr = sub.add_parser("prepare", help="here: build the carry folder")
+    pr.add_argument("--model", required=True, help="weights to continue (their integer prior is dropped)")
+    pr.add_argument("--data", required=True, help="training photos")
+    pr.add_argument("--lease", default="lease", help="the carry folder (gitignored)")
+    pr.add_argument("--limit", type=int, default=CARRY_LIMIT, help="bytes the folder may take")
+    rn = sub.add_parser("run", help="on the GPU: autoencoder, then prior, then split the weights into OUT")
+    rn.add_argument("--lease", default="lease")
+    rn.add_argument("--out", default=os.environ.get("OUT"), required="OUT" not in os.environ)
+    rn.add_argument("--runs", default="runs/lease", help="the stages' run folders")
+    rn.add_argument("--ae-minutes", type=float, required=True)
+    rn.add_argument("--prior-minutes", type=float, required=True)
+    rn.add_argument("--ae-steps", type=int, default=1_000_000, help="cap; --ae-minutes plans the last step")
+    rn.add_argument("--prior-steps", type=int, default=1_000_000)
+    rn.add_argument("--ae-batch", type=int, default=64)
+    rn.add_argument("--crop", type=int, default=256)
+    rn.add_argument("--ae-lr", type=float, default=2e-4)
+    rn.add_argument("--ae-warmup", type=int, default=200)
+    rn.add_argument("--prior-batch", type=int, default=128)
+    rn.add_argument("--prior-lr", type=float, default=3e-4)
+    rn.add_argument("--prior-warmup", type=int, default=200)
+    rn.add_argument("--no-bf16", dest="bf16", action="store_false")
+    rn.add_argument("--log-every", type=int, default=100)
+    rn.add_argument("--save-every", type=int, default=1000)
+    jn = sub.add_parser("join", help="here: join the returned parts into a weights file")
+    jn.add_argument("folder", help="where the returned files lie (the device tool's files_at)")
+    jn.add_argument("--out", required=True, help="weights file to write")
+    a = p.parse_args(argv)
+    if a.cmd == "prepare":
+        size = prepare(Path(a.model), Path(a.data), Path(a.lease), a.limit)
+        print(f"{a.lease}: {size / 1e6:.1f} MB to carry")
+    elif a.cmd == "run":
+        print(json.dumps(run(a), indent=1))
+    else:
+        print(join(Path(a.folder), Path(a.out)))
+
+
+if __name__ == "__main__":
+    main()

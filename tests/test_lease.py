@@ -1,0 +1,69 @@
+"""The GPU plan (pqcodec/train/lease.py) dry-run on the CPU with a tiny config: prepare the carry
+folder, run both stages as the lent machine would, join the returned parts into weights that code."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from pqcodec.model import PQCodecModel
+from pqcodec.train import lease
+from pqcodec.train.__main__ import main as train_main
+from conftest import random_image
+from test_train import TINY_AE
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    (d / "sub").mkdir()
+    for i in range(4):
+        Image.fromarray(random_image(72 + 8 * i, 80, seed=i)).save(d / "sub" / f"{i}.jpg", quality=95)
+    return d
+
+
+def test_prepare_run_join(photos, tmp_path, monkeypatch):
+    base = tmp_path / "base"
+    train_main(["ae", "--data", str(photos), "--out", str(base), "--steps", "1", "--batch", "2", "--crop", "32",
+                "--warmup", "1", *TINY_AE])
+    train_main(["prior", "--data", str(photos), "--out", str(base / "prior"), "--init", str(base / "model.safetensors"),
+                "--steps", "1", "--batch", "2", "--warmup", "1"])
+    start = PQCodecModel.load(base / "prior" / "model.safetensors")
+
+    carry = tmp_path / "lease"
+    size = lease.prepare(base / "prior" / "model.safetensors", photos, carry)
+    assert size == lease._carry_bytes(carry) and sorted(p.name for p in carry.iterdir()) == ["init.safetensors", "train.zip"]
+    carried = PQCodecModel.load(carry / "init.safetensors")  # float16 on disk, float32 once loaded
+    assert not carried.can_code()
+    for (k, a), b in zip(start.state_dict().items(), carried.state_dict().values()):
+        if a.is_floating_point() and not k.startswith("int_prior."):
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
+    with pytest.raises(SystemExit, match="over the carry budget"):
+        lease.prepare(base / "prior" / "model.safetensors", photos, tmp_path / "small", limit=1000)
+
+    out = tmp_path / "OUT"
+    monkeypatch.chdir(tmp_path)
+    lease.main(["run", "--lease", str(carry), "--out", str(out), "--runs", str(tmp_path / "runs"),
+                "--ae-minutes", "5", "--prior-minutes", "5", "--ae-steps", "3", "--prior-steps", "2",
+                "--ae-batch", "2", "--crop", "32", "--prior-batch", "4", "--ae-warmup", "1", "--prior-warmup", "1",
+                "--log-every", "1", "--no-bf16"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ae_last"]["step"] == 3 and summary["prior_last"]["step"] == 2
+    assert summary["parts"] and all((out / p).exists() for p in summary["parts"])
+
+    joined = lease.join(out, tmp_path / "back" / "model.safetensors")
+    model = PQCodecModel.load(joined)
+    assert model.can_code() and model.config == start.config
+    assert (tmp_path / "back" / "summary.json").exists()
+
+    # a part lost on the way is refused, not joined into a broken file
+    (out / summary["parts"][-1]).write_bytes(b"cut")
+    with pytest.raises(SystemExit, match="SHA-256"):
+        lease.join(out, tmp_path / "bad" / "model.safetensors")
+
+
+def test_split_makes_parts_a_return_can_take(tmp_path):
+    f = tmp_path / "w.bin"
+    f.write_bytes(bytes(range(256)) * 100)
+    names = lease.split(f, tmp_path, part_bytes=10_000)
+    assert len(names) == 3 and b"".join((tmp_path / n).read_bytes() for n in names) == f.read_bytes()
