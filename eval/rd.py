@@ -114,6 +114,9 @@ def main():
     ap.add_argument("--levels", type=int, nargs="*", help="quality levels (default: all)")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     ap.add_argument("--classic", nargs="*", default=list(SWEEPS), choices=sorted(SWEEPS))
+    ap.add_argument("--classic-from", metavar="DIR", help="take the classic codecs' curves from an earlier "
+                    "run's TAG-<codec>.json in DIR (same images, same Pillow) instead of sweeping them again "
+                    "(~1 h on 2 busy cores without the cache), e.g. docs/results")
     ap.add_argument("--extra", nargs="*", default=[], help="more curves (CompressAI-layout JSON), e.g. "
                     "the learned baselines eval/train_baselines.py evaluated")
     ap.add_argument("--published", action=argparse.BooleanOptionalAction, default=None,
@@ -138,11 +141,15 @@ def main():
         raise SystemExit(f"rd.py: error: no images under {args.folder}")
     codec, identity = pqcodec_eval.load(args.model)
     levels = args.levels or list(range(1, codec.levels() + 1))
-    classic = [sweep(images, name, cache) for name in args.classic]
+    out, args.tag = output_location(args.out, args.tag, args.folder)
+    if args.classic_from:
+        classic = [json.loads((Path(args.classic_from) / f"{args.tag}-{name.lower()}.json").read_text())
+                   for name in args.classic]
+    else:
+        classic = [sweep(images, name, cache) for name in args.classic]
     extra = [json.loads(Path(p).read_text()) for p in args.extra]
     ours = pqcodec_curve(codec, identity, images, levels, args.steps, cache)
 
-    out, args.tag = output_location(args.out, args.tag, args.folder)
     out.mkdir(parents=True, exist_ok=True)
     for c in classic:
         (out / f"{args.tag}-{c['name'].split()[0].lower()}.json").write_text(json.dumps(c, indent=1))

@@ -15,7 +15,7 @@ from .model import ModelConfig, PQCodecModel
 from .sources import coded_input
 from .zoo import DEFAULT_MODEL, codec_for_file, load_codec, load_custom_codec
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 
 def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, model: str | None = None,

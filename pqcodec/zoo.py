@@ -23,10 +23,13 @@ class ZooEntry:
 
 
 ZOO = {e.name: e for e in [
+    ZooEntry("pq-s8-m12k256-v4", "pq-s8-m12k256-v4.safetensors",
+             "41652e7b33abcb50bb7faecd26e5beaf0ce754cee7e1eb01c760fc9025a8a388", default_quality=3),
+    # pqcodec 0.4.0 and 0.5.0's default: its files (format 3) still decode
     ZooEntry("pq-s8-m12k256-v3", "pq-s8-m12k256-v3.safetensors",
              "ba5c6133abe8efa39c0d5b3bf1fe3c481a1c697558b8145a3ed443579b15c7cd", default_quality=3),
 ]}
-DEFAULT_MODEL = "pq-s8-m12k256-v3"
+DEFAULT_MODEL = "pq-s8-m12k256-v4"
 # models earlier releases shipped, by the hash prefix their files carry: named by describe_model
 # (their weights stay in the git history under models/)
 RETIRED = {"a945f74d": "pq-s8-m12k256 of pqcodec 0.2.0", "d7a48780": "pq-s8-m12k256-v2 of pqcodec 0.3.0"}

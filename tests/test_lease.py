@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pqcodec import bitstream
 from pqcodec.model import PQCodecModel
 from pqcodec.train import lease
 from pqcodec.train.__main__ import main as train_main
@@ -55,6 +56,15 @@ def test_prepare_run_join(photos, tmp_path, monkeypatch):
     model = PQCodecModel.load(joined)
     assert model.can_code() and model.config == start.config
     assert (tmp_path / "back" / "summary.json").exists()
+
+    # the file for models/: 9.5 MB less at full size, and its files are byte for byte the run's
+    from pqcodec.zoo import load_custom_codec, sha256_of
+    shipped = tmp_path / "models" / "m.safetensors"
+    assert lease.ship(joined, shipped) == sha256_of(shipped) and shipped.stat().st_size < joined.stat().st_size
+    image = random_image(40, 56, seed=9)
+    a, b = load_custom_codec(str(joined)), load_custom_codec(str(shipped))
+    (ha, pa), (hb, pb) = (bitstream.unpack(c.encode(image, 2)) for c in (a, b))
+    assert pa == pb and ha.model_hash != hb.model_hash  # the same payload; each file names its weights
 
     # a part lost on the way is refused, not joined into a broken file
     (out / summary["parts"][-1]).write_bytes(b"cut")
