@@ -29,7 +29,7 @@ from common import bpp, load_rgb_images, psnr  # noqa: E402
 from result_paths import add_output_args, output_location  # noqa: E402
 
 SIZES = [500, 1000, 2000, 5000, 10000, 20000, 40000]
-LAMBDAS = [0.1, 0.3, 1.0]
+LAMBDAS = [0.03, 0.1, 0.3, 1.0]
 
 
 def image_rows(codec, rgb, lambdas, distortions, sizes, steps):
@@ -101,6 +101,13 @@ def summarize(rows, levels, lambdas, distortions, sizes):
     for N in sizes:
         ms = [m for r in rows.values() for m in r["max_bytes"] if m["N"] == N]
         ok = [m for m in ms if m["fits"]]
+        # what levels alone would give at this budget: the best level whose plain file fits, same images
+        staircase = []
+        for r in rows.values():
+            got = next((m for m in r["max_bytes"] if m["N"] == N), None)
+            fitting = [p for p in r["curve"] if p["rd_lambda"] == 0 and p["bytes"] <= N]
+            if got and got["fits"] and fitting:
+                staircase.append((got["psnr"], max(fitting, key=lambda p: p["quality"])["psnr"]))
         levels_used = {}
         for m in ok:
             levels_used[m["quality"]] = levels_used.get(m["quality"], 0) + 1
@@ -110,11 +117,18 @@ def summarize(rows, levels, lambdas, distortions, sizes):
             psnr=mean([m["psnr"] for m in ok]), encode_s=mean([m["encode_s"] for m in ok]),
             encodes=mean([m["encodes"] for m in ok]), max_encodes=max([m["encodes"] for m in ok], default=None),
             levels_chosen=dict(sorted(levels_used.items())),
+            levels_only=dict(images=len(staircase), psnr=mean([b for _, b in staircase]),
+                             gain_db=mean([a - b for a, b in staircase])),
             smallest_reachable=[int(m["error"].split("reaches is ")[1].split()[0]) for m in ms if not m["fits"]]))
     full = [m for m in out["max_bytes"] if m["images"] == n and m["fit"] == n]
     out["max_bytes_bd_rate_vs_levels"] = bd_rate(
-        [p["bpp"] for p in plain], [p["psnr"] for p in plain], [m["bpp"] for m in full], [m["psnr"] for m in full])
+        [p["bpp"] for p in plain], [p["psnr"] for p in plain], [m["bpp"] for m in full], [m["psnr"] for m in full]
+    ) if len(full) >= 2 else None
     return out
+
+
+def _gain(lo):
+    return "—" if lo["gain_db"] is None else f"{lo['gain_db']:+.2f} dB ({lo['images']})"
 
 
 def markdown(s, command):
@@ -131,12 +145,12 @@ def markdown(s, command):
                   f"{'yes' if (p['quality'], p['rd_lambda']) in env else ''} |" for p in c["points"]]
     lines += ["", f"## --max-bytes N: BD-rate vs the levels (the N every image reaches): "
               f"{f(s['max_bytes_bd_rate_vs_levels'], 1)} %", "",
-              "| N | fit | largest file | mean bytes | bpp | PSNR (dB) | encode s | encodes (max) | levels chosen | smallest reachable (misses) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| N | fit | largest file | mean bytes | bpp | PSNR (dB) | vs best level that fits (images) | encode s | encodes (max) | levels chosen | smallest reachable (misses) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in s["max_bytes"]:
         miss = m["smallest_reachable"]
         lines.append(f"| {m['N']} | {m['fit']}/{m['images']} | {m['max_bytes'] or '—'} | {f(m['mean_bytes'], 0)} | "
-                     f"{f(m['bpp'], 4)} | {f(m['psnr'])} | {f(m['encode_s'])} | {f(m['encodes'], 1)} ({m['max_encodes'] or '—'}) | "
+                     f"{f(m['bpp'], 4)} | {f(m['psnr'])} | {_gain(m['levels_only'])} | {f(m['encode_s'])} | {f(m['encodes'], 1)} ({m['max_encodes'] or '—'}) | "
                      f"{', '.join(f'{k}: {v}' for k, v in m['levels_chosen'].items()) or '—'} | "
                      f"{f'{min(miss)}–{max(miss)}' if miss else '—'} |")
     return "\n".join(lines) + "\n"
@@ -152,8 +166,19 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--model", default=None, help="weights file (default: the shipped model)")
+    ap.add_argument("--summarize", action="store_true", help="no coding: redo the summary of the JSON in --out")
     add_output_args(ap, "folder")
     args = ap.parse_args(argv)
+    if args.summarize:
+        out, tag = output_location(args.out, args.tag, args.folder)
+        saved = json.loads((out / f"{tag}-ratecontrol.json").read_text())
+        rows, meta = saved["images"], saved["meta"]
+        levels = max(p["quality"] for r in rows.values() for p in r["curve"])
+        s = summarize(rows, levels, args.lambdas, args.distortions, args.sizes)
+        (out / f"{tag}-ratecontrol.json").write_text(json.dumps(dict(meta=meta, summary=s, images=rows), indent=1))
+        (out / f"{tag}-ratecontrol.md").write_text(markdown(s, meta["command"]))
+        print(markdown(s, meta["command"]))
+        return
     import torch
     torch.set_num_threads(args.threads)
     from pqcodec.data import list_images
