@@ -19,16 +19,20 @@ __version__ = "0.6.0"
 
 
 def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, model: str | None = None,
-           *, name: str | None = None) -> bytes:
+           *, name: str | None = None, max_bytes: int | None = None, bpp: float | None = None,
+           rd_lambda: float = 0.0) -> bytes:
     """Compress an image into .bin bytes. image: a path (str or pathlib.Path), file contents (bytes,
     bytearray, memoryview), a binary file object, a PIL image, or a numpy array (uint8, uint16, bool, or
     float in [0, 1]; (H, W) or (H, W, 1|3|4)); docs/inputs.md has the whole contract.
     quality: 1 (smallest) .. number of levels of the model; None: the model's default.
     steps: coding steps per window (None: DEFAULT_STEPS).
     model: path of a weights file outside the zoo (the file names it by hash; decode needs it too).
-    name: what errors call the image (default: its path, the file object's name, <bytes>, ...)."""
+    name: what errors call the image (default: its path, the file object's name, <bytes>, ...).
+    max_bytes or bpp (instead of quality): the best quality whose file is at most max_bytes, or
+    floor(bpp * H * W / 8), bytes (docs/ratecontrol.md); ratecontrol.RateError when none fits.
+    rd_lambda: RDOQ's λ at `quality` (0: plain quantization; the decoder is the same)."""
     codec = load_custom_codec(str(model)) if model else load_codec(DEFAULT_MODEL)
-    return codec.encode(image, quality, steps, name=name)
+    return codec.encode(image, quality, steps, name=name, rd_lambda=rd_lambda, max_bytes=max_bytes, bpp=bpp)
 
 
 def decode(source, model: str | None = None, *, name: str | None = None):

@@ -8,6 +8,7 @@ may be replaced, the output format and whether it holds the image, the quality l
 written by files.write_atomic: complete or not at all, never over an existing file without --force.
 """
 import argparse
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -133,7 +134,8 @@ def _check_model_args(args):
 
 
 def _options(args) -> CodingOptions:
-    return CodingOptions(model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None))
+    return CodingOptions(model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None),
+                         max_bytes=getattr(args, "max_bytes", None), bpp=getattr(args, "bpp", None))
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -170,9 +172,12 @@ def cmd_encode(args):
     _check_model_args(args)
     _check_output(args.output, args.force, args.input)
     name = _display_name(args.input)
+    notes = []
     with _about(name, args.debug):
-        data = encode_image(_image_source(args.input), name, _options(args))
+        data = encode_image(_image_source(args.input), name, _options(args), notes)
     _write_output(args.output, data, args.force, args.input)
+    for note in notes:  # rate control: what the search chose and what it cost
+        print(f"pqcodec: note: {name}: {note}", file=sys.stderr)
 
 
 def cmd_decode(args):
@@ -224,6 +229,16 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(x) or x <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return x
+
+
 def _add_global_options(p: argparse.ArgumentParser, in_subcommand: bool):
     """--threads and --debug, before the subcommand or after it (where they override nothing when
     not given)."""
@@ -247,7 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "or a folder of images")
     e.add_argument("-o", "--output", required=True, help=".bin file, - for stdout, or for a folder input an "
                    "output folder")
-    e.add_argument("-q", "--quality", type=_positive_int, help=_quality_help())
+    size = e.add_mutually_exclusive_group()
+    size.add_argument("-q", "--quality", type=_positive_int, help=_quality_help())
+    size.add_argument("--max-bytes", type=_positive_int, metavar="N",
+                      help="the best quality whose file is at most N bytes (searches levels and RDOQ; "
+                      "docs/ratecontrol.md); an error if even the smallest file is larger")
+    size.add_argument("--bpp", type=_positive_float, metavar="B",
+                      help="the same with N = floor(B * width * height / 8)")
     e.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS,
                    help=f"coding steps per window (default {DEFAULT_STEPS})")
     e.add_argument("--model", help="weights file outside the shipped zoo (research use; decode needs it too)")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import bitstream
+from . import bitstream, rdoq
 from .bitstream import Header
 from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
 from .image import load_image, to_pil
@@ -72,20 +72,33 @@ class Codec:
                 yield core, (max(0, y0 - TILE_HALO), min(h, core[1] + TILE_HALO),
                              max(0, x0 - TILE_HALO), min(w, core[3] + TILE_HALO))
 
-    def image_to_tokens(self, rgb: np.ndarray, active: int) -> np.ndarray:
-        """uint8 (H, W, 3) -> indices (active, ceil(H/s), ceil(W/s)); edges padded by replication."""
+    def image_to_tokens(self, rgb: np.ndarray, active: int, candidates: int = 0):
+        """uint8 (H, W, 3) -> indices (active, ceil(H/s), ceil(W/s)); edges padded by replication.
+        candidates > 0: an rdoq.Analysis instead, the indices with each sub-vector's `candidates`
+        nearest codewords and their latent squared errors (for RDOQ and rate control)."""
         s = self.config.stride
         H, W = rgb.shape[:2]
         h, w = self.grid_size(H, W)
         tokens = np.empty((active, h, w), dtype=np.int64)
+        if candidates:
+            count = min(candidates, self.config.codebook_size)
+            cand = np.empty((active, h, w, count), dtype=np.int16 if self.config.codebook_size <= 2 ** 15 else np.int64)
+            dist = np.empty((active, h, w, count), dtype=np.float32)
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
                 crop = rgb[Y0 * s:min(Y1 * s, H), X0 * s:min(X1 * s, W)]
                 x = torch.from_numpy(np.array(crop)).permute(2, 0, 1)[None].float().div_(255)  # a writable copy
                 x = F.pad(x, (0, -x.shape[3] % s, 0, -x.shape[2] % s), mode="replicate")
-                t = self.model.image_to_tokens(x, active)[0]
-                tokens[:, y0:y1, x0:x1] = t[:, y0 - Y0:y1 - Y0, x0 - X0:x1 - X0].numpy()
-        return tokens
+                core = np.s_[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
+                if not candidates:
+                    t = self.model.image_to_tokens(x, active)[0]
+                else:  # what model.image_to_tokens does, keeping the latent
+                    z = self.model.encoder(x)
+                    t = self.model.quantizer.encode(z, active)[0]
+                    i, d = rdoq.nearest(z, self.model.quantizer.codebooks, active, count)
+                    cand[:, y0:y1, x0:x1], dist[:, y0:y1, x0:x1] = i[(slice(None), *core)].numpy(), d[(slice(None), *core)].numpy()
+                tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].numpy()
+        return rdoq.Analysis(tokens, cand, dist) if candidates else tokens
 
     def tokens_to_image(self, tokens: np.ndarray, height: int, width: int) -> np.ndarray:
         """indices (active, h, w) -> uint8 (height, width, 3)."""
@@ -108,16 +121,30 @@ class Codec:
         return math.ceil(height / s), math.ceil(width / s)
 
     def encode_with_stats(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
-                          *, name: str | None = None) -> tuple[bytes, CodingStats]:
+                          *, name: str | None = None, rd_lambda: float = 0.0,
+                          distortion: str = "latent") -> tuple[bytes, CodingStats]:
         """image: any source image.load_image takes; errors name it `name` (default: its path,
-        <bytes>, ...). quality: None for the model's default; steps: None for DEFAULT_STEPS."""
+        <bytes>, ...). quality: None for the model's default; steps: None for DEFAULT_STEPS.
+        rd_lambda > 0: RDOQ (rdoq.py), the encoder trades distortion for bits at that λ
+        (`distortion` "latent" or "pixel"); 0 is the plain quantizer. The decoder is the same."""
         quality = self.default_quality if quality is None else quality
         _check_level("quality", quality, self.levels())
         steps = self._check_steps(steps)
+        rd_lambda = rdoq.check_lambda(rd_lambda)
         rgb, grey = load_image(image, name)
-        tokens = self.image_to_tokens(rgb, self.active_at(quality))
-        data, payload_bytes, bits = self._pack(tokens, rgb.shape[0], rgb.shape[1], grey, steps)
-        return data, CodingStats(bits, tokens.size, len(data), len(data) - payload_bytes, tokens)
+        active = self.active_at(quality)
+        if rd_lambda == 0:
+            return self.encode_analysed(self.image_to_tokens(rgb, active), rgb.shape[:2], grey, steps)
+        analysis = self.image_to_tokens(rgb, active, candidates=rdoq.CANDIDATES)
+        choose = rdoq.chooser(self, analysis, active, rd_lambda, distortion)
+        return self.encode_analysed(analysis.tokens, rgb.shape[:2], grey, steps, choose)
+
+    def encode_analysed(self, tokens: np.ndarray, size: tuple[int, int], greyscale: bool, steps: int,
+                        choose=None) -> tuple[bytes, CodingStats]:
+        """The file of an image's plain tokens (active, h, w), its size (H, W), coded as they are or
+        as `choose` (an rdoq.Chooser) picks; CodingStats.tokens are the tokens coded."""
+        data, payload_bytes, bits, coded = self._pack(tokens, size[0], size[1], greyscale, steps, choose)
+        return data, CodingStats(bits, coded.size, len(data), len(data) - payload_bytes, coded)
 
     def encode_tokens(self, tokens: np.ndarray, height: int, width: int, greyscale: bool = False,
                       steps: int = DEFAULT_STEPS) -> bytes:
@@ -139,16 +166,25 @@ class Codec:
         _check_level("steps", steps, self.max_steps())
         return steps
 
-    def _pack(self, tokens, height, width, greyscale, steps) -> tuple[bytes, int, float]:
-        """(file, payload bytes, ideal bits)"""
-        payload, bits = self.tokens.compress(tokens, steps)
-        header = Header(self.model_hash, tokens.shape[0], steps, height, width, greyscale,
-                        bitstream.token_checksum(tokens))
-        return bitstream.pack(header, payload), len(payload), bits
+    def _pack(self, tokens, height, width, greyscale, steps, choose=None) -> tuple[bytes, int, float, np.ndarray]:
+        """(file, payload bytes, ideal bits, the tokens coded: `tokens`, or what `choose` chose)"""
+        payload, bits, coded = self.tokens.compress(tokens, steps, choose)
+        header = Header(self.model_hash, coded.shape[0], steps, height, width, greyscale,
+                        bitstream.token_checksum(coded))
+        return bitstream.pack(header, payload), len(payload), bits, coded
 
     def encode(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, *,
-               name: str | None = None) -> bytes:
-        return self.encode_with_stats(image, quality, steps, name=name)[0]
+               name: str | None = None, rd_lambda: float = 0.0, max_bytes: int | None = None,
+               bpp: float | None = None) -> bytes:
+        """rd_lambda: RDOQ's λ at this quality (rdoq.py). max_bytes or bpp (not with quality or
+        rd_lambda): the best quality whose file fits in max_bytes, or floor(bpp * H * W / 8) bytes
+        (ratecontrol.py); a RateError when even the smallest reachable file is larger."""
+        if max_bytes is not None or bpp is not None:
+            from .ratecontrol import encode_to_size
+            if quality is not None or rd_lambda:
+                raise PQCodecError("give either a size (max_bytes or bpp) or a quality/rd_lambda, not both")
+            return encode_to_size(self, image, max_bytes=max_bytes, bpp=bpp, steps=steps, name=name).data
+        return self.encode_with_stats(image, quality, steps, name=name, rd_lambda=rd_lambda)[0]
 
     def decode_tokens(self, data: bytes) -> tuple[Header, np.ndarray]:
         header, payload = bitstream.unpack(data)

@@ -21,12 +21,23 @@ class CodingOptions:
     model: str | None = None
     quality: int | None = None
     steps: int | None = None
+    max_bytes: int | None = None    # rate control (ratecontrol.py): a size instead of a quality
+    bpp: float | None = None
 
 
-def encode_image(source, name: str, options: CodingOptions) -> bytes:
-    """The .bin bytes of an image (a path, or the bytes read from stdin); errors call it `name`."""
+def encode_image(source, name: str, options: CodingOptions, notes: list | None = None) -> bytes:
+    """The .bin bytes of an image (a path, or the bytes read from stdin); errors call it `name`.
+    With a size (max_bytes or bpp), a line on what the search chose and cost goes to `notes`."""
     import pqcodec
-    return pqcodec.encode(source, quality=options.quality, steps=options.steps, model=options.model, name=name)
+    if options.max_bytes is None and options.bpp is None:
+        return pqcodec.encode(source, quality=options.quality, steps=options.steps, model=options.model, name=name)
+    from .ratecontrol import encode_to_size
+    from .zoo import DEFAULT_MODEL, load_codec, load_custom_codec
+    codec = load_custom_codec(str(options.model)) if options.model else load_codec(DEFAULT_MODEL)
+    result = encode_to_size(codec, source, max_bytes=options.max_bytes, bpp=options.bpp, steps=options.steps, name=name)
+    if notes is not None:
+        notes.append(result.summary())
+    return result.data
 
 
 def decode_image(source, name: str, output: Path | str, fmt: str, options: CodingOptions) -> bytes:

@@ -104,26 +104,36 @@ class TokenCoder:
                 prior.reveal(cache, revealed, pos, sel)
         return tokens
 
-    def compress(self, tokens: np.ndarray, steps: int) -> tuple[bytes, float]:
-        """tokens (active, h, w) -> (payload, its ideal length in bits under the prior)."""
+    def compress(self, tokens: np.ndarray, steps: int, choose=None) -> tuple[bytes, float, np.ndarray]:
+        """tokens (active, h, w) -> (payload, its ideal length in bits under the prior, the tokens
+        coded). choose: None codes `tokens` as they are; else an encoder-side hook (rdoq.py) called
+        at each step as choose(windows (a slice of the window range), pos, sel, weights, symbols)
+        with code_step's arguments and the symbols `tokens` holds there; it returns the symbols to
+        code instead (m,), which the decoder reads like any others: the format does not change."""
         active, h, w = tokens.shape
         valid, schedule, chunks = self._layout(h, w, steps)
         truth = to_windows(torch.from_numpy(tokens.astype(np.int64)), self.window).to(valid.device)  # (windows, N, active)
+        coded = truth.clone() if choose is not None else truth
         enc, bits = RangeEncoder(), 0.0
 
-        def code_step(chunk_truth, weights, pos, sel):
+        def code_step(chunk, weights, pos, sel):
             nonlocal bits
-            symbols = _inside(chunk_truth[:, pos], sel).reshape(-1).cpu().numpy()
+            symbols = _inside(truth[chunk][:, pos], sel).reshape(-1).cpu().numpy()
+            if choose is not None:
+                symbols = np.ascontiguousarray(choose(chunk, pos, sel, weights, symbols), dtype=np.int64)
             enc.encode(symbols, weights)
             bits -= float(np.log2((weights[np.arange(len(symbols)), symbols] + 1) / 2 ** PROB_BITS).sum())
             return symbols
 
         with numerics_fence():
             for k, chunk in enumerate(chunks):
-                self._code_chunk(valid[chunk], active, schedule, functools.partial(code_step, truth[chunk]))
-                if k + 1 < len(chunks):
-                    enc.encode(chunk_check(truth[chunk][valid[chunk]].cpu().numpy()), uniform_weights(CHUNK_CHECK_BYTES))
-        return enc.payload(), bits
+                out = self._code_chunk(valid[chunk], active, schedule, functools.partial(code_step, chunk))
+                if choose is not None:
+                    coded[chunk] = torch.where(valid[chunk][..., None], out, coded[chunk])
+                if k + 1 < len(chunks):  # the check is over the tokens coded, which the decoder gets
+                    enc.encode(chunk_check(coded[chunk][valid[chunk]].cpu().numpy()), uniform_weights(CHUNK_CHECK_BYTES))
+        result = tokens if choose is None else from_windows(coded.cpu(), h, w, self.window).numpy().astype(np.int64)
+        return enc.payload(), bits, result
 
     def decompress(self, payload: bytes, active: int, h: int, w: int, steps: int) -> np.ndarray:
         """The token grid (active, h, w) of a payload; CorruptFileError at the first inconsistency

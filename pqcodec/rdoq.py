@@ -1,0 +1,138 @@
+"""Rate-distortion optimised quantization (RDOQ): the encoder chooses, for each coded index, among
+the few nearest codewords of its sub-vector, the one that minimises distortion + λ · bits, where
+bits = −log2 p is what the integer prior's frequency table at that coding step charges for it.
+
+Encoder side only: the choice is made inside the token coder's loop (latent.py, `TokenCoder.compress`'s
+`choose` hook), where each step's frequency tables are known before its symbols are coded; the
+decoder reads the chosen indices like any others, the file format does not change and λ is not in
+the file. The choice is greedy per step: it charges a symbol its own bits, not what it changes in
+the prior's predictions of later steps (the file sizes, which rate control measures, include that).
+
+Units: cost = D / D̄ + λ · bits, where D is the distortion of a candidate and D̄ the mean distortion
+of the plain (nearest-codeword) choice over the image's coded indices, so λ is dimensionless: λ = 1
+trades one bit for one mean quantization error, whatever the level or image. λ = 0 is the plain
+quantizer (Codec skips this module then, so its files are byte-identical to a plain encode).
+
+Distortion (docs/ratecontrol.md measures both):
+- "latent": ||z − c||², the squared error against the encoder's unquantized sub-vector z;
+- "pixel": the same, weighted per sub-quantizer by a gain measured on the image itself, g_m = pixel
+  squared error / latent squared error when sub-quantizer m's indices of a crop move to their second
+  nearest codeword (active + 1 decodes of a crop of at most 32 x 32 positions): a cheap proxy of
+  the decoder's sensitivity to each sub-vector.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .bitstream import PROB_BITS
+from .latent import _inside, to_windows
+
+CANDIDATES = 8          # nearest codewords considered per index
+DISTORTIONS = ("latent", "pixel")
+GAIN_CROP = 32          # positions per side of the crop the pixel gains are measured on
+
+
+@dataclass
+class Analysis:
+    """An image's quantization with its alternatives, for the sub-quantizers 0..M'-1 analysed:
+    tokens (M', h, w) the plain (nearest) indices; cand (M', h, w, L) the L nearest codewords, nearest
+    first; dist (M', h, w, L) their squared error against the unquantized latent."""
+    tokens: np.ndarray
+    cand: np.ndarray
+    dist: np.ndarray
+
+    def at(self, active: int) -> "Analysis":
+        """The same for the first `active` sub-quantizers (their choices do not depend on the others)."""
+        return Analysis(self.tokens[:active], self.cand[:active], self.dist[:active])
+
+
+@torch.no_grad()
+def nearest(z: torch.Tensor, codebooks: torch.Tensor, active: int, count: int):
+    """Latent (1, D, h, w) -> (indices, squared errors), each (active, h, w, count), nearest first;
+    float64 distances as ProductQuantizer.encode computes them (plus |x|^2)."""
+    _, D, h, w = z.shape
+    M, K, d = codebooks.shape
+    flat = z.double()[0].permute(1, 2, 0).reshape(h * w, M, d).transpose(0, 1)[:active]   # (active, N, d)
+    cb = codebooks[:active].double()
+    cb_t, cb_sq = cb.transpose(1, 2), cb.square().sum(-1).unsqueeze(1)
+    count = min(count, K)
+    idx = torch.empty(active, h * w, count, dtype=torch.long)
+    dist = torch.empty(active, h * w, count, dtype=torch.float64)
+    for n in range(0, h * w, 2048):
+        x = flat[:, n:n + 2048]
+        full = torch.baddbmm(cb_sq, x, cb_t, alpha=-2) + x.square().sum(-1, keepdim=True)
+        dist[:, n:n + 2048], idx[:, n:n + 2048] = full.topk(count, dim=-1, largest=False, sorted=True)
+    return idx.view(active, h, w, count), dist.clamp_min_(0).view(active, h, w, count)
+
+
+def pixel_gains(codec, analysis: Analysis, active: int) -> np.ndarray:
+    """(active,) pixel squared error per unit of latent squared error, per sub-quantizer, measured
+    on a central crop of the token grid by moving each sub-quantizer's indices to their second
+    nearest codeword (the move RDOQ makes most)."""
+    _, h, w = analysis.tokens.shape
+    ch, cw = min(h, GAIN_CROP), min(w, GAIN_CROP)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    tokens = np.ascontiguousarray(analysis.tokens[:active, y0:y0 + ch, x0:x0 + cw])
+    second = analysis.cand[:active, y0:y0 + ch, x0:x0 + cw, min(1, analysis.cand.shape[-1] - 1)]
+    cb = codec.model.quantizer.codebooks.double()
+    s = codec.config.stride
+    base = codec.tokens_to_image(tokens, ch * s, cw * s).astype(np.float64)
+    gains = np.ones(active)
+    for m in range(active):
+        moved = tokens.copy()
+        moved[m] = second[m]
+        latent = float((cb[m][torch.from_numpy(moved[m])] - cb[m][torch.from_numpy(tokens[m])]).square().sum())
+        if latent > 0:
+            pixels = float(np.square(codec.tokens_to_image(moved, ch * s, cw * s) - base).sum())
+            gains[m] = pixels / latent
+    if gains.max() > 0:
+        gains = np.maximum(gains, gains.max() * 1e-3)  # a sub-vector that seems not to matter still costs
+    return gains
+
+
+def check_lambda(rd_lambda) -> float:
+    real = isinstance(rd_lambda, (int, float, np.integer, np.floating)) and not isinstance(rd_lambda, (bool, np.bool_))
+    value = float(rd_lambda) if real else math.nan
+    if not math.isfinite(value) or value < 0:
+        from .errors import InputTypeError
+        raise InputTypeError(f"rd_lambda must be a finite number >= 0, got {rd_lambda!r}")
+    return value
+
+
+class Chooser:
+    """The `choose` hook of TokenCoder.compress for one image, level and λ."""
+
+    def __init__(self, analysis: Analysis, rd_lambda: float, window: int, gains: np.ndarray | None = None):
+        a, h, w, L = analysis.cand.shape
+        dist = analysis.dist.astype(np.float64)
+        if gains is not None:
+            dist = dist * np.asarray(gains, np.float64)[:, None, None, None]
+        mean = float(dist[..., 0].mean()) if dist.size else 0.0
+        dist = dist / mean if mean > 0 else dist
+        self.L, self.rd_lambda = L, rd_lambda
+
+        def windows(x):  # (a, h, w, L) -> (windows, N, a, L)
+            x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(a * L, h, w)))
+            return to_windows(x, window).view(-1, window * window, a, L)
+        self.cand, self.dist = windows(analysis.cand), windows(dist)
+        self.changed = 0  # indices coded other than the nearest codeword
+
+    def __call__(self, chunk: slice, pos: torch.Tensor, sel: torch.Tensor, weights: np.ndarray, symbols: np.ndarray):
+        sel = sel.cpu()
+        cand = _inside(self.cand[chunk][:, pos.cpu()], sel).reshape(-1, self.L).numpy()
+        dist = _inside(self.dist[chunk][:, pos.cpu()], sel).reshape(-1, self.L).numpy()
+        bits = PROB_BITS - np.log2(np.take_along_axis(weights, cand, 1) + 1)
+        best = np.argmin(dist + self.rd_lambda * bits, axis=1)
+        self.changed += int(np.count_nonzero(best))
+        return cand[np.arange(len(cand)), best].astype(np.int64)
+
+
+def chooser(codec, analysis: Analysis, active: int, rd_lambda: float, distortion: str = "latent") -> Chooser:
+    if distortion not in DISTORTIONS:
+        from .errors import PQCodecError
+        raise PQCodecError(f"distortion must be one of {', '.join(DISTORTIONS)}, got {distortion!r}")
+    a = analysis.at(active)
+    gains = pixel_gains(codec, a, active) if distortion == "pixel" else None
+    return Chooser(a, rd_lambda, codec.config.window, gains)
