@@ -6,10 +6,9 @@ bytes, of Kodak images cropped to sizes whose sides are not multiples of 128 px,
     python eval/odd_sizes.py ../shared/data/kodak --images 8
 """
 import argparse
-from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from common import load_rgb_images
+from pqcodec.data import list_images
 
 SIZES = [(512, 768), (375, 500), (321, 481)]  # (height, width): no cut windows, 7 of 12, 6 of 12
 
@@ -22,10 +21,8 @@ def main():
     ap.add_argument("--levels", type=int, nargs="*", default=[1, 3])
     ap.add_argument("--models", nargs="*", default=list(ZOO))
     a = ap.parse_args()
-    images = []
-    for p in sorted(Path(a.folder).glob("*.png"))[:a.images]:
-        rgb = np.asarray(Image.open(p).convert("RGB"))
-        images.append(rgb.transpose(1, 0, 2) if rgb.shape[0] > rgb.shape[1] else rgb)  # landscape
+    images = [rgb.transpose(1, 0, 2) if rgb.shape[0] > rgb.shape[1] else rgb  # landscape
+              for _, rgb in load_rgb_images(list_images(a.folder)[:a.images])]
     print("| model | level | " + " | ".join(f"{w}x{h}" for h, w in SIZES) + " |")
     print("|---|---|" + "---|" * len(SIZES))
     for name in a.models:

@@ -13,7 +13,7 @@ from .codec import Codec, DEFAULT_STEPS
 from .errors import CorruptFileError, ImageError, InputTypeError, PQCodecError, UnsupportedFileError, named
 from .model import ModelConfig, PQCodecModel
 from .sources import coded_input
-from .zoo import DEFAULT_MODEL, codec_for_file, load_codec, load_custom_codec
+from .zoo import DEFAULT_MODEL, codec_for_file, codec_to_encode, load_codec, load_custom_codec
 
 __version__ = "0.6.0"
 
@@ -31,8 +31,7 @@ def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
     max_bytes or bpp (instead of quality): the best quality whose file is at most max_bytes, or
     floor(bpp * H * W / 8), bytes (docs/ratecontrol.md); ratecontrol.RateError when none fits.
     rd_lambda: RDOQ's λ at `quality` (0: plain quantization; the decoder is the same)."""
-    codec = load_custom_codec(str(model)) if model else load_codec(DEFAULT_MODEL)
-    return codec.encode(image, quality, steps, name=name, rd_lambda=rd_lambda, max_bytes=max_bytes, bpp=bpp)
+    return codec_to_encode(model).encode(image, quality, steps, name=name, rd_lambda=rd_lambda, max_bytes=max_bytes, bpp=bpp)
 
 
 def decode(source, model: str | None = None, *, name: str | None = None):
@@ -51,4 +50,4 @@ def decode(source, model: str | None = None, *, name: str | None = None):
 
 __all__ = ["encode", "decode", "Codec", "PQCodecModel", "ModelConfig", "load_codec", "load_custom_codec",
            "PQCodecError", "CorruptFileError", "UnsupportedFileError", "ImageError", "InputTypeError",
-           "DEFAULT_STEPS"]
+           "DEFAULT_STEPS", "DEFAULT_MODEL"]

@@ -92,10 +92,8 @@ class Codec:
                 core = np.s_[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
                 if not candidates:
                     t = self.model.image_to_tokens(x, active)[0]
-                else:  # what model.image_to_tokens does, keeping the latent
-                    z = self.model.encoder(x)
-                    t = self.model.quantizer.encode(z, active)[0]
-                    i, d = rdoq.nearest(z, self.model.quantizer.codebooks, active, count)
+                else:  # model.image_to_tokens, with the candidates from the same distances
+                    t, i, d = (r[0] for r in self.model.quantizer.encode(self.model.encoder(x), active, count))
                     cand[:, y0:y1, x0:x1], dist[:, y0:y1, x0:x1] = i[(slice(None), *core)].numpy(), d[(slice(None), *core)].numpy()
                 tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].numpy()
         return rdoq.Analysis(tokens, cand, dist) if candidates else tokens

@@ -32,9 +32,8 @@ def encode_image(source, name: str, options: CodingOptions, notes: list | None =
     if options.max_bytes is None and options.bpp is None:
         return pqcodec.encode(source, quality=options.quality, steps=options.steps, model=options.model, name=name)
     from .ratecontrol import encode_to_size
-    from .zoo import DEFAULT_MODEL, load_codec, load_custom_codec
-    codec = load_custom_codec(str(options.model)) if options.model else load_codec(DEFAULT_MODEL)
-    result = encode_to_size(codec, source, max_bytes=options.max_bytes, bpp=options.bpp, steps=options.steps, name=name)
+    from .zoo import codec_to_encode
+    result = encode_to_size(codec_to_encode(options.model), source, max_bytes=options.max_bytes, bpp=options.bpp, steps=options.steps, name=name)
     if notes is not None:
         notes.append(result.summary())
     return result.data

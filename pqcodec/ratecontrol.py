@@ -28,6 +28,7 @@ from . import rdoq
 from .codec import Codec
 from .errors import InputTypeError, PQCodecError, named
 from .image import image_source_name, load_image
+from .metrics import psnr
 
 LAMBDA_MAX = 16.0    # past this, RDOQ's sizes hardly move (docs/ratecontrol.md)
 LAMBDA_MIN = 1 / 256
@@ -71,11 +72,6 @@ def budget(max_bytes=None, bpp=None, height: int = 0, width: int = 0) -> int:
     return math.floor(bpp * height * width / 8)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean(np.square(a.astype(np.float64) - b.astype(np.float64))))
-    return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
-
-
 def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: float | None = None,
                    steps: int | None = None, name: str | None = None, distortion: str = "latent") -> RateResult:
     """The file of the best quality that fits in max_bytes (or bpp), found as the module says."""
@@ -87,13 +83,18 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         N = budget(max_bytes, bpp, H, W)
     levels = codec.levels()
     analysis = codec.image_to_tokens(rgb, codec.active_at(levels), candidates=rdoq.CANDIDATES)
-    encodes = 0
+    encodes, choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
 
     def code(quality: int, lam: float):
         nonlocal encodes
         encodes += 1
         active = codec.active_at(quality)
-        choose = rdoq.chooser(codec, analysis, active, lam, distortion) if lam > 0 else None
+        choose = None
+        if lam > 0:
+            if active not in choosers:
+                choosers[active] = rdoq.chooser(codec, analysis, active, lam, distortion)
+            choose = choosers[active]
+            choose.rd_lambda = lam
         data, stats = codec.encode_analysed(analysis.tokens[:active], (H, W), grey, steps, choose)
         return data, stats.tokens
 
@@ -119,14 +120,14 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         raise RateError(f"{shown}: cannot fit in {N} bytes: the smallest file this model reaches is {smallest} bytes "
                         f"(quality 1 at the strongest RDOQ); a mode below the lowest level is not built yet")
     # 3. the better of the two candidates, by PSNR
-    psnr = None
+    best_psnr = None
     if len(candidates) > 1:
-        scored = [(_psnr(rgb, codec.tokens_to_image(c[3], H, W)), i) for i, c in enumerate(candidates)]
-        psnr, best = max(scored)
+        scored = [(psnr(rgb, codec.tokens_to_image(c[3], H, W)), i) for i, c in enumerate(candidates)]
+        best_psnr, best = max(scored)
         candidates = [candidates[best]]
     quality, lam, data, _ = candidates[0]
     assert len(data) <= N
-    return RateResult(data, N, quality, lam, encodes, time.perf_counter() - start, psnr)
+    return RateResult(data, N, quality, lam, encodes, time.perf_counter() - start, best_psnr)
 
 
 def _lambda_search(code, quality: int, N: int, plain_size: int):

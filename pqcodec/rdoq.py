@@ -48,25 +48,6 @@ class Analysis:
         return Analysis(self.tokens[:active], self.cand[:active], self.dist[:active])
 
 
-@torch.no_grad()
-def nearest(z: torch.Tensor, codebooks: torch.Tensor, active: int, count: int):
-    """Latent (1, D, h, w) -> (indices, squared errors), each (active, h, w, count), nearest first;
-    float64 distances as ProductQuantizer.encode computes them (plus |x|^2)."""
-    _, D, h, w = z.shape
-    M, K, d = codebooks.shape
-    flat = z.double()[0].permute(1, 2, 0).reshape(h * w, M, d).transpose(0, 1)[:active]   # (active, N, d)
-    cb = codebooks[:active].double()
-    cb_t, cb_sq = cb.transpose(1, 2), cb.square().sum(-1).unsqueeze(1)
-    count = min(count, K)
-    idx = torch.empty(active, h * w, count, dtype=torch.long)
-    dist = torch.empty(active, h * w, count, dtype=torch.float64)
-    for n in range(0, h * w, 2048):
-        x = flat[:, n:n + 2048]
-        full = torch.baddbmm(cb_sq, x, cb_t, alpha=-2) + x.square().sum(-1, keepdim=True)
-        dist[:, n:n + 2048], idx[:, n:n + 2048] = full.topk(count, dim=-1, largest=False, sorted=True)
-    return idx.view(active, h, w, count), dist.clamp_min_(0).view(active, h, w, count)
-
-
 def pixel_gains(codec, analysis: Analysis, active: int) -> np.ndarray:
     """(active,) pixel squared error per unit of latent squared error, per sub-quantizer, measured
     on a central crop of the token grid by moving each sub-quantizer's indices to their second
@@ -102,7 +83,8 @@ def check_lambda(rd_lambda) -> float:
 
 
 class Chooser:
-    """The `choose` hook of TokenCoder.compress for one image, level and λ."""
+    """The `choose` hook of TokenCoder.compress for one image and level; `rd_lambda` may be changed
+    between passes (rate control's λ search reuses the tables)."""
 
     def __init__(self, analysis: Analysis, rd_lambda: float, window: int, gains: np.ndarray | None = None):
         a, h, w, L = analysis.cand.shape
@@ -117,7 +99,6 @@ class Chooser:
             x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(a * L, h, w)))
             return to_windows(x, window).view(-1, window * window, a, L)
         self.cand, self.dist = windows(analysis.cand), windows(dist)
-        self.changed = 0  # indices coded other than the nearest codeword
 
     def __call__(self, chunk: slice, pos: torch.Tensor, sel: torch.Tensor, weights: np.ndarray, symbols: np.ndarray):
         sel = sel.cpu()
@@ -125,7 +106,6 @@ class Chooser:
         dist = _inside(self.dist[chunk][:, pos.cpu()], sel).reshape(-1, self.L).numpy()
         bits = PROB_BITS - np.log2(np.take_along_axis(weights, cand, 1) + 1)
         best = np.argmin(dist + self.rd_lambda * bits, axis=1)
-        self.changed += int(np.count_nonzero(best))
         return cand[np.arange(len(cand)), best].astype(np.int64)
 
 

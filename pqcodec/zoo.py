@@ -93,6 +93,11 @@ def load_custom_codec(path: str):
     return Codec(model, model_hash_of(sha256_of(p)))
 
 
+def codec_to_encode(weights: str | None = None):
+    """The Codec that encodes: the weights file given (research use), else the default model."""
+    return load_custom_codec(str(weights)) if weights else load_codec(DEFAULT_MODEL)
+
+
 def codec_for_file(model_hash: bytes, weights: str | None = None):
     """The Codec that decodes a file whose model field is `model_hash`: the weights given, which must
     be the ones named, or else the shipped model so named."""

@@ -53,19 +53,34 @@ class ProductQuantizer(nn.Module):
             return torch.baddbmm(cb_sq, flat.float(), cb.transpose(1, 2), alpha=-2).argmin(-1)
 
     @torch.no_grad()
-    def encode(self, z: torch.Tensor, active: int | None = None) -> torch.Tensor:
+    def encode(self, z: torch.Tensor, active: int | None = None, candidates: int = 0):
         """Latent (B, D, h, w) -> indices (B, active, h, w) of the first `active` (default all M)
         sub-quantizers, int64. The search runs in float64, which a caller's float32 matmul precision
-        setting (TF32, bfloat16) does not touch."""
+        setting (TF32, bfloat16) does not touch.
+        candidates > 0 (RDOQ, rdoq.py): also each sub-vector's `candidates` nearest codewords and
+        their squared errors, each (B, active, h, w, L), nearest first, from the same distances."""
         B, _, h, w = z.shape
         active = self.M if active is None else active
         flat = self._split(z.double())[:active]                                  # (active, N, d)
         cb = self.codebooks[:active].double()                                     # (active, K, d)
         cb_t, cb_sq = cb.transpose(1, 2), cb.square().sum(-1).unsqueeze(1)        # (active, d, K), (active, 1, K)
-        idx = torch.empty(flat.shape[:2], dtype=torch.long, device=z.device)
-        for n in range(0, flat.shape[1], 2048):  # |x - c|^2 - |x|^2 = |c|^2 - 2 x.c, in bounded slices
-            idx[:, n:n + 2048] = torch.baddbmm(cb_sq, flat[:, n:n + 2048], cb_t, alpha=-2).argmin(-1)
-        return idx.view(active, B, h, w).transpose(0, 1)
+        N, L = flat.shape[1], min(candidates, self.K)
+        idx = torch.empty(active, N, dtype=torch.long, device=z.device)
+        if L:
+            cand = torch.empty(active, N, L, dtype=torch.long, device=z.device)
+            dist = torch.empty(active, N, L, dtype=torch.float64, device=z.device)
+        for n in range(0, N, 2048):  # |x - c|^2 - |x|^2 = |c|^2 - 2 x.c, in bounded slices
+            x = flat[:, n:n + 2048]
+            part = torch.baddbmm(cb_sq, x, cb_t, alpha=-2)                        # (active, n, K)
+            idx[:, n:n + 2048] = part.argmin(-1)
+            if L:
+                d, cand[:, n:n + 2048] = part.topk(L, dim=-1, largest=False, sorted=True)
+                dist[:, n:n + 2048] = d + x.square().sum(-1, keepdim=True)
+        idx = idx.view(active, B, h, w).transpose(0, 1)
+        if not L:
+            return idx
+        grid = lambda t: t.view(active, B, h, w, L).transpose(0, 1)  # noqa: E731
+        return idx, grid(cand), grid(dist.clamp_min_(0))
 
     def decode(self, indices: torch.Tensor, active: int | None = None) -> torch.Tensor:
         """Indices (B, M', h, w) with M' >= active -> quantized latent (B, D, h, w); sub-vectors at or

@@ -48,6 +48,17 @@ def _carry_bytes(folder: Path) -> int:
     return sum(-(-p.stat().st_size // 4096) * 4096 for p in folder.rglob("*") if p.is_file())
 
 
+def _rewrite(src: Path, dest: Path, halve, drop=lambda name: False):
+    """src's tensors and metadata into dest, float tensors named so that halve(name) in float16,
+    those that drop(name) left out."""
+    with safe_open(str(src), "pt") as f:
+        meta = f.metadata()
+    state = {k: (v.half() if v.is_floating_point() and halve(k) else v)
+             for k, v in load_file(str(src)).items() if not drop(k)}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(dest), metadata=meta)
+
+
 def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int:
     """Writes out/init.safetensors (the float weights, float16, no integer prior) and the training
     photos as one zip, stored uncompressed (JPEGs: nothing to gain), out/train.zip. Returns the folder's
@@ -56,11 +67,7 @@ def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    with safe_open(str(model), "pt") as f:
-        meta = f.metadata()
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(model)).items()
-             if not k.startswith("int_prior.")}
-    save_file(state, str(out / INIT), metadata=meta)
+    _rewrite(model, out / INIT, halve=lambda name: True, drop=lambda name: name.startswith("int_prior."))
     with zipfile.ZipFile(out / PHOTOS, "w", zipfile.ZIP_STORED) as z:
         for p in list_images(data):
             z.write(p, arcname=str(p.relative_to(data)))
@@ -166,12 +173,7 @@ def ship(weights: Path, dest: Path) -> str:
     pqcodec/zoo.py. The coder's networks, codebooks and integer prior are unchanged, so its files
     are byte for byte those of `weights`."""
     from ..zoo import sha256_of
-    with safe_open(str(weights), "pt") as f:
-        meta = f.metadata()
-    state = {k: (v.half() if k.startswith("prior.") and v.is_floating_point() else v)
-             for k, v in load_file(str(weights)).items()}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(dest), metadata=meta)
+    _rewrite(weights, dest, halve=lambda name: name.startswith("prior."))
     return sha256_of(dest)
 
 
