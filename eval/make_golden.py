@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
-"""Write the golden files: small .bin files of the shipped default model, every level, one image
-of two window chunks (so a chunk check is in the stream), a greyscale one and one with another step
-count, with their token CRC and the SHA-256 of their decoded pixels, into tests/data/golden/.
-tests/test_golden.py decodes them on every test run, so no change can silently break files that
-exist. Run it once per format version and shipped model (the files of earlier versions stay,
-for the release that reads them; a model's files go in a folder of its name, except those of the
-version's first model, and golden.json keeps the other models' entries):
+"""Write the golden files: small .bin files of a shipped model with their token CRC and the SHA-256
+of their decoded pixels, into tests/data/golden/v<version>/. tests/test_golden.py decodes every
+version's files on every test run, so no change can silently break files that exist.
 
-    python eval/make_golden.py                            # the default model
-    python eval/make_golden.py --model pq-s8-m12k256-v4   # a named one
+Version 3 (plain files): every level, one image of two window chunks (so a chunk check is in the
+stream), a greyscale one and one with another step count. Version 4 (generated files, the extreme
+mode): a whole image at 200 bytes (what `--max-bytes 200` writes), partly drawn grids with each kind
+of sampler (the most probable symbol, draws of p and p^2, nothing sent at all), a greyscale one, and
+one of two window chunks with draws before the chunk check.
+
+Run it once per format version and shipped model (the files of earlier versions stay, for the
+release that reads them; a model's files go in a folder of its name, except those of the version's
+first model, and golden.json keeps the other models' entries):
+
+    python eval/make_golden.py --version 4                            # the default model
+    python eval/make_golden.py --version 3 --model pq-s8-m12k256-v4   # a named one
 """
 import argparse
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -20,12 +27,14 @@ from PIL import Image
 
 import pqcodec
 from pqcodec import bitstream
+from pqcodec.bitstream import Generated
+from pqcodec.codec import resize
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "data" / "kodim23.png"
 
 
-def sources() -> dict[str, tuple[np.ndarray, list[int], int]]:
+def plain_sources() -> dict[str, tuple[np.ndarray, list[int], int]]:
     """name -> (image, levels, steps)"""
     rgb = np.asarray(Image.open(SOURCE).convert("RGB"))
     wide = np.concatenate([rgb, rgb[:, ::-1]], axis=1)[:384, :1408]     # 11 x 3 windows: 2 chunks
@@ -36,34 +45,65 @@ def sources() -> dict[str, tuple[np.ndarray, list[int], int]]:
             "kodim23-96x160-steps5": (rgb[128:224, 256:416], [3], 5)}
 
 
+def generated_files(codec) -> dict[str, bytes]:
+    """name -> a generated file (version 4)"""
+    rgb = np.asarray(Image.open(SOURCE).convert("RGB"))
+    wide = np.concatenate([rgb, rgb[:, ::-1]], axis=1)[:384, :1408]
+    grey = np.asarray(Image.fromarray(rgb[:, :512]).convert("L"))
+    steps = pqcodec.DEFAULT_STEPS
+
+    def made(img, quality, generated, greyscale=False):
+        s = codec.config.stride
+        small = resize(img if img.ndim == 3 else np.repeat(img[..., None], 3, 2),
+                       generated.grid_height * s, generated.grid_width * s)
+        tokens = codec.image_to_tokens(small, codec.active_at(quality))
+        return codec.encode_generated(tokens, img.shape[:2], greyscale, steps, generated)[0]
+
+    return {"kodim23-max200": codec.encode(rgb, max_bytes=200),
+            "kodim23-12x18-sent6-argmax-q1": made(rgb, 1, Generated(12, 18, 6, 0, 0)),
+            "kodim23-12x18-sent9-p1-q2": made(rgb, 2, Generated(12, 18, 9, 1, 3)),
+            "kodim23-16x24-sent0-p2-q1": made(rgb, 1, Generated(16, 24, 0, 2, 31)),
+            "kodim23-grey-8x8-sent8-p7-q1": made(grey, 1, Generated(8, 8, 8, 7, 17), greyscale=True),
+            "kodim23-1408x384-48x176-sent4-p2-q1": made(wide, 1, Generated(48, 176, 4, 2, 9))}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "tests" / "data" / "golden"))
     ap.add_argument("--model", default=pqcodec.DEFAULT_MODEL, help="a shipped model's name")
+    ap.add_argument("--version", type=int, choices=[bitstream.PLAIN_VERSION, bitstream.FORMAT_VERSION],
+                    default=bitstream.FORMAT_VERSION, help="which set: 3, plain files; 4, generated files")
     args = ap.parse_args()
-    out = Path(args.out) / f"v{bitstream.FORMAT_VERSION}"
+    out = Path(args.out) / f"v{args.version}"
     out.mkdir(parents=True, exist_ok=True)
     old = json.loads((out / "golden.json").read_text())["files"] if (out / "golden.json").exists() else []
     entries = [e for e in old if e["model"] != args.model]
     sub = f"{args.model}/" if entries else ""  # the version's first model keeps the top folder
     (out / sub).mkdir(exist_ok=True)
     codec = pqcodec.load_codec(args.model)
-    for name, (img, levels, steps) in sources().items():
-        for q in levels:
-            data = codec.encode(img, q, steps)
-            header, tokens = codec.decode_tokens(data)
-            pixels = np.asarray(codec.decode(data))
-            fname = f"{sub}{name}-q{q}.bin"
-            (out / fname).write_bytes(data)
-            entries.append({"file": fname, "model": args.model, "pqcodec": pqcodec.__version__, "quality": q, "steps": steps,
-                            "width": header.width, "height": header.height, "bytes": len(data),
-                            "sha256": hashlib.sha256(data).hexdigest(), "token_crc32": f"{header.checksum:08x}",
-                            "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
-                            "pixels_shape": list(pixels.shape)})
-            print(f"{fname}: {len(data)} bytes")
+    if args.version == bitstream.PLAIN_VERSION:
+        files = {f"{name}-q{q}": codec.encode(img, q, steps)
+                 for name, (img, levels, steps) in plain_sources().items() for q in levels}
+    else:
+        files = generated_files(codec)
+    for name, data in files.items():
+        header, tokens = codec.decode_tokens(data)
+        assert header.version == args.version, f"{name} is a version {header.version} file"
+        pixels = np.asarray(codec.decode(data))
+        fname = f"{sub}{name}.bin"
+        (out / fname).write_bytes(data)
+        entry = {"file": fname, "model": args.model, "pqcodec": pqcodec.__version__,
+                 "quality": codec.config.active_levels.index(header.active) + 1, "steps": header.steps,
+                 "width": header.width, "height": header.height, "bytes": len(data),
+                 "sha256": hashlib.sha256(data).hexdigest(), "token_crc32": f"{header.checksum:08x}",
+                 "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(), "pixels_shape": list(pixels.shape)}
+        if header.generated:
+            entry["generated"] = dataclasses.asdict(header.generated)
+        entries.append(entry)
+        print(f"{fname}: {len(data)} bytes")
     import torch
     first = json.loads((out / "golden.json").read_text())["pqcodec"] if old else pqcodec.__version__
-    meta = {"format_version": bitstream.FORMAT_VERSION, "pqcodec": first,  # the release of the first files
+    meta = {"format_version": args.version, "pqcodec": first,  # the release of the first files
             "pixels_cpu_capability": torch.backends.cpu.get_cpu_capability(), "files": entries}
     (out / "golden.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"wrote {len(entries)} files and golden.json to {out}")

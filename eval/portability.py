@@ -8,7 +8,9 @@ on this machine by limiting all three in a child process (DESIGN.md, "Portabilit
     avx2    ATEN_CPU_CAPABILITY=avx2    MKL_ENABLE_INSTRUCTIONS=AVX2    ONEDNN_MAX_CPU_ISA=AVX2
     sse     ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2  ONEDNN_MAX_CPU_ISA=SSE41
 
-One child per family writes the first N images at each level; one child per family then reads every
+One child per family writes the first N images at each level (and with --max-bytes, at each size:
+below the lowest level these are generated files, whose decoder draws indices with the seeded
+integer sampler); one child per family then reads every
 file of every writer: the tokens must decode (checksum verified), be the same under every reader, and
 encode back to the file's exact bytes. Then, natively, one child per thread count encodes the same
 images (bytes must not change) and decodes the native files (tokens and pixels must not change).
@@ -18,7 +20,8 @@ analysis transform is float, so its tokens may differ) and decoded pixels under 
 thread count changes bytes, tokens or pixels, or if ATen reports that the variables had no effect
 (which would make the check vacuous); 0 otherwise. ARM64 and GPUs are not covered.
 
-    python eval/portability.py ../shared/data/kodak --images 4 --levels 1 3 5 [--model WEIGHTS] [--threads 1 2 4]
+    python eval/portability.py ../shared/data/kodak --images 4 --levels 1 3 5 [--max-bytes 200 ...]
+                               [--model WEIGHTS] [--threads 1 2 4]
 """
 import argparse
 import hashlib
@@ -54,10 +57,10 @@ def _write(codec, job, tag) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, rgb in load_rgb_images([Path(p) for p in job["images"]]):
-        for q in job["levels"]:
+        for q in [*job["levels"], *(f"{n}B" for n in job.get("sizes", []))]:
             t0 = time.perf_counter()
-            data = codec.encode(rgb, q)
-            path = out / f"{Path(name).stem}-q{q}.bin"
+            data = codec.encode(rgb, q) if isinstance(q, int) else codec.encode(rgb, max_bytes=int(q[:-1]))
+            path = out / f"{Path(name).stem}-{'q' if isinstance(q, int) else ''}{q}.bin"
             path.write_bytes(data)
             rows.append(dict(image=name, level=q, path=str(path), bytes=len(data),
                              sha256=hashlib.sha256(data).hexdigest(), seconds=time.perf_counter() - t0))
@@ -81,11 +84,11 @@ def _read(codec, job, tag) -> list[dict]:
         except Exception as e:  # not the codec's own error: a bug worth seeing in the summary
             row["error"] = f"unexpected {type(e).__name__}: {e}"
         else:
-            pixels = codec.tokens_to_image(tokens, header.height, header.width)
+            pixels = codec.render(header, tokens)
             row.update(ok=True, tokens=array_hash(tokens), pixels=array_hash(pixels))
             try:
                 row["reencode_identical"] = codec.encode_tokens(
-                    tokens, header.height, header.width, header.greyscale, header.steps) == data
+                    tokens, header.height, header.width, header.greyscale, header.steps, header.generated) == data
             except Exception as e:
                 row.update(reencode_identical=False, reencode_error=f"{type(e).__name__}: {e}")
         row["seconds"] = time.perf_counter() - t0
@@ -152,7 +155,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", nargs="?", help="images (Kodak)")
     ap.add_argument("--images", type=int, default=4, help="the first N images of the folder (default 4)")
-    ap.add_argument("--levels", type=int, nargs="+", default=[1, 3, 5], help="quality levels (default 1 3 5)")
+    ap.add_argument("--levels", type=int, nargs="*", default=[1, 3, 5], help="quality levels (default 1 3 5)")
+    ap.add_argument("--max-bytes", type=int, nargs="*", default=[], metavar="N",
+                    help="also files of at most N bytes (rate control; 200: the extreme mode's generated files)")
     ap.add_argument("--model", help="weights file (default: the shipped model)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4], help="thread counts (default 1 2 4)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -175,9 +180,11 @@ def main():
         # a. writers
         written, info = {}, {}
         for fam in families:
-            print(f"[write {fam}] encoding {len(images)} images x levels {args.levels}", file=sys.stderr, flush=True)
+            print(f"[write {fam}] encoding {len(images)} images x levels {args.levels} and sizes {args.max_bytes}",
+                  file=sys.stderr, flush=True)
             r = run_worker(fam, dict(tag=f"write {fam}", model=model,
-                                     write=dict(images=images, levels=args.levels, out=str(tmp / f"by-{fam}"))))
+                                     write=dict(images=images, levels=args.levels, sizes=args.max_bytes,
+                                                out=str(tmp / f"by-{fam}"))))
             written[fam], info[fam] = r["written"], r
         all_files = [row["path"] for fam in families for row in written[fam]]
         # b. readers
@@ -194,15 +201,15 @@ def main():
             print(f"[threads {n}] encoding and decoding natively on {n} threads", file=sys.stderr, flush=True)
             threads[n] = run_worker("native", dict(
                 tag=f"threads {n}", model=model, threads=n,
-                write=dict(images=images, levels=args.levels, out=str(tmp / f"threads-{n}")),
+                write=dict(images=images, levels=args.levels, sizes=args.max_bytes, out=str(tmp / f"threads-{n}")),
                 read=dict(files=native_files)))
 
     # -- summary -------------------------------------------------------------------------------------
     failures = []
     out = []
-    per_writer = len(images) * len(args.levels)
-    out.append(f"pqcodec portability: {len(images)} images from {args.folder} x levels {args.levels} = "
-               f"{per_writer} files per writer; model {args.model or 'shipped default'}")
+    per_writer = len(images) * (len(args.levels) + len(args.max_bytes))
+    out.append(f"pqcodec portability: {len(images)} images from {args.folder} x levels {args.levels} and sizes "
+               f"{args.max_bytes} bytes = {per_writer} files per writer; model {args.model or 'shipped default'}")
     out.append(f"Architectures checked: x86-64 emulated via dispatch variables; real CPU: {cpu_description()}")
     for fam in families:
         setting = " ".join(f"{k}={v}" for k, v in FAMILIES[fam].items()) or "no variables"

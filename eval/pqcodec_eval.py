@@ -26,7 +26,7 @@ def code_one(codec, rgb: np.ndarray, quality: int, steps: int) -> dict:
     data, stats = codec.encode_with_stats(rgb, quality, steps)
     t1 = time.perf_counter()
     header, tokens = codec.decode_tokens(data)
-    rec = codec.tokens_to_image(tokens, header.height, header.width)
+    rec = codec.render(header, tokens)
     t2 = time.perf_counter()
     return dict(quality_row(len(data), rgb, rec), bits_model=stats.bits_model, indices=stats.num_indices,
                 header_bytes=stats.header_bytes, exact=bool(np.array_equal(tokens, stats.tokens)),

@@ -15,12 +15,12 @@ from .model import ModelConfig, PQCodecModel
 from .sources import coded_input
 from .zoo import DEFAULT_MODEL, codec_for_file, codec_to_encode, load_codec, load_custom_codec
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 
 def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, model: str | None = None,
            *, name: str | None = None, max_bytes: int | None = None, bpp: float | None = None,
-           rd_lambda: float = 0.0) -> bytes:
+           rd_lambda: float = 0.0, generative: bool = False) -> bytes:
     """Compress an image into .bin bytes. image: a path (str or pathlib.Path), file contents (bytes,
     bytearray, memoryview), a binary file object, a PIL image, or a numpy array (uint8, uint16, bool, or
     float in [0, 1]; (H, W) or (H, W, 1|3|4)); docs/inputs.md has the whole contract.
@@ -29,9 +29,13 @@ def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
     model: path of a weights file outside the zoo (the file names it by hash; decode needs it too).
     name: what errors call the image (default: its path, the file object's name, <bytes>, ...).
     max_bytes or bpp (instead of quality): the best quality whose file is at most max_bytes, or
-    floor(bpp * H * W / 8), bytes (docs/ratecontrol.md); ratecontrol.RateError when none fits.
+    floor(bpp * H * W / 8), bytes (docs/ratecontrol.md; below the lowest level the image is
+    shrunk, so 200 bytes works); ratecontrol.RateError when none fits.
+    generative (with a size): below the lowest level, send part of the shrunken image and let the
+    decoder draw the rest from the prior (PQ-MIM's hybrid mode).
     rd_lambda: RDOQ's λ at `quality` (0: plain quantization; the decoder is the same)."""
-    return codec_to_encode(model).encode(image, quality, steps, name=name, rd_lambda=rd_lambda, max_bytes=max_bytes, bpp=bpp)
+    return codec_to_encode(model).encode(image, quality, steps, name=name, rd_lambda=rd_lambda, max_bytes=max_bytes,
+                                         bpp=bpp, generative=generative)
 
 
 def decode(source, model: str | None = None, *, name: str | None = None):

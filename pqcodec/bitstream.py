@@ -7,10 +7,15 @@ FORMAT_VERSION and keep the golden files of tests/data/golden decoding (tests/te
     version    1 byte    FORMAT_VERSION
     model      4 bytes   the first 4 bytes of the SHA-256 of the weights file that made it
     mode       1 byte    bits 0-3: sub-quantizers in use (1..15); bit 4: source was greyscale;
-                         bits 5-7: reserved, must be 0
+                         bit 5: generated (version 4 only); bits 6-7: reserved, must be 0
     steps      1 byte    coding steps of the schedule, 1..255
     height     varint    LEB128, 1..MAX_SIDE
     width      varint    LEB128, 1..MAX_SIDE
+  generated files only (mode bit 5, version 4):
+    grid h     varint    token rows of the coded (shrunken) image, 1..ceil(height/8)
+    grid w     varint    token columns, 1..ceil(width/8)
+    sent       1 byte    schedule steps whose indices the payload holds, 0..steps
+    sampler    1 byte    bits 0-2: sharpening n (0: the most probable symbol); bits 3-7: seed
     checksum   4 bytes   CRC-32 of the decoded token array (little-endian)
     check      2 bytes   low 16 bits of the CRC-32 of the header bytes before it (little-endian)
     payload    rest      range-coder words, uint32 little-endian
@@ -22,6 +27,14 @@ order, then sub-quantizers), each with the prior's integer frequency table (PROB
 chunk but the last, CHUNK_CHECK_BYTES of the CRC-32 of that chunk's tokens follow, coded as
 uniform bytes: a damaged or forged payload fails there, after one chunk's work, not after the
 whole image its header claims.
+
+A generated file (the extreme mode below the lowest level, pqcodec/extreme.py) codes a shrunken
+image's token grid (grid h x grid w) and only the first `sent` steps of its schedule; the decoder
+draws the indices of the later steps from the prior's frequency tables with `sample_symbols`
+(integer arithmetic and a counter-based splitmix64 stream: the same draws on every machine), then
+decodes the grid and resizes it to height x width with Pillow's RESIZE_FILTER. The token checksum
+covers the whole grid, drawn indices included. Files that need none of this are written as
+version 3, which earlier releases read.
 """
 import math
 import struct
@@ -39,14 +52,42 @@ CHUNK_CHECK_BYTES = 2    # low bytes of the CRC-32 of a chunk's tokens, coded as
 PROB_BITS = 24           # every frequency table totals 2^24 (constriction's default precision)
 
 MAGIC = b"PQ"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4       # the newest version; a file is written as the lowest version that holds it
+PLAIN_VERSION = 3        # files without generated indices (pqcodec 0.4.0 and later read them)
 # earlier versions, and the release that reads them
 RETIRED_VERSIONS = {1: "pqcodec 0.1.0 (a one-byte model id)",
                     2: "pqcodec 0.3.0 (a float prior: its files decode only on the CPU family that made them)"}
 MODEL_HASH_BYTES = 4
 MAX_SIDE = 32768
+GRID_STRIDE = 8          # pixels per token: the transforms of every model (nets/autoencoder.py)
 MAX_PIXELS = 1 << 25  # 33.5 MP: the transforms are tiled, but the image, token grid and time still scale
 _GREY = 0x10
+_GENERATED = 0x20
+SHARPEN_MAX = 7          # sampler byte: bits 0-2
+SEED_MAX = 31            # sampler byte: bits 3-7
+RESIZE_FILTER = "LANCZOS"  # Pillow's filter from a generated file's grid to the image size (uint8, fixed point)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What a generated file adds to the header: the coded grid of the shrunken image, how many
+    schedule steps the payload holds, and the sampler that draws the rest."""
+    grid_height: int   # token rows of the coded image (its pixels: 8 x this)
+    grid_width: int
+    sent: int          # steps 0..sent-1 are in the payload; steps sent..steps-1 are drawn
+    sharpen: int       # 0: the most probable symbol; n >= 1: draw with probability ~ f^n
+    seed: int
+
+    def validate(self, steps: int, full_grid: tuple[int, int]):
+        if not (1 <= self.grid_height <= full_grid[0] and 1 <= self.grid_width <= full_grid[1]):
+            raise ValueError(f"generated grid {self.grid_width}x{self.grid_height} outside "
+                             f"1..{full_grid[1]} x 1..{full_grid[0]} tokens")
+        if not 0 <= self.sent <= steps:
+            raise ValueError(f"sent steps {self.sent} out of range 0..{steps}")
+        if not 0 <= self.sharpen <= SHARPEN_MAX:
+            raise ValueError(f"sharpening {self.sharpen} out of range 0..{SHARPEN_MAX}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed {self.seed} out of range 0..{SEED_MAX}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +99,22 @@ class Header:
     width: int
     greyscale: bool
     checksum: int
+    generated: Generated | None = None  # a generated file's fields (version 4)
+
+    @property
+    def version(self) -> int:
+        """The lowest format version that holds this header."""
+        return FORMAT_VERSION if self.generated else PLAIN_VERSION
+
+    def image_grid(self) -> tuple[int, int]:
+        """The image's own token grid (GRID_STRIDE pixels a token)."""
+        return math.ceil(self.height / GRID_STRIDE), math.ceil(self.width / GRID_STRIDE)
+
+    def grid(self) -> tuple[int, int]:
+        """The coded token grid: the image's, or a generated file's shrunken one."""
+        if self.generated:
+            return self.generated.grid_height, self.generated.grid_width
+        return self.image_grid()
 
     def validate(self):
         if len(self.model_hash) != MODEL_HASH_BYTES:
@@ -70,6 +127,8 @@ class Header:
             raise ValueError(f"image size {self.width}x{self.height} outside 1..{MAX_SIDE} per side")
         if self.height * self.width > MAX_PIXELS:
             raise ValueError(f"image of {self.height * self.width} pixels exceeds the limit of {MAX_PIXELS}")
+        if self.generated:
+            self.generated.validate(self.steps, self.image_grid())
 
 
 def max_payload_bytes(indices: int) -> int:
@@ -125,9 +184,13 @@ def header_check(header_bytes: bytes) -> bytes:
 
 def pack(header: Header, payload: bytes) -> bytes:
     header.validate()
-    mode = header.active | (_GREY if header.greyscale else 0)
-    head = (MAGIC + bytes([FORMAT_VERSION]) + header.model_hash + bytes([mode, header.steps])
-            + _varint(header.height) + _varint(header.width) + struct.pack("<I", header.checksum))
+    g = header.generated
+    mode = header.active | (_GREY if header.greyscale else 0) | (_GENERATED if g else 0)
+    head = (MAGIC + bytes([header.version]) + header.model_hash + bytes([mode, header.steps])
+            + _varint(header.height) + _varint(header.width))
+    if g:
+        head += _varint(g.grid_height) + _varint(g.grid_width) + bytes([g.sent, g.sharpen | g.seed << 3])
+    head += struct.pack("<I", header.checksum)
     return head + header_check(head) + payload
 
 
@@ -143,22 +206,33 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if version in RETIRED_VERSIONS:
         raise UnsupportedFileError(f"format version {version} was written by {RETIRED_VERSIONS[version]}; "
                                    "decode it with that release")
-    if version != FORMAT_VERSION:
-        raise UnsupportedFileError(f"format version {version} is not supported (this pqcodec reads version {FORMAT_VERSION})")
+    if version not in (PLAIN_VERSION, FORMAT_VERSION):
+        raise UnsupportedFileError(f"format version {version} is not supported (this pqcodec reads versions "
+                                   f"{PLAIN_VERSION} and {FORMAT_VERSION}: a newer pqcodec wrote it?)")
     pos = 3 + MODEL_HASH_BYTES
     if len(data) < pos + 2:
         raise CorruptFileError("file ends inside the header")
     model_hash, mode, steps = data[3:pos], data[pos], data[pos + 1]
-    if mode & 0xE0:
+    if mode & (0xC0 if version == FORMAT_VERSION else 0xE0):
         raise CorruptFileError("reserved mode bits are set")
     height, pos = _read_varint(data, pos + 2, "height")
     width, pos = _read_varint(data, pos, "width")
+    generated = None
+    if mode & _GENERATED:
+        grid_height, pos = _read_varint(data, pos, "grid height")
+        grid_width, pos = _read_varint(data, pos, "grid width")
+        if len(data) < pos + 2:
+            raise CorruptFileError("file ends inside the header (generated fields)")
+        generated = Generated(grid_height, grid_width, data[pos], data[pos + 1] & SHARPEN_MAX, data[pos + 1] >> 3)
+        pos += 2
+    elif version == FORMAT_VERSION:
+        raise CorruptFileError(f"a version {version} file without generated indices (those are written as version {PLAIN_VERSION})")
     if len(data) < pos + 6:
         raise CorruptFileError("file ends inside the header (checksums)")
     (checksum,) = struct.unpack_from("<I", data, pos)
     if data[pos + 4:pos + 6] != header_check(data[:pos + 4]):
         raise CorruptFileError("header is damaged (header check mismatch)")
-    header = Header(bytes(model_hash), mode & 0x0F, steps, height, width, bool(mode & _GREY), checksum)
+    header = Header(bytes(model_hash), mode & 0x0F, steps, height, width, bool(mode & _GREY), checksum, generated)
     try:
         header.validate()
     except ValueError as e:
@@ -240,3 +314,37 @@ class Schedule:
     def positions(self, step: int) -> np.ndarray:
         """The window positions revealed at `step` (0-based)."""
         return self.order[self.boundaries[step]:self.boundaries[step + 1]]
+
+
+# -- a generated file's drawn indices ---------------------------------------------------------------
+_GAMMA = 0x9E3779B97F4A7C15
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's output function on uint64 arrays (wrapping arithmetic, as in _splitmix64)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def sample_symbols(weights: np.ndarray, sharpen: int, seed: int, counter: int) -> np.ndarray:
+    """The indices a generated file's decoder draws from frequency tables `weights` (m, K) (float64
+    integers f - 1, as the range coder takes them): the counter-th to (counter+m-1)-th draws of the
+    file. Integer arithmetic only, so every machine draws the same:
+    - sharpen 0: the most probable symbol (the lowest index among equals);
+    - sharpen n >= 1: symbol i with probability v_i / sum(v), v_i = ((f_i >> s) + 1)^n, s the
+      smallest shift that keeps the sum below 2^63; the uniform integer is r mod sum(v), r the
+      splitmix64 output for (seed, counter + j)."""
+    f = weights.astype(np.int64) + 1                                    # (m, K), 1..2^PROB_BITS
+    if sharpen == 0:
+        return np.argmax(f, axis=1).astype(np.int64)
+    m, K = f.shape
+    shift = max(0, PROB_BITS + 1 - (63 - math.ceil(math.log2(K))) // sharpen)
+    v = ((f >> shift) + 1) ** sharpen                                   # each < 2^(63 - log2 K)
+    cdf = np.cumsum(v, axis=1)                                          # exact int64
+    key = np.uint64(_splitmix64(seed)[1])
+    with np.errstate(over="ignore"):
+        state = key + (np.arange(m, dtype=np.uint64) + np.uint64(counter + 1)) * np.uint64(_GAMMA)
+        r = _mix64(state)
+    u = (r % cdf[:, -1].astype(np.uint64)).astype(np.int64)             # (m,) in 0..sum-1
+    return (cdf <= u[:, None]).sum(axis=1).astype(np.int64)

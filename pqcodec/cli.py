@@ -135,7 +135,8 @@ def _check_model_args(args):
 
 def _options(args) -> CodingOptions:
     return CodingOptions(model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None),
-                         max_bytes=getattr(args, "max_bytes", None), bpp=getattr(args, "bpp", None))
+                         max_bytes=getattr(args, "max_bytes", None), bpp=getattr(args, "bpp", None),
+                         generative=getattr(args, "generative", False))
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -164,6 +165,8 @@ def _run_folder(args, decode: bool) -> int:
 
 def cmd_encode(args):
     from .formats import is_image_extension
+    if args.generative and args.max_bytes is None and args.bpp is None:
+        raise CliError("--generative needs a size: --max-bytes N or --bpp B")
     if Path(args.input).is_dir():
         return _run_folder(args, decode=False)
     if args.output != "-" and is_image_extension(Path(args.output)):
@@ -203,7 +206,13 @@ def cmd_info(args):
         h, payload = unpack(data)
     rows = [("model", f"{h.model_hash.hex()} ({describe_model(h.model_hash)})"),
             ("image", f"{h.width} x {h.height}" + (" greyscale" if h.greyscale else " RGB")),
-            ("sub-quantizers", f"{h.active} in use (set by the quality level)"), ("steps", str(h.steps)),
+            ("sub-quantizers", f"{h.active} in use (set by the quality level)"), ("steps", str(h.steps))]
+    if h.generated:
+        g = h.generated
+        rows += [("generated", f"coded as a {g.grid_width} x {g.grid_height} token grid, resized to the image"),
+                 ("steps sent", f"{g.sent} of {h.steps}" + ("" if g.sent == h.steps else
+                                 f"; the rest drawn (sharpening {g.sharpen}, seed {g.seed})"))]
+    rows += [
             ("file bytes", f"{len(data)} (header {len(data) - len(payload)}, payload {len(payload)})"),
             ("bpp", f"{8 * len(data) / (h.width * h.height):.4f}"), ("token crc32", f"{h.checksum:08x}")]
     width = max(len(k) for k, _ in rows)
@@ -265,10 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     size = e.add_mutually_exclusive_group()
     size.add_argument("-q", "--quality", type=_positive_int, help=_quality_help())
     size.add_argument("--max-bytes", type=_positive_int, metavar="N",
-                      help="the best quality whose file is at most N bytes (searches levels and RDOQ; "
-                      "docs/ratecontrol.md); an error if even the smallest file is larger")
+                      help="the best quality whose file is at most N bytes (searches levels and RDOQ, and "
+                      "below the lowest level shrinks the image: 200 bytes works; docs/ratecontrol.md); an "
+                      "error if even the smallest file is larger")
     size.add_argument("--bpp", type=_positive_float, metavar="B",
                       help="the same with N = floor(B * width * height / 8)")
+    e.add_argument("--generative", action="store_true",
+                   help="with --max-bytes/--bpp below the lowest level: send part of the shrunken image and let "
+                   "the decoder draw the rest from the prior (PQ-MIM's hybrid mode: more texture, lower PSNR)")
     e.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS,
                    help=f"coding steps per window (default {DEFAULT_STEPS})")
     e.add_argument("--model", help="weights file outside the shipped zoo (research use; decode needs it too)")

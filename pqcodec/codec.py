@@ -11,8 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from PIL import Image
+
 from . import bitstream, rdoq
-from .bitstream import Header
+from .bitstream import Generated, Header
 from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
 from .image import load_image, to_pil
 from .latent import TokenCoder, numerics_fence
@@ -145,18 +147,18 @@ class Codec:
         return data, CodingStats(bits, coded.size, len(data), len(data) - payload_bytes, coded)
 
     def encode_tokens(self, tokens: np.ndarray, height: int, width: int, greyscale: bool = False,
-                      steps: int = DEFAULT_STEPS) -> bytes:
-        """The file of given tokens (sub-quantizers in use, ceil(height/s), ceil(width/s)): what
-        `encode` writes for an image with these tokens. Re-encoding a decoded file's tokens gives
-        back its bytes, on any machine."""
+                      steps: int = DEFAULT_STEPS, generated: Generated | None = None) -> bytes:
+        """The file of given tokens (sub-quantizers in use, ceil(height/s), ceil(width/s), or a
+        generated file's grid): what `encode` writes for an image with these tokens. Re-encoding a
+        decoded file's tokens (with its header's `generated`) gives back its bytes, on any machine."""
         tokens = np.asarray(tokens)
-        if tokens.ndim != 3 or tokens.shape[0] not in self.config.active_levels \
-                or tokens.shape[1:] != self.grid_size(height, width):
+        grid = (generated.grid_height, generated.grid_width) if generated else self.grid_size(height, width)
+        if tokens.ndim != 3 or tokens.shape[0] not in self.config.active_levels or tokens.shape[1:] != grid:
             raise PQCodecError(f"tokens of shape {tokens.shape} do not fit a {width}x{height} image at any level")
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.config.codebook_size):
             raise PQCodecError(f"token values must be in 0..{self.config.codebook_size - 1}")
         steps = self._check_steps(steps)
-        return self._pack(tokens, height, width, greyscale, steps)[0]
+        return self._pack(tokens, height, width, greyscale, steps, generated=generated)[0]
 
     def _check_steps(self, steps: int | None) -> int:
         """steps, or DEFAULT_STEPS for None, once checked to be a whole number the model's windows allow."""
@@ -164,24 +166,47 @@ class Codec:
         _check_level("steps", steps, self.max_steps())
         return steps
 
-    def _pack(self, tokens, height, width, greyscale, steps, choose=None) -> tuple[bytes, int, float, np.ndarray]:
-        """(file, payload bytes, ideal bits, the tokens coded: `tokens`, or what `choose` chose)"""
-        payload, bits, coded = self.tokens.compress(tokens, steps, choose)
+    def _pack(self, tokens, height, width, greyscale, steps, choose=None,
+              generated: Generated | None = None) -> tuple[bytes, int, float, np.ndarray]:
+        """(file, payload bytes, ideal bits, the tokens coded: `tokens`, or what `choose` chose, or
+        with a generated file's draws)"""
+        payload, bits, coded = self.tokens.compress(tokens, steps, choose, generated)
         header = Header(self.model_hash, coded.shape[0], steps, height, width, greyscale,
-                        bitstream.token_checksum(coded))
+                        bitstream.token_checksum(coded), generated)
         return bitstream.pack(header, payload), len(payload), bits, coded
+
+    def encode_generated(self, tokens: np.ndarray, size: tuple[int, int], greyscale: bool, steps: int,
+                         generated: Generated) -> tuple[bytes, np.ndarray]:
+        """A generated file (extreme.py): `tokens` (active, grid h, grid w) are the plain indices of
+        the image shrunk to 8 x the grid, size (H, W) the image's; the steps from generated.sent on
+        are drawn. Returns the file and the whole grid the decoder will have (drawn indices included)."""
+        data, _, _, coded = self._pack(tokens, size[0], size[1], greyscale, steps, generated=generated)
+        return data, coded
+
+    def render(self, header: Header, tokens: np.ndarray) -> np.ndarray:
+        """The uint8 (height, width, 3) image of a file's decoded tokens: the grid decoded, and for a
+        generated file resized from 8 x its grid to the image's size (bitstream.RESIZE_FILTER)."""
+        if not header.generated:
+            return self.tokens_to_image(tokens, header.height, header.width)
+        s = self.config.stride
+        small = self.tokens_to_image(tokens, tokens.shape[1] * s, tokens.shape[2] * s)
+        return resize(small, header.height, header.width)
 
     def encode(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, *,
                name: str | None = None, rd_lambda: float = 0.0, max_bytes: int | None = None,
-               bpp: float | None = None) -> bytes:
+               bpp: float | None = None, generative: bool = False) -> bytes:
         """rd_lambda: RDOQ's λ at this quality (rdoq.py). max_bytes or bpp (not with quality or
         rd_lambda): the best quality whose file fits in max_bytes, or floor(bpp * H * W / 8) bytes
-        (ratecontrol.py); a RateError when even the smallest reachable file is larger."""
+        (ratecontrol.py; below the lowest level the extreme mode, extreme.py, with `generative` its
+        partly drawn grids); a RateError when even the smallest reachable file is larger."""
         if max_bytes is not None or bpp is not None:
             from .ratecontrol import encode_to_size
             if quality is not None or rd_lambda:
                 raise PQCodecError("give either a size (max_bytes or bpp) or a quality/rd_lambda, not both")
-            return encode_to_size(self, image, max_bytes=max_bytes, bpp=bpp, steps=steps, name=name).data
+            return encode_to_size(self, image, max_bytes=max_bytes, bpp=bpp, steps=steps, name=name,
+                                  generative=generative).data
+        if generative:
+            raise PQCodecError("generative needs a size (max_bytes or bpp)")
         return self.encode_with_stats(image, quality, steps, name=name, rd_lambda=rd_lambda)[0]
 
     def decode_tokens(self, data: bytes) -> tuple[Header, np.ndarray]:
@@ -194,11 +219,11 @@ class Codec:
                                    f"{', '.join(map(str, self.config.active_levels))}")
         if header.steps > self.max_steps():
             raise CorruptFileError(f"file claims {header.steps} steps; the model's windows allow {self.max_steps()}")
-        h, w = self.grid_size(header.height, header.width)
+        h, w = header.grid()
         if len(payload) > bitstream.max_payload_bytes(header.active * h * w):
             raise CorruptFileError(f"payload of {len(payload)} bytes is longer than {header.active * h * w} "
                                    "indices can take (file damaged)")
-        tokens = self.tokens.decompress(payload, header.active, h, w, header.steps)
+        tokens = self.tokens.decompress(payload, header.active, h, w, header.steps, header.generated)
         if bitstream.token_checksum(tokens) != header.checksum:
             raise CorruptFileError("token checksum mismatch: the file is damaged or truncated")
         return header, tokens
@@ -209,7 +234,16 @@ class Codec:
         data, name = coded_input(source, name)
         with named(name):
             header, tokens = self.decode_tokens(data)
-        return to_pil(self.tokens_to_image(tokens, header.height, header.width), header.greyscale)
+        return to_pil(self.render(header, tokens), header.greyscale)
+
+
+def resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (h, w, 3) -> (height, width, 3) with bitstream.RESIZE_FILTER: what a generated file's
+    decoder does to its grid's image, and its encoder to the input (Pillow resamples 8-bit images in
+    fixed point)."""
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((width, height), getattr(Image.Resampling, bitstream.RESIZE_FILTER)))
 
 
 def _check_level(what: str, value, highest: int):

@@ -23,6 +23,7 @@ class CodingOptions:
     steps: int | None = None
     max_bytes: int | None = None    # rate control (ratecontrol.py): a size instead of a quality
     bpp: float | None = None
+    generative: bool = False        # below the lowest level, partly drawn grids (extreme.py)
 
 
 def encode_image(source, name: str, options: CodingOptions, notes: list | None = None) -> bytes:
@@ -33,7 +34,8 @@ def encode_image(source, name: str, options: CodingOptions, notes: list | None =
         return pqcodec.encode(source, quality=options.quality, steps=options.steps, model=options.model, name=name)
     from .ratecontrol import encode_to_size
     from .zoo import codec_to_encode
-    result = encode_to_size(codec_to_encode(options.model), source, max_bytes=options.max_bytes, bpp=options.bpp, steps=options.steps, name=name)
+    result = encode_to_size(codec_to_encode(options.model), source, max_bytes=options.max_bytes, bpp=options.bpp,
+                            steps=options.steps, name=name, generative=options.generative)
     if notes is not None:
         notes.append(result.summary())
     return result.data

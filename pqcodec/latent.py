@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from .bitstream import CHUNK_CHECK_BYTES, PROB_BITS, WINDOW_CHUNK, Schedule, chunk_check
+from .bitstream import CHUNK_CHECK_BYTES, PROB_BITS, WINDOW_CHUNK, Generated, Schedule, chunk_check, sample_symbols
 from .entropy import RangeDecoder, RangeEncoder, uniform_weights
 from .errors import CorruptFileError
 from .nets.integer_prior import IntegerPrior
@@ -63,6 +63,21 @@ def numerics_fence():
         yield
 
 
+class Draws:
+    """A generated file's drawn indices: at the schedule's steps from `sent` on, every index is drawn
+    from the prior's table with bitstream.sample_symbols instead of coded, in coding order (chunks,
+    steps, windows, positions, sub-quantizers), the same on the encoder's side and the decoder's."""
+
+    def __init__(self, generated: Generated):
+        self.sent, self.sharpen, self.seed = generated.sent, generated.sharpen, generated.seed
+        self.count = 0
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        symbols = sample_symbols(weights, self.sharpen, self.seed, self.count)
+        self.count += len(symbols)
+        return symbols
+
+
 class TokenCoder:
     def __init__(self, prior: IntegerPrior, window: int, schedule_seed: int):
         self.prior, self.window, self.seed = prior, window, schedule_seed
@@ -81,11 +96,13 @@ class TokenCoder:
         chunks = [slice(c, min(c + WINDOW_CHUNK, len(valid))) for c in range(0, len(valid), WINDOW_CHUNK)]
         return valid, self.schedule(steps), chunks
 
-    def _code_chunk(self, chunk_valid: torch.Tensor, active: int, schedule: Schedule, code_step) -> torch.Tensor:
+    def _code_chunk(self, chunk_valid: torch.Tensor, active: int, schedule: Schedule, code_step,
+                    draws: Draws | None = None) -> torch.Tensor:
         """Runs the schedule over one chunk's windows with cached keys and values. At each step,
         code_step(weights (m, K) float64, pos, sel) gets the frequency tables of the indices revealed
         there (windows in order, then positions in schedule order, then sub-quantizers) and returns
-        their symbols (m,): the encoder's true ones, once coded, or the decoder's decoded ones.
+        their symbols (m,): the encoder's true ones, once coded, or the decoder's decoded ones; from
+        step draws.sent on (a generated file), `draws` gives them instead.
         Returns the chunk's tokens (b, N, active), MASK outside the image."""
         prior, device = self.prior, chunk_valid.device
         b, N = chunk_valid.shape
@@ -95,7 +112,8 @@ class TokenCoder:
             pos = torch.from_numpy(schedule.positions(t)).to(device)
             sel = chunk_valid[:, pos]                                                     # (b, n)
             weights = _inside(prior.predict(cache, active, pos), sel)                     # (m, active, K)
-            symbols = code_step(weights.reshape(-1, self.K).cpu().numpy(), pos, sel)
+            weights = weights.reshape(-1, self.K).cpu().numpy()
+            symbols = draws(weights) if draws is not None and t >= draws.sent else code_step(weights, pos, sel)
             revealed = torch.full((*sel.shape, self.M), prior.ABSENT, dtype=torch.long, device=device)
             revealed[..., :active] = prior.MASK  # padding positions: never attended
             revealed[..., :active][sel] = torch.from_numpy(symbols).to(device).view(-1, active)
@@ -104,16 +122,21 @@ class TokenCoder:
                 prior.reveal(cache, revealed, pos, sel)
         return tokens
 
-    def compress(self, tokens: np.ndarray, steps: int, choose=None) -> tuple[bytes, float, np.ndarray]:
+    def compress(self, tokens: np.ndarray, steps: int, choose=None,
+                 generated: Generated | None = None) -> tuple[bytes, float, np.ndarray]:
         """tokens (active, h, w) -> (payload, its ideal length in bits under the prior, the tokens
         coded). choose: None codes `tokens` as they are; else an encoder-side hook (rdoq.py) called
         at each step as choose(windows (a slice of the window range), pos, sel, weights, symbols)
         with code_step's arguments and the symbols `tokens` holds there; it returns the symbols to
-        code instead (m,), which the decoder reads like any others: the format does not change."""
+        code instead (m,), which the decoder reads like any others: the format does not change.
+        generated: a generated file's steps from `sent` on are drawn (Draws), not coded; the
+        tokens returned hold the draws there."""
         active, h, w = tokens.shape
         valid, schedule, chunks = self._layout(h, w, steps)
         truth = to_windows(torch.from_numpy(tokens.astype(np.int64)), self.window).to(valid.device)  # (windows, N, active)
-        coded = truth.clone() if choose is not None else truth
+        changes = choose is not None or generated is not None
+        coded = truth.clone() if changes else truth
+        draws = Draws(generated) if generated is not None else None
         enc, bits = RangeEncoder(), 0.0
 
         def code_step(chunk, weights, pos, sel):
@@ -127,23 +150,26 @@ class TokenCoder:
 
         with numerics_fence():
             for k, chunk in enumerate(chunks):
-                out = self._code_chunk(valid[chunk], active, schedule, functools.partial(code_step, chunk))
-                if choose is not None:
+                out = self._code_chunk(valid[chunk], active, schedule, functools.partial(code_step, chunk), draws)
+                if changes:
                     coded[chunk] = torch.where(valid[chunk][..., None], out, coded[chunk])
                 if k + 1 < len(chunks):  # the check is over the tokens coded, which the decoder gets
                     enc.encode(chunk_check(coded[chunk][valid[chunk]].cpu().numpy()), uniform_weights(CHUNK_CHECK_BYTES))
-        result = tokens if choose is None else from_windows(coded.cpu(), h, w, self.window).numpy().astype(np.int64)
+        result = from_windows(coded.cpu(), h, w, self.window).numpy().astype(np.int64) if changes else tokens
         return enc.payload(), bits, result
 
-    def decompress(self, payload: bytes, active: int, h: int, w: int, steps: int) -> np.ndarray:
-        """The token grid (active, h, w) of a payload; CorruptFileError at the first inconsistency
-        (a payload that cannot be a range-coder stream, a chunk check that differs, words left over)."""
+    def decompress(self, payload: bytes, active: int, h: int, w: int, steps: int,
+                   generated: Generated | None = None) -> np.ndarray:
+        """The token grid (active, h, w) of a payload (and of a generated file's draws); CorruptFileError
+        at the first inconsistency (a payload that cannot be a range-coder stream, a chunk check that
+        differs, words left over)."""
         valid, schedule, chunks = self._layout(h, w, steps)
         dec = RangeDecoder(payload)
+        draws = Draws(generated) if generated is not None else None
         windows = torch.zeros(*valid.shape, active, dtype=torch.int16)  # K <= 2^15; 16 MB at the size limit
         with numerics_fence():
             for k, chunk in enumerate(chunks):
-                tokens = self._code_chunk(valid[chunk], active, schedule, lambda weights, *_: dec.decode(weights)).cpu()
+                tokens = self._code_chunk(valid[chunk], active, schedule, lambda weights, *_: dec.decode(weights), draws).cpu()
                 windows[chunk] = tokens.to(torch.int16)
                 if k + 1 < len(chunks):
                     expected = chunk_check(tokens[valid[chunk].cpu()].numpy())

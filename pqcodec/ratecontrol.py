@@ -5,18 +5,24 @@ A bounded search, not a sweep. The image is analysed once (the encoder's transfo
 sub-vector's nearest codewords for RDOQ, rdoq.py); each trial after that is one pass of the token
 coder (the prior and the range coder), which gives the exact file:
 
-1. bisection over the quality levels at λ = 0 for the highest level whose file fits
-   (at most ceil(log2(levels + 1)) passes: 3 for five levels);
+1. level 1 at λ = 0, then bisection over the levels above for the highest level whose file fits
+   (at most 1 + ceil(log2(levels)) passes: 4 for five levels, 1 when level 1 does not fit);
 2. if that is not the top level, RDOQ at the next level up: its file at λ = LAMBDA_MAX first (does
    it fit at all?), then at most LAMBDA_STEPS passes of a bracketing search on log λ (false
-   position on log size, bisection when it stalls) for the smallest λ that fits;
-3. the two candidates (the level that fits at λ = 0, the next level at that λ) are decoded and the
-   one with the higher PSNR against the input is kept.
+   position on log size, bisection when it stalls) for the smallest λ that fits; below level 1
+   only when N is at least RDOQ_REACH of level 1's size (RDOQ cannot reach further);
+3. when not even the lowest level fits at λ = 0, the extreme mode (extreme.py): the image shrunk
+   to the largest token grid whose file fits (levels 1 and 2, bisection over the grid's size), a
+   generated file (format version 4);
+4. the candidates (the level that fits at λ = 0, the next level at that λ, the extreme mode's) are
+   decoded and the one with the highest PSNR against the input is kept.
 
-At most 3 + 1 + LAMBDA_STEPS = 10 coder passes for the shipped model's five levels. Every file
-returned is one the search coded and measured, so it never exceeds N. When even level 1 at
-LAMBDA_MAX does not fit, RateError names the smallest size reached; the extreme mode below the
-lowest level (issue 12) is a later step.
+At most 4 + 1 + LAMBDA_STEPS = 11 coder passes for the shipped model's five levels, plus 4-6 small
+ones per level tried below level 1 (a Kodak image at 200 bytes: grids of ~1/20 of its positions).
+Where N leaves fewer than MIN_BITS_PER_INDEX bits per index of level 1 (a 12 MP photo in 200 bytes),
+no level can fit and only the extreme mode runs, without the full-size analysis. Every file
+returned is one the search coded and measured, so it never exceeds N. When nothing fits (N below
+the extreme mode's header and one word, ~27 bytes), RateError names the smallest size reached.
 """
 import math
 import time
@@ -25,7 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import rdoq
+from .bitstream import Generated
 from .codec import Codec
+from .extreme import GeneratedSearch
 from .errors import InputTypeError, PQCodecError, named
 from .image import image_source_name, load_image
 from .metrics import psnr
@@ -34,6 +42,8 @@ LAMBDA_MAX = 16.0    # past this, RDOQ's sizes hardly move (docs/ratecontrol.md)
 LAMBDA_MIN = 1 / 256
 LAMBDA_STEPS = 6     # coder passes of the λ search after the one at LAMBDA_MAX
 CLOSE_ENOUGH = 0.99  # a file of at least this fraction of N ends the λ search
+RDOQ_REACH = 0.5     # below level 1, the λ search runs only when N is at least this fraction of its size
+MIN_BITS_PER_INDEX = 0.02  # no level is tried when N would leave fewer bits than this per index of level 1
 
 
 class RateError(PQCodecError):
@@ -49,10 +59,15 @@ class RateResult:
     encodes: int          # token-coder passes the search made (the analysis transform ran once)
     seconds: float        # the whole search, analysis and decodes included
     psnr: float | None    # of the file chosen, when the search decoded it (RGB, against the input)
+    generated: Generated | None = None  # the extreme mode's fields, when it won (quality: its level)
+    steps: int = 0                      # of the coding schedule
 
     def summary(self) -> str:
-        return (f"{len(self.data)} bytes (at most {self.max_bytes}) at quality {self.quality}, λ {self.rd_lambda:.3g}; "
-                f"{self.encodes} encodes in {self.seconds:.2f} s")
+        g = self.generated
+        how = (f"quality {self.quality}, λ {self.rd_lambda:.3g}" if g is None else
+               f"quality {self.quality} shrunk to a {g.grid_width}x{g.grid_height} token grid"
+               + (f", {g.sent} of {self.steps} steps sent, the rest drawn" if g.sent < self.steps else ""))
+        return f"{len(self.data)} bytes (at most {self.max_bytes}) at {how}; {self.encodes} encodes in {self.seconds:.2f} s"
 
 
 def budget(max_bytes=None, bpp=None, height: int = 0, width: int = 0) -> int:
@@ -73,8 +88,10 @@ def budget(max_bytes=None, bpp=None, height: int = 0, width: int = 0) -> int:
 
 
 def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: float | None = None,
-                   steps: int | None = None, name: str | None = None, distortion: str = "latent") -> RateResult:
-    """The file of the best quality that fits in max_bytes (or bpp), found as the module says."""
+                   steps: int | None = None, name: str | None = None, distortion: str = "latent",
+                   generative: bool = False) -> RateResult:
+    """The file of the best quality that fits in max_bytes (or bpp), found as the module says.
+    generative: below the lowest level, only partly drawn grids (extreme.py's `hybrid`)."""
     start = time.perf_counter()
     steps = codec._check_steps(steps)
     rgb, grey = load_image(image, name)
@@ -82,8 +99,11 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
     with named(name or image_source_name(image)):
         N = budget(max_bytes, bpp, H, W)
     levels = codec.levels()
-    analysis = codec.image_to_tokens(rgb, codec.active_at(levels), candidates=rdoq.CANDIDATES)
     encodes, choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
+    h, w = codec.grid_size(H, W)
+    if 8 * N < MIN_BITS_PER_INDEX * h * w * codec.active_at(1):  # a large image in a few hundred bytes:
+        return _extreme_only(codec, rgb, grey, N, steps, generative, start, name or image_source_name(image))
+    analysis = codec.image_to_tokens(rgb, codec.active_at(levels), candidates=rdoq.CANDIDATES)
 
     def code(quality: int, lam: float):
         nonlocal encodes
@@ -98,36 +118,57 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         data, stats = codec.encode_analysed(analysis.tokens[:active], (H, W), grey, steps, choose)
         return data, stats.tokens
 
-    # 1. the highest level that fits at λ = 0 (sizes grow with the level)
+    # 1. the highest level that fits at λ = 0 (sizes grow with the level): level 1 first, then bisection
     fits, sizes, lo, hi = {}, {}, 0, levels + 1   # level lo fits (0: none known), level hi does not (levels+1: past the top)
+    mid = 1
     while hi - lo > 1:
-        mid = (lo + hi) // 2
         data, tokens = code(mid, 0.0)
         sizes[mid] = len(data)
         if len(data) <= N:
             lo, fits[mid] = mid, (data, tokens)
         else:
             hi = mid
+        mid = (lo + hi) // 2
     candidates = [(lo, 0.0, *fits[lo])] if lo else []
-    smallest = None
-    # 2. the level above it, with RDOQ
-    if hi <= levels:
-        found, smallest = _lambda_search(code, hi, N, sizes[hi])
+    smallest = sizes[1]
+    # 2. the level above it, with RDOQ (below level 1 only where RDOQ can reach N: it saves at most
+    #    ~30 % of a level's bytes, docs/ratecontrol.md)
+    if hi <= levels and (lo > 0 or N >= RDOQ_REACH * sizes[1]):
+        found, smallest_rdoq = _lambda_search(code, hi, N, sizes[hi])
         if found:
             candidates.append((hi, *found))
-    if not candidates:
+        smallest = min(smallest, smallest_rdoq or smallest)
+    # 3. below the lowest level: the extreme mode
+    extreme = None
+    if lo == 0:
+        search = GeneratedSearch(codec, rgb, grey, N, steps, hybrid=generative)
+        extreme = search.run()
+        encodes += search.passes
+        smallest = min(smallest, search.smallest)
+    if not candidates and extreme is None:
         shown = name or image_source_name(image)
-        raise RateError(f"{shown}: cannot fit in {N} bytes: the smallest file this model reaches is {smallest} bytes "
-                        f"(quality 1 at the strongest RDOQ); a mode below the lowest level is not built yet")
-    # 3. the better of the two candidates, by PSNR
-    best_psnr = None
-    if len(candidates) > 1:
-        scored = [(psnr(rgb, codec.tokens_to_image(c[3], H, W)), i) for i, c in enumerate(candidates)]
-        best_psnr, best = max(scored)
-        candidates = [candidates[best]]
-    quality, lam, data, _ = candidates[0]
+        raise RateError(f"{shown}: cannot fit in {N} bytes: the smallest file this model reaches is {smallest} bytes")
+    # 4. the best candidate by PSNR (decoded only when there is a choice)
+    choice = len(candidates) + (extreme is not None) > 1
+    scored = [(psnr(rgb, codec.tokens_to_image(tokens, H, W)) if choice else None, quality, lam, data, None)
+              for quality, lam, data, tokens in candidates]
+    if extreme is not None:
+        level = codec.config.active_levels.index(extreme.active) + 1
+        scored.append((extreme.psnr, level, 0.0, extreme.data, extreme.generated))
+    best_psnr, quality, lam, data, generated = max(scored, key=lambda s: -math.inf if s[0] is None else s[0])
     assert len(data) <= N
-    return RateResult(data, N, quality, lam, encodes, time.perf_counter() - start, best_psnr)
+    return RateResult(data, N, quality, lam, encodes, time.perf_counter() - start, best_psnr, generated, steps)
+
+
+def _extreme_only(codec, rgb, grey, N, steps, generative, start, shown) -> RateResult:
+    """The extreme mode alone, where no level can fit (the full-size analysis would be wasted)."""
+    search = GeneratedSearch(codec, rgb, grey, N, steps, hybrid=generative)
+    found = search.run()
+    if found is None:
+        raise RateError(f"{shown}: cannot fit in {N} bytes: the smallest file this model reaches is {search.smallest} bytes")
+    level = codec.config.active_levels.index(found.active) + 1
+    return RateResult(found.data, N, level, 0.0, search.passes, time.perf_counter() - start, found.psnr,
+                      found.generated, steps)
 
 
 def _lambda_search(code, quality: int, N: int, plain_size: int):
