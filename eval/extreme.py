@@ -45,7 +45,7 @@ FAMILIES = {"1 thread": {"OMP_NUM_THREADS": "1"}, "2 threads": {"OMP_NUM_THREADS
             "AVX2": {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
                      "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 GRID_IMAGES = ("kodim01.png", "kodim05.png", "kodim15.png", "kodim23.png")
-TILE_WIDTH = 384
+TILE_WIDTH = 256
 
 
 def odd_sizes(images: dict) -> dict:

@@ -1,4 +1,5 @@
-"""pqcodec as an eval subject: code every image at one level, rate from the file bytes."""
+"""pqcodec as an eval subject: code every image at one level, or at one size asked for (rate
+control, --max-bytes / --bpp), rate from the file bytes."""
 import time
 from pathlib import Path
 
@@ -39,4 +40,27 @@ def run_level(codec, identity: dict, images, quality: int, steps: int, cache) ->
     for name, rgb in tqdm(images, desc=f"pqcodec q{quality}", leave=False):
         key = dict(codec="pqcodec", **identity, quality=quality, steps=steps, image=image_key(rgb))
         rows.append(dict(cache.get_or_compute(key, lambda: code_one(codec, rgb, quality, steps)), image=name))
+    return rows
+
+
+def code_to_size(codec, rgb: np.ndarray, max_bytes: int | None, bpp: float | None, steps: int) -> dict:
+    """Rate control's file for a size asked for (ratecontrol.encode_to_size), decoded."""
+    from pqcodec.ratecontrol import encode_to_size
+    t0 = time.perf_counter()
+    r = encode_to_size(codec, rgb, max_bytes=max_bytes, bpp=bpp, steps=steps)
+    t1 = time.perf_counter()
+    header, tokens = codec.decode_tokens(r.data)
+    rec = codec.render(header, tokens)
+    return dict(quality_row(len(r.data), rgb, rec), max_bytes=r.max_bytes, level=r.quality, rd_lambda=r.rd_lambda,
+                generated=header.generated is not None, encodes=r.encodes, encode_s=t1 - t0)
+
+
+def run_size(codec, identity: dict, images, size: tuple[str, float], steps: int, cache) -> list[dict]:
+    """Per-image rows at one size asked for: size ("max_bytes", N) or ("bpp", B)."""
+    kind, value = size
+    rows = []
+    for name, rgb in tqdm(images, desc=f"pqcodec {kind} {value:g}", leave=False):
+        key = dict(codec="pqcodec-ratecontrol", **identity, **{kind: value}, steps=steps, image=image_key(rgb))
+        rows.append(dict(cache.get_or_compute(key, lambda: code_to_size(
+            codec, rgb, int(value) if kind == "max_bytes" else None, value if kind == "bpp" else None, steps)), image=name))
     return rows

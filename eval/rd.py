@@ -8,11 +8,16 @@ the folder's name unless --tag says otherwise (eval/result_paths.py):
   TAG-rd.png          bpp vs PSNR and bpp vs MS-SSIM (dB), published anchors drawn dashed
   TAG-bdrate.md       BD-rate of every codec against every anchor, PSNR and MS-SSIM, and each pqcodec
                       level against the classic codecs at its own rate
+With --max-bytes N ... or --bpp B ..., also rate control's curve (one point per size asked for,
+the means over the images of real files), drawn beside the levels' and in the BD-rate tables as
+"pqcodec --max-bytes", plus TAG-pqcodec-ratecontrol.json.
 Per-image results are cached in eval/.cache (keyed by codec, settings, code and pixels): a rerun on
 the same inputs only redraws.
 
     python eval/rd.py ../shared/data/kodak --out docs/results    # the committed Kodak results
     python eval/rd.py my_photos/                                 # results/my_photos-*
+    python eval/rd.py ../shared/data/kodak --out docs/results --classic-from docs/results \
+        --max-bytes 500 1000 2000 5000 10000 20000 40000          # the λ-continuous curve too
 """
 import argparse
 import json
@@ -37,6 +42,33 @@ def pqcodec_curve(codec, identity, images, levels, steps, cache) -> dict:
     curve["per_image"] = {str(q): rows for q, rows in points}
     curve["steps"] = steps
     return curve
+
+
+def size_curve(codec, identity, images, sizes: list[tuple[str, float]], steps, cache) -> dict:
+    points = [(f"{kind} {value:g}", pqcodec_eval.run_size(codec, identity, images, (kind, value), steps, cache))
+              for kind, value in sizes]
+    curve = mean_curve(f"pqcodec --{sizes[0][0].replace('_', '-')}", points)
+    curve["per_image"] = {label: rows for label, rows in points}
+    return curve
+
+
+def size_table(curve: dict, levels: dict) -> str:
+    """Each size asked for: the largest file, the mean rate and quality, how it was made; and the
+    curve's BD-rate against the levels' over the rates both span."""
+    lines = ["| asked | largest file (bytes) | mean bpp | PSNR (dB) | MS-SSIM (dB) | extreme mode | encodes (mean) | encode s (mean) |",
+             "|---|---|---|---|---|---|---|---|"]
+    res = curve["results"]
+    for i, (label, rows) in enumerate(curve["per_image"].items()):
+        over = [r for r in rows if r["bytes"] > r["max_bytes"]]
+        lines.append(f"| {label} | {max(r['bytes'] for r in rows)}" + (f" ({len(over)} OVER)" if over else "")
+                     + f" | {res['bpp'][i]:.4f} | {res['psnr-rgb'][i]:.2f} | {ms_ssim_db(res['ms-ssim'][i]):.2f} | "
+                     f"{sum(r['generated'] for r in rows)}/{len(rows)} | {np.mean([r['encodes'] for r in rows]):.1f} | "
+                     f"{np.mean([r['encode_s'] for r in rows]):.1f} |")
+    bd = {m: bd_rate_of(levels, curve, m) for m in ("psnr-rgb", "ms-ssim")}
+    lines += ["", f"BD-rate of {curve['name']} against the five levels' curve (over the rates both span; negative: "
+              f"fewer bits): RGB PSNR {bd['psnr-rgb']:+.1f} %, MS-SSIM {bd['ms-ssim']:+.1f} %."
+              if None not in bd.values() else "", ""]
+    return "\n".join(lines)
 
 
 def bd_tables(tests: list[dict], anchors: list[dict]) -> str:
@@ -95,6 +127,8 @@ def plot(curves: list[dict], published: list[dict], path: Path, max_bpp: float, 
             style = dict(linestyle="--", marker="x") if c in published else dict(marker="o", markersize=4)
             if c["name"] == "pqcodec":
                 style.update(linewidth=2.5, color="black")
+            elif c["name"].startswith("pqcodec --"):  # rate control's sizes: a dotted line through its points
+                style.update(linewidth=1.5, color="black", linestyle=":", marker="s", markersize=4)
             ax.plot(x[keep], y[keep], label=c["name"], **style)
         ax.set_xlabel("bpp (from file bytes)")
         ax.set_ylabel(label)
@@ -123,6 +157,10 @@ def main():
                     help="draw the published Kodak figures (default: when the folder is named kodak)")
     add_output_args(ap, "the folder")
     ap.add_argument("--no-cache", action="store_true", help="recompute every coded image")
+    sizes = ap.add_mutually_exclusive_group()
+    sizes.add_argument("--max-bytes", type=int, nargs="+", metavar="N", help="also rate control's curve: "
+                       "pqcodec encode --max-bytes N for each N")
+    sizes.add_argument("--bpp", type=float, nargs="+", metavar="B", help="the same with --bpp B")
     ap.add_argument("--alexnet-weights", help="torchvision AlexNet weights file: adds LPIPS per image "
                     "(eval/perceptual.py, docs/perceptual.md)")
     ap.add_argument("--lpips-linear", help="LPIPS linear layers (default: the installed lpips package's)")
@@ -149,22 +187,29 @@ def main():
         classic = [sweep(images, name, cache) for name in args.classic]
     extra = [json.loads(Path(p).read_text()) for p in args.extra]
     ours = pqcodec_curve(codec, identity, images, levels, args.steps, cache)
+    sized = None
+    if args.max_bytes or args.bpp:
+        asked = [("max_bytes", n) for n in args.max_bytes or []] + [("bpp", b) for b in args.bpp or []]
+        sized = size_curve(codec, identity, images, asked, args.steps, cache)
 
     out.mkdir(parents=True, exist_ok=True)
     for c in classic:
         (out / f"{args.tag}-{c['name'].split()[0].lower()}.json").write_text(json.dumps(c, indent=1))
     (out / f"{args.tag}-pqcodec.json").write_text(json.dumps(ours, indent=1))
+    if sized:
+        (out / f"{args.tag}-pqcodec-ratecontrol.json").write_text(json.dumps(sized, indent=1))
 
     show_published = Path(args.folder).name.lower() == "kodak" if args.published is None else args.published
     published = PUBLISHED_KODAK if show_published else []
     max_bpp = min(1.5, 1.25 * max(ours["results"]["bpp"]))
-    plot([ours] + extra + classic, published, out / f"{args.tag}-rd.png", max_bpp,
+    plot([ours] + ([sized] if sized else []) + extra + classic, published, out / f"{args.tag}-rd.png", max_bpp,
          f"{len(images)} images of {Path(args.folder).name}; pqcodec {args.steps} steps")
     report = "\n\n".join([
         f"{len(images)} images of {args.folder}; bpp from file bytes; pqcodec {args.steps} coding steps.",
         level_table(ours, classic),
+        *([size_table(sized, ours)] if sized else []),
         *lpips_lines([ours] + classic),
-        bd_tables([ours] + extra + classic, classic + extra + published)])
+        bd_tables([ours] + ([sized] if sized else []) + extra + classic, classic + extra + published)])
     (out / f"{args.tag}-bdrate.md").write_text(report + "\n")
     print(report)
     print(f"\nwall time {time.time() - t0:.0f} s; outputs in {out}")

@@ -4,6 +4,8 @@ The token grid is coded by `TokenCoder` (latent.py) with the integer-exact prior
 on any machine; the transforms are float (a decoded pixel may differ by one level between CPU
 families, like JPEG decoders' float IDCTs), and the token checksum in the header guards the decode.
 """
+import copy
+import functools
 import math
 from dataclasses import dataclass
 
@@ -100,15 +102,17 @@ class Codec:
                 tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].numpy()
         return rdoq.Analysis(tokens, cand, dist) if candidates else tokens
 
-    def tokens_to_image(self, tokens: np.ndarray, height: int, width: int) -> np.ndarray:
-        """indices (active, h, w) -> uint8 (height, width, 3)."""
+    def tokens_to_image(self, tokens: np.ndarray, height: int, width: int, precise: bool = False) -> np.ndarray:
+        """indices (active, h, w) -> uint8 (height, width, 3). precise: the synthesis in float64
+        (_synthesis64), for the small grids of generated files."""
         s = self.config.stride
         active, h, w = tokens.shape
         out = np.empty((height, width, 3), dtype=np.uint8)
+        synthesis = self._synthesis64 if precise else self.model.tokens_to_image
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
                 t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1]))[None]
-                x = self.model.tokens_to_image(t, active)[0]
+                x = synthesis(t, active)[0]
                 x = x[:, (y0 - Y0) * s:(y1 - Y0) * s, (x0 - X0) * s:(x1 - X0) * s]
                 rows, cols = min(y1 * s, height) - y0 * s, min(x1 * s, width) - x0 * s
                 out[y0 * s:y0 * s + rows, x0 * s:x0 * s + cols] = (
@@ -184,13 +188,25 @@ class Codec:
         return data, coded
 
     def render(self, header: Header, tokens: np.ndarray) -> np.ndarray:
-        """The uint8 (height, width, 3) image of a file's decoded tokens: the grid decoded, and for a
-        generated file resized from 8 x its grid to the image's size (bitstream.RESIZE_FILTER)."""
-        if not header.generated:
-            return self.tokens_to_image(tokens, header.height, header.width)
+        """The uint8 (height, width, 3) image of a file's decoded tokens."""
+        if header.generated:
+            return self.render_generated(tokens, header.height, header.width)
+        return self.tokens_to_image(tokens, header.height, header.width)
+
+    def render_generated(self, tokens: np.ndarray, height: int, width: int) -> np.ndarray:
+        """A generated file's image: its grid (active, grid h, grid w) decoded in float64, then
+        resized to height x width (bitstream.RESIZE_FILTER). In float32 the synthesis's last bits
+        differ between thread counts and kernel families, and flip the rounding of a pixel now and
+        then (1 pixel of kodim08's 200-byte file with 2 threads against 1); float64's differences
+        (~1e-15) do not reach a rounding step, and a grid this small costs little either way."""
         s = self.config.stride
-        small = self.tokens_to_image(tokens, tokens.shape[1] * s, tokens.shape[2] * s)
-        return resize(small, header.height, header.width)
+        return resize(self.tokens_to_image(tokens, tokens.shape[1] * s, tokens.shape[2] * s, precise=True), height, width)
+
+    @functools.cached_property
+    def _synthesis64(self):
+        """model.tokens_to_image in float64: copies of the quantizer's codebooks and the decoder."""
+        quantizer, decoder = copy.deepcopy(self.model.quantizer).double(), copy.deepcopy(self.model.decoder).double()
+        return lambda tokens, active: decoder(quantizer.decode(tokens, active)).clamp(0, 1)
 
     def encode(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, *,
                name: str | None = None, rd_lambda: float = 0.0, max_bytes: int | None = None,

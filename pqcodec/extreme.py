@@ -85,8 +85,7 @@ class GeneratedSearch:
         data, coded = coded or self.code(grid, active, sent, sharpen, seed)
         if len(data) > self.N:
             return None
-        s = self.codec.config.stride
-        image = resize(self.codec.tokens_to_image(coded, grid[0] * s, grid[1] * s), self.H, self.W)
+        image = self.codec.render_generated(coded, self.H, self.W)
         return Candidate(data, psnr(self.rgb, image), active, Generated(*grid, sent, sharpen, seed))
 
     def plain(self, active) -> tuple[int, Candidate | None]:

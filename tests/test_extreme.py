@@ -185,17 +185,17 @@ def _psnr(rgb, img):
 
 def test_the_search_keeps_the_best_psnr_that_fits(tiny_codec):
     rgb = random_image(120, 160, seed=9)
-    search = extreme.GeneratedSearch(tiny_codec, rgb, False, 80, 12)
-    best = search.run()
+    full = tiny_codec.grid_size(120, 160)
+    best = extreme.GeneratedSearch(tiny_codec, rgb, False, 80, 12).run()
     assert len(best.data) <= 80
-    for active in search.actives:
-        k, plain = extreme.GeneratedSearch(tiny_codec, rgb, False, 80, 12).plain(active)
-        assert plain is None or plain.psnr <= best.psnr
-        if plain:  # and the next grid up does not fit
-            bigger = extreme.grid_for(120, 160, k + 1, tiny_codec.grid_size(120, 160))
-            if bigger != plain.generated.grid_height:
-                data, _ = extreme.GeneratedSearch(tiny_codec, rgb, False, 80, 12).code(bigger, active, 12)
-                assert len(data) > 80 or bigger == (plain.generated.grid_height, plain.generated.grid_width)
+    for active in (1, 2):
+        search = extreme.GeneratedSearch(tiny_codec, rgb, False, 80, 12)
+        k, plain = search.plain(active)
+        assert plain is not None and len(plain.data) <= 80 and plain.psnr <= best.psnr
+        assert (plain.generated.grid_height, plain.generated.grid_width) == extreme.grid_for(120, 160, k, full)
+        if k < max(full):  # the bracket closes on a grid that does not fit
+            data, _ = search.code(extreme.grid_for(120, 160, k + 1, full), active, 12)
+            assert len(data) > 80
 
 
 def test_generative_draws_part_of_a_larger_grid(tiny_codec):
