@@ -198,7 +198,13 @@ def _matched(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) ->
     coded and measured here, so the bisection may miss a larger setting that fits, never exceed)."""
     if not pc.available():
         return Coded(pc.name, note=f"not available: this Pillow has no {pc.name} encoder")
+    try:
+        return _bisect(pc, img, rgb, budget)
+    except (OSError, ValueError) as e:  # beyond the format's limits (WebP: 16383 px a side)
+        return Coded(pc.name, note=f"Pillow cannot write this image as {pc.name} ({e})")
 
+
+def _bisect(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) -> Coded:
     def code(q: int) -> tuple[bytes, float]:
         start = time.perf_counter()
         data = pc.encode(img, q)
@@ -221,9 +227,10 @@ def _matched(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) ->
     q, data, encode_s = best
     start = time.perf_counter()
     with Image.open(io.BytesIO(data)) as f:
-        decoded = f.convert("RGB") if img.mode == "RGB" else f.convert(img.mode)
+        decoded = f.convert(img.mode)  # RGB, or L for a greyscale source
     decode_s = time.perf_counter() - start
-    note = f"{budget - len(data)} bytes under pqcodec's" if len(data) < budget else "exactly pqcodec's bytes"
+    under = budget - len(data)
+    note = f"{under} byte{'s' * (under != 1)} under pqcodec's" if under else "exactly pqcodec's bytes"
     if q == pc.highest:
         note += " (its highest setting)"
     return _measured(Coded(pc.name, f"quality {q}", len(data), decoded, encode_s=encode_s, decode_s=decode_s,

@@ -112,6 +112,26 @@ def test_an_unavailable_codec_says_so(codec, monkeypatch):
     assert "n/a" in render([c], "t", "how")
 
 
+def test_an_image_pillow_cannot_write_leaves_the_others(codec, monkeypatch):
+    real = compare.PillowCodec.encode
+
+    def encode(self, img, quality):
+        if self.name == "WebP":
+            raise OSError("encoding error 5")
+        return real(self, img, quality)
+    monkeypatch.setattr(compare.PillowCodec, "encode", encode)
+    c = compare_image(codec, _crop(64, 48), "small", Target(quality=5))
+    webp = next(r for r in c.rows if r.codec == "WebP")
+    assert not webp.shown and "Pillow cannot write this image as WebP (encoding error 5)" in webp.note
+    assert next(r for r in c.rows if r.codec == "JPEG").shown
+
+
+def test_greyscale_stays_greyscale(codec):
+    c = compare_image(codec, _crop(64, 48).convert("L"), "grey", Target(quality=4))
+    assert c.original.mode == "L" and all(r.decoded.mode == "L" for r in c.rows if r.shown)
+    assert all(r.num_bytes <= c.budget for r in c.rows if r.shown)
+
+
 class _WithPerceptual:
     """A codec whose model has a second decoder (the interface issue 16 adds to Codec)."""
 
