@@ -179,7 +179,8 @@ def _describe_target(codec, target: Target, height: int, width: int) -> str:
     if target.max_bytes is not None:
         return f"the best quality in at most {target.max_bytes} bytes (rate control)"
     if target.bpp is not None:
-        n = int(target.bpp * height * width / 8)
+        from .ratecontrol import budget
+        n = budget(bpp=target.bpp, height=height, width=width)
         return f"the best quality in at most {target.bpp:g} bpp = {n} bytes (rate control)"
     if target.quality is None:
         return f"level {codec.default_quality} (the model's default) of {codec.levels()}"
