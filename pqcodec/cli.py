@@ -1,4 +1,4 @@
-"""pqcodec command line: encode, decode, info; docs/cli.md states its guarantees.
+"""pqcodec command line: encode, decode, info, compare; docs/cli.md states its guarantees.
 
 Errors are one line on stderr that names the file ('stdin' for standard input), and a non-zero
 exit: 1 for bad input or a failed write, 2 for a bad command line, 130 after Ctrl-C, 143 after
@@ -220,6 +220,38 @@ def cmd_info(args):
         print(f"{k:{width}}  {v}")
 
 
+def cmd_compare(args):
+    from .compare import Target, compare_all, expand_inputs
+    from .compare_page import render
+    from .zoo import codec_to_encode
+    if Path(args.output).suffix.lower() not in (".html", ".htm"):
+        raise CliError(f"{args.output}: compare writes an HTML page (name the output NAME.html)")
+    _check_model_args(args)
+    paths = expand_inputs(args.images)
+    output = Path(args.output)
+    check_output(output, args.force, inputs=paths)
+    with _about(args.model or "model", args.debug):
+        codec = codec_to_encode(args.model)
+    target = Target(quality=args.quality, max_bytes=args.max_bytes, bpp=args.bpp)
+    comparisons, failed, warned = compare_all(paths, codec, target, progress=not args.quiet)
+    for line in warned:
+        print(f"pqcodec: warning: {line}", file=sys.stderr)
+    if not comparisons and len(failed) == 1:
+        raise CliError(failed[0])
+    for line in failed:
+        _error(line)
+    if not comparisons:
+        raise CliError(f"{args.output}: not written: no image could be compared")
+    if target.by_size():
+        how = "pqcodec coded each image with rate control: the best quality within the size asked for."
+    else:
+        level = f"{args.quality}" if args.quality else f"{codec.default_quality} (the default)"
+        how = f"pqcodec coded each image at level {level} of {codec.levels()}."
+    write_atomic(output, render(comparisons, "pqcodec against JPEG, WebP and AVIF at the same file size", how)
+                 .encode("utf-8"), args.force, inputs=paths)
+    return EXIT_ERROR if failed else 0
+
+
 # -- the parser ------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """A bad command line is one line too, and exit status 2."""
@@ -301,7 +333,20 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a .bin file's header fields, size and bpp")
     i.add_argument("input", help=".bin file or - for stdin")
     i.set_defaults(run=cmd_info)
-    for sp in (e, d, i):
+    c = sub.add_parser("compare", help="an HTML page: pqcodec against JPEG, WebP and AVIF at the same file size")
+    c.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of images")
+    c.add_argument("-o", "--output", required=True, help="the page to write, NAME.html (self-contained)")
+    size = c.add_mutually_exclusive_group()
+    size.add_argument("-q", "--quality", type=_positive_int, help=_quality_help())
+    size.add_argument("--bytes", "--max-bytes", dest="max_bytes", type=_positive_int, metavar="N",
+                      help="pqcodec's best quality in at most N bytes (rate control); the others in as many")
+    size.add_argument("--bpp", type=_positive_float, metavar="B",
+                      help="the same with N = floor(B * width * height / 8)")
+    c.add_argument("--model", help="weights file outside the shipped zoo (research use)")
+    c.add_argument("-f", "--force", action="store_true", help="replace an existing output (a regular file only)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(run=cmd_compare)
+    for sp in (e, d, i, c):
         _add_global_options(sp, in_subcommand=True)
     return p
 
