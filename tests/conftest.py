@@ -1,6 +1,7 @@
 """Shared fixtures. `tiny_weights` is a randomly initialised model small enough to code images in
 milliseconds: the exactness and robustness tests need a real prior and range coder, not good
 compression. The end-to-end tests use the shipped weights."""
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,3 +57,18 @@ def patched(data: bytes, at: int, value: int) -> bytes:
     head = bytearray(data[:len(data) - len(payload) - 2])
     head[at] = value
     return bytes(head) + bitstream.header_check(bytes(head)) + payload
+
+
+@pytest.fixture
+def cli(capsysbinary):
+    """Runs `pqcodec ARGS` in this process: a CompletedProcess (status, stdout, stderr bytes)."""
+    def run(*args):
+        from pqcodec.cli import main
+        args = [str(a) for a in args]
+        try:
+            status = main(args)
+        except SystemExit as e:  # argparse: --help, a bad command line
+            status = e.code
+        out, err = capsysbinary.readouterr()
+        return subprocess.CompletedProcess(args, status, out, err)
+    return run

@@ -16,21 +16,6 @@ from conftest import random_image, run_cli
 
 
 @pytest.fixture
-def cli(capsysbinary):
-    """Runs `pqcodec ARGS` in this process: a CompletedProcess (status, stdout, stderr bytes)."""
-    def run(*args):
-        from pqcodec.cli import main
-        args = [str(a) for a in args]
-        try:
-            status = main(args)
-        except SystemExit as e:  # argparse: --help, a bad command line
-            status = e.code
-        out, err = capsysbinary.readouterr()
-        return subprocess.CompletedProcess(args, status, out, err)
-    return run
-
-
-@pytest.fixture
 def png(tmp_path):
     p = tmp_path / "in.png"
     Image.fromarray(random_image(30, 50)).save(p)

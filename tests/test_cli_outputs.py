@@ -14,7 +14,6 @@ from PIL import Image
 from conftest import random_image
 from pqcodec import files
 from pqcodec.files import OutputError
-from test_cli_errors import cli  # noqa: F401  (a fixture: the CLI in this process)
 
 
 @pytest.fixture

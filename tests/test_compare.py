@@ -5,7 +5,6 @@ a non-zero exit, no report written). The page in a browser: tests/test_compare_b
 import base64
 import io
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -164,20 +163,6 @@ def test_every_decoder_of_the_model_is_shown_for_the_same_file(codec):
 
 # -- the command line -----------------------------------------------------------------------------
 @pytest.fixture
-def cli(capsysbinary):
-    def run(*args):
-        from pqcodec.cli import main
-        args = [str(a) for a in args]
-        try:
-            status = main(args)
-        except SystemExit as e:
-            status = e.code
-        out, err = capsysbinary.readouterr()
-        return subprocess.CompletedProcess(args, status, out, err.decode())
-    return run
-
-
-@pytest.fixture
 def small(tmp_path):
     p = tmp_path / "small.png"
     _crop(96, 64).save(p)
@@ -185,15 +170,16 @@ def small(tmp_path):
 
 
 def _one_line(r, status=1) -> str:
-    assert r.returncode == status, r.stderr
-    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
-    return r.stderr
+    err = r.stderr.decode()
+    assert r.returncode == status, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
 
 
 def test_cli_writes_a_page(cli, small, tmp_path):
     out = tmp_path / "r.html"
     r = cli("compare", small, "-o", out, "--quality", "2", "--quiet")
-    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and "level 2 of 5" in page and "data-codec='original'" in page
 
@@ -237,7 +223,7 @@ def test_cli_folder_lists_a_broken_image_and_writes_the_others(cli, tmp_path):
     (folder / "notes.txt").write_text("ignored")
     out = tmp_path / "r.html"
     r = cli("compare", folder, "-o", out, "--quality", "1", "--quiet")
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "broken.png: " in r.stderr, r.stderr
+    assert r.returncode == 1 and r.stderr.count(b"\n") == 1 and b"broken.png: " in r.stderr, r.stderr
     page = out.read_text()
     assert page.count("<section class=comparison") == 2 and "a.png" in page and "b.jpg" in page
     assert "href='#image-2'" in page and "broken.png" not in page
