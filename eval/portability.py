@@ -53,13 +53,14 @@ def array_hash(a) -> str:
 
 
 def _write(codec, job, tag) -> list[dict]:
+    from pqcodec.ratecontrol import encode_to_size
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, rgb in load_rgb_images([Path(p) for p in job["images"]]):
         for q in [*job["levels"], *(f"{n}B" for n in job.get("sizes", []))]:
             t0 = time.perf_counter()
-            data = codec.encode(rgb, q) if isinstance(q, int) else codec.encode(rgb, max_bytes=int(q[:-1]))
+            data = codec.encode(rgb, q) if isinstance(q, int) else encode_to_size(codec, rgb, max_bytes=int(q[:-1])).data
             path = out / f"{Path(name).stem}-{'q' if isinstance(q, int) else ''}{q}.bin"
             path.write_bytes(data)
             rows.append(dict(image=name, level=q, path=str(path), bytes=len(data),

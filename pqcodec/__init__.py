@@ -34,8 +34,15 @@ def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
     generative (with a size): below the lowest level, send part of the shrunken image and let the
     decoder draw the rest from the prior (PQ-MIM's hybrid mode).
     rd_lambda: RDOQ's λ at `quality` (0: plain quantization; the decoder is the same)."""
-    return codec_to_encode(model).encode(image, quality, steps, name=name, rd_lambda=rd_lambda, max_bytes=max_bytes,
-                                         bpp=bpp, generative=generative)
+    codec = codec_to_encode(model)
+    if max_bytes is None and bpp is None:
+        if generative:
+            raise PQCodecError("generative needs a size (max_bytes or bpp)")
+        return codec.encode(image, quality, steps, name=name, rd_lambda=rd_lambda)
+    if quality is not None or rd_lambda:
+        raise PQCodecError("give either a size (max_bytes or bpp) or a quality/rd_lambda, not both")
+    from .ratecontrol import encode_to_size
+    return encode_to_size(codec, image, max_bytes=max_bytes, bpp=bpp, steps=steps, name=name, generative=generative).data
 
 
 def decode(source, model: str | None = None, *, name: str | None = None):

@@ -209,20 +209,9 @@ class Codec:
         return lambda tokens, active: decoder(quantizer.decode(tokens, active)).clamp(0, 1)
 
     def encode(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, *,
-               name: str | None = None, rd_lambda: float = 0.0, max_bytes: int | None = None,
-               bpp: float | None = None, generative: bool = False) -> bytes:
-        """rd_lambda: RDOQ's λ at this quality (rdoq.py). max_bytes or bpp (not with quality or
-        rd_lambda): the best quality whose file fits in max_bytes, or floor(bpp * H * W / 8) bytes
-        (ratecontrol.py; below the lowest level the extreme mode, extreme.py, with `generative` its
-        partly drawn grids); a RateError when even the smallest reachable file is larger."""
-        if max_bytes is not None or bpp is not None:
-            from .ratecontrol import encode_to_size
-            if quality is not None or rd_lambda:
-                raise PQCodecError("give either a size (max_bytes or bpp) or a quality/rd_lambda, not both")
-            return encode_to_size(self, image, max_bytes=max_bytes, bpp=bpp, steps=steps, name=name,
-                                  generative=generative).data
-        if generative:
-            raise PQCodecError("generative needs a size (max_bytes or bpp)")
+               name: str | None = None, rd_lambda: float = 0.0) -> bytes:
+        """rd_lambda: RDOQ's λ at this quality (rdoq.py). A size instead of a quality (max_bytes,
+        bpp): ratecontrol.encode_to_size, or pqcodec.encode."""
         return self.encode_with_stats(image, quality, steps, name=name, rd_lambda=rd_lambda)[0]
 
     def decode_tokens(self, data: bytes) -> tuple[Header, np.ndarray]:

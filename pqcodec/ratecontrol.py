@@ -1,5 +1,5 @@
 """Rate control: the best quality whose file fits in N bytes (`pqcodec encode --max-bytes N`,
-`--bpp B` for N = floor(B * H * W / 8); `Codec.encode(..., max_bytes=, bpp=)`).
+`--bpp B` for N = floor(B * H * W / 8); `pqcodec.encode(..., max_bytes=, bpp=)`, `encode_to_size(codec, ...)`).
 
 A bounded search, not a sweep. The image is analysed once (the encoder's transform, and each
 sub-vector's nearest codewords for RDOQ, rdoq.py); each trial after that is one pass of the token

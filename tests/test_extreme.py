@@ -213,8 +213,9 @@ def test_nothing_fits_in_fewer_bytes_than_a_header(tiny_codec):
 
 
 def test_generative_needs_a_size(tiny_codec, tiny_weights, tmp_path, capsys):
+    import pqcodec
     with pytest.raises(PQCodecError, match="generative needs a size"):
-        tiny_codec.encode(random_image(8, 8), 1, generative=True)
+        pqcodec.encode(random_image(8, 8), 1, model=str(tiny_weights), generative=True)
     src = tmp_path / "in.png"
     Image.fromarray(random_image(120, 160, seed=10)).save(src)
     assert main(["encode", str(src), "-o", str(tmp_path / "a.bin"), "--model", str(tiny_weights), "--generative"]) == 1
@@ -254,7 +255,7 @@ KODIM23_200B_PSNR = 21.29
 def test_a_200_byte_file_decodes_the_same_under_avx2_kernels(shipped_codec, kodim23, tmp_path):
     """A generated file's draws and pixels in another process with AVX2 kernels (eval/portability.py
     does every family and thread count on Kodak)."""
-    data = shipped_codec.encode(kodim23, max_bytes=200)
+    data = encode_to_size(shipped_codec, kodim23, max_bytes=200).data
     (tmp_path / "a.bin").write_bytes(data)
     env = dict(ATEN_CPU_CAPABILITY="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2", ONEDNN_MAX_CPU_ISA="AVX2")
     code = ("import sys, hashlib, numpy as np, pqcodec; "

@@ -112,13 +112,16 @@ def test_bpp_is_bytes_of_the_pixel_count(tiny_codec):
     assert r.max_bytes == math.floor(0.5 * 33 * 200 / 8) and len(r.data) <= r.max_bytes
 
 
-def test_api_refuses_a_size_with_a_quality(tiny_codec):
+def test_api_refuses_a_size_with_a_quality(tiny_weights):
+    import pqcodec
+    model = str(tiny_weights)
     with pytest.raises(PQCodecError, match="not both"):
-        tiny_codec.encode(BIG[:8, :8], 2, max_bytes=100)
+        pqcodec.encode(BIG[:8, :8], 2, model=model, max_bytes=100)
     with pytest.raises(PQCodecError, match="one size"):
-        tiny_codec.encode(BIG[:8, :8], max_bytes=100, bpp=1.0)
+        pqcodec.encode(BIG[:8, :8], model=model, max_bytes=100, bpp=1.0)
     with pytest.raises(PQCodecError, match="max_bytes must be at least 1"):
-        tiny_codec.encode(BIG[:8, :8], max_bytes=0)
+        pqcodec.encode(BIG[:8, :8], model=model, max_bytes=0)
+    assert len(pqcodec.encode(BIG, model=model, max_bytes=60)) <= 60
 
 
 def test_cli_max_bytes_and_bpp(tiny_weights, tmp_path, capsys):
