@@ -43,11 +43,12 @@ def run_level(codec, identity: dict, images, quality: int, steps: int, cache) ->
     return rows
 
 
-def code_to_size(codec, rgb: np.ndarray, max_bytes: int | None, bpp: float | None, steps: int) -> dict:
+def code_to_size(codec, rgb: np.ndarray, max_bytes: int | None, bpp: float | None, steps: int,
+                 distortion: str = "latent") -> dict:
     """Rate control's file for a size asked for (ratecontrol.encode_to_size), decoded."""
     from pqcodec.ratecontrol import encode_to_size
     t0 = time.perf_counter()
-    r = encode_to_size(codec, rgb, max_bytes=max_bytes, bpp=bpp, steps=steps)
+    r = encode_to_size(codec, rgb, max_bytes=max_bytes, bpp=bpp, steps=steps, distortion=distortion)
     t1 = time.perf_counter()
     header, tokens = codec.decode_tokens(r.data)
     rec = codec.render(header, tokens)
@@ -55,12 +56,15 @@ def code_to_size(codec, rgb: np.ndarray, max_bytes: int | None, bpp: float | Non
                 generated=header.generated is not None, encodes=r.encodes, encode_s=t1 - t0)
 
 
-def run_size(codec, identity: dict, images, size: tuple[str, float], steps: int, cache) -> list[dict]:
-    """Per-image rows at one size asked for: size ("max_bytes", N) or ("bpp", B)."""
+def run_size(codec, identity: dict, images, size: tuple[str, float], steps: int, cache,
+             distortion: str = "latent") -> list[dict]:
+    """Per-image rows at one size asked for: size ("max_bytes", N) or ("bpp", B); RDOQ's distortion."""
     kind, value = size
     rows = []
     for name, rgb in tqdm(images, desc=f"pqcodec {kind} {value:g}", leave=False):
-        key = dict(codec="pqcodec-ratecontrol", **identity, **{kind: value}, steps=steps, image=image_key(rgb))
+        key = dict(codec="pqcodec-ratecontrol", **identity, **{kind: value}, steps=steps, image=image_key(rgb),
+                   **({} if distortion == "latent" else {"distortion": distortion}))
         rows.append(dict(cache.get_or_compute(key, lambda: code_to_size(
-            codec, rgb, int(value) if kind == "max_bytes" else None, value if kind == "bpp" else None, steps)), image=name))
+            codec, rgb, int(value) if kind == "max_bytes" else None, value if kind == "bpp" else None, steps,
+            distortion)), image=name))
     return rows

@@ -44,9 +44,9 @@ def pqcodec_curve(codec, identity, images, levels, steps, cache) -> dict:
     return curve
 
 
-def size_curve(codec, identity, images, sizes: list[tuple[str, float]], steps, cache) -> dict:
-    points = [(f"{kind} {value:g}", pqcodec_eval.run_size(codec, identity, images, (kind, value), steps, cache))
-              for kind, value in sizes]
+def size_curve(codec, identity, images, sizes: list[tuple[str, float]], steps, cache, distortion) -> dict:
+    points = [(f"{kind} {value:g}", pqcodec_eval.run_size(codec, identity, images, (kind, value), steps, cache,
+                                                          distortion)) for kind, value in sizes]
     curve = mean_curve(f"pqcodec --{sizes[0][0].replace('_', '-')}", points)
     curve["per_image"] = {label: rows for label, rows in points}
     return curve
@@ -161,6 +161,8 @@ def main():
     sizes.add_argument("--max-bytes", type=int, nargs="+", metavar="N", help="also rate control's curve: "
                        "pqcodec encode --max-bytes N for each N")
     sizes.add_argument("--bpp", type=float, nargs="+", metavar="B", help="the same with --bpp B")
+    ap.add_argument("--rd-distortion", choices=["latent", "pixel"], default="latent",
+                    help="RDOQ's distortion in rate control's search (docs/ratecontrol.md; default latent)")
     ap.add_argument("--alexnet-weights", help="torchvision AlexNet weights file: adds LPIPS per image "
                     "(eval/perceptual.py, docs/perceptual.md)")
     ap.add_argument("--lpips-linear", help="LPIPS linear layers (default: the installed lpips package's)")
@@ -190,7 +192,7 @@ def main():
     sized = None
     if args.max_bytes or args.bpp:
         asked = [("max_bytes", n) for n in args.max_bytes or []] + [("bpp", b) for b in args.bpp or []]
-        sized = size_curve(codec, identity, images, asked, args.steps, cache)
+        sized = size_curve(codec, identity, images, asked, args.steps, cache, args.rd_distortion)
 
     out.mkdir(parents=True, exist_ok=True)
     for c in classic:
