@@ -6,6 +6,7 @@ families, like JPEG decoders' float IDCTs), and the token checksum in the header
 """
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 from . import bitstream, rdoq
 from .bitstream import Header
+from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
 from .image import load_image, to_pil
 from .latent import TokenCoder, numerics_fence
@@ -39,13 +41,23 @@ class CodingStats:
 
 
 class Codec:
-    """A loaded model ready to code: `encode(image) -> bytes`, `decode(bytes) -> PIL.Image`."""
+    """A loaded model ready to code: `encode(image) -> bytes`, `decode(bytes) -> PIL.Image`.
 
-    def __init__(self, model: PQCodecModel, model_hash: bytes, default_quality: int | None = None):
-        """model_hash: what files made with it carry in their model field (bitstream.model_hash_of)."""
+    Decoders: the model's own ("mse") always; "perceptual" where a perceptual decoder file for this
+    model's weights is registered (zoo.py, or `add_decoder`); it is loaded on first use."""
+
+    def __init__(self, model: PQCodecModel, model_hash: bytes, default_quality: int | None = None,
+                 weights_sha256: str | None = None, name: str | None = None):
+        """model_hash: what files made with it carry in their model field (bitstream.model_hash_of).
+        weights_sha256: the SHA-256 of the weights file, which a decoder file must name to pair;
+        name: what errors call the model (its zoo name, or its weights file)."""
         self.model = model.eval()
         self.model_hash = model_hash
+        self.weights_sha256 = weights_sha256
+        self.name = name or f"model {model_hash.hex()}"
         self.config = model.config
+        self._decoder_files: dict[str, tuple[Path, str | None]] = {}  # name -> (file, its expected SHA-256)
+        self._decoders: dict[str, torch.nn.Module] = {}
         self.default_quality = default_quality or math.ceil(self.levels() / 2)
         if not model.can_code():
             raise UnsupportedFileError("these weights have no calibrated integer prior, which coding needs "
@@ -54,6 +66,46 @@ class Codec:
 
     def levels(self) -> int:
         return len(self.config.active_levels)
+
+    # -- decoders ----------------------------------------------------------------------------------
+    def add_decoder(self, name: str, path: str | Path, sha256: str | None = None):
+        """Registers a decoder file (decoders.py format) for this model under `name` (e.g.
+        "perceptual"); loaded, and checked against `sha256` when given and against this model's
+        weights, on first use."""
+        if name not in DECODER_NAMES or name == DEFAULT_DECODER:
+            raise PQCodecError(f"decoder name must be one of {', '.join(DECODER_NAMES[1:])}, got {name!r}")
+        self._decoder_files[name] = (Path(path), sha256)
+        self._decoders.pop(name, None)
+
+    def decoders(self) -> tuple[str, ...]:
+        """The decoders this codec can use: ("mse",), or ("mse", "perceptual") when the perceptual
+        decoder's weights file for this model is present."""
+        return (DEFAULT_DECODER,) + tuple(n for n in DECODER_NAMES[1:]
+                                          if n in self._decoder_files and self._decoder_files[n][0].is_file())
+
+    def decoder_net(self, decoder: str = DEFAULT_DECODER) -> torch.nn.Module:
+        """The synthesis transform called `decoder` (loaded and checked on first use), or a one-line
+        PQCodecError: an unknown name, or one this model has no weights for."""
+        if decoder == DEFAULT_DECODER:
+            return self.model.decoder
+        if decoder in self._decoders:
+            return self._decoders[decoder]
+        if not isinstance(decoder, str) or decoder not in DECODER_NAMES:
+            raise PQCodecError(f"unknown decoder {decoder!r} (decoders: {', '.join(DECODER_NAMES)})")
+        if decoder not in self._decoder_files:
+            raise UnsupportedFileError(f"{self.name} has no {decoder} decoder (it has: {', '.join(self.decoders())})")
+        path, sha = self._decoder_files[decoder]
+        if not path.is_file():
+            raise UnsupportedFileError(f"{decoder} decoder weights of {self.name} not found at {path} "
+                                       "(set PQCODEC_MODELS_DIR to the folder holding them)")
+        from .zoo import sha256_of
+        if sha is not None and sha256_of(path) != sha:
+            raise UnsupportedFileError(f"{path} does not match the SHA-256 recorded for the {decoder} decoder of {self.name}")
+        if self.weights_sha256 is None:
+            raise UnsupportedFileError(f"{self.name}: its weights' SHA-256 is unknown, so no decoder file can pair with it")
+        net = load_decoder(path, self.weights_sha256, self.config.channels, self.model.quantizer.dim, decoder)
+        self._decoders[decoder] = net.to(next(self.model.parameters()).device)
+        return self._decoders[decoder]
 
     def active_at(self, quality: int) -> int:
         """Sub-quantizers in use at a quality level (1-based)."""
@@ -98,15 +150,17 @@ class Codec:
                 tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].numpy()
         return rdoq.Analysis(tokens, cand, dist) if candidates else tokens
 
-    def tokens_to_image(self, tokens: np.ndarray, height: int, width: int) -> np.ndarray:
-        """indices (active, h, w) -> uint8 (height, width, 3)."""
+    def tokens_to_image(self, tokens: np.ndarray, height: int, width: int,
+                        decoder: str = DEFAULT_DECODER) -> np.ndarray:
+        """indices (active, h, w) -> uint8 (height, width, 3), by the decoder so named (`decoders()`)."""
+        net = self.decoder_net(decoder)
         s = self.config.stride
         active, h, w = tokens.shape
         out = np.empty((height, width, 3), dtype=np.uint8)
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
                 t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1]))[None]
-                x = self.model.tokens_to_image(t, active)[0]
+                x = self.model.tokens_to_image(t, active, net)[0]
                 x = x[:, (y0 - Y0) * s:(y1 - Y0) * s, (x0 - X0) * s:(x1 - X0) * s]
                 rows, cols = min(y1 * s, height) - y0 * s, min(x1 * s, width) - x0 * s
                 out[y0 * s:y0 * s + rows, x0 * s:x0 * s + cols] = (
@@ -203,13 +257,15 @@ class Codec:
             raise CorruptFileError("token checksum mismatch: the file is damaged or truncated")
         return header, tokens
 
-    def decode(self, source, *, name: str | None = None):
+    def decode(self, source, *, name: str | None = None, decoder: str = DEFAULT_DECODER):
         """source: the file's bytes (bytes, bytearray, memoryview), its path, or a binary file object
-        (read bounded); errors name it `name` (default: its path, <bytes>, ...)."""
+        (read bounded); errors name it `name` (default: its path, <bytes>, ...). decoder: "mse" (the
+        default) or another of `decoders()`: the same tokens, another synthesis transform."""
         data, name = coded_input(source, name)
         with named(name):
+            self.decoder_net(decoder)  # an unknown or missing decoder fails before the work
             header, tokens = self.decode_tokens(data)
-        return to_pil(self.tokens_to_image(tokens, header.height, header.width), header.greyscale)
+            return to_pil(self.tokens_to_image(tokens, header.height, header.width, decoder), header.greyscale)
 
 
 def _check_level(what: str, value, highest: int):
