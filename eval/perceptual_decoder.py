@@ -189,6 +189,14 @@ def main(argv=None) -> int:
     except PQCodecError as e:
         sys.exit(f"perceptual_decoder.py: error: {e}")
     decoder_file = Path(args.decoder_file) if args.decoder_file else models_dir() / ZOO[DEFAULT_MODEL].decoders[0].filename
+    if args.inception_weights:  # before any work: torch-fidelity importable, the weights file there
+        sys.path.insert(0, str(ROOT / "eval"))
+        import perceptual
+        try:
+            perceptual._require("torch_fidelity")
+            perceptual._require_file(args.inception_weights, "Inception")
+        except perceptual.PerceptualError as e:
+            sys.exit(f"perceptual_decoder.py: error: {e}")
     levels = args.levels or list(range(1, codec.levels() + 1))
     images = load_rgb_images(Path(args.images))
     total_images = len(images)
@@ -246,8 +254,6 @@ def main(argv=None) -> int:
 
     fidkid, fid_note = {}, None
     if args.inception_weights:
-        sys.path.insert(0, str(ROOT / "eval"))
-        import perceptual
         try:
             for q in levels:
                 for d in ("mse", "perceptual"):

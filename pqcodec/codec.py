@@ -86,12 +86,12 @@ class Codec:
     def decoder_net(self, decoder: str = DEFAULT_DECODER) -> torch.nn.Module:
         """The synthesis transform called `decoder` (loaded and checked on first use), or a one-line
         PQCodecError: an unknown name, or one this model has no weights for."""
+        if not isinstance(decoder, str) or decoder not in DECODER_NAMES:
+            raise PQCodecError(f"unknown decoder {decoder!r} (decoders: {', '.join(DECODER_NAMES)})")
         if decoder == DEFAULT_DECODER:
             return self.model.decoder
         if decoder in self._decoders:
             return self._decoders[decoder]
-        if not isinstance(decoder, str) or decoder not in DECODER_NAMES:
-            raise PQCodecError(f"unknown decoder {decoder!r} (decoders: {', '.join(DECODER_NAMES)})")
         if decoder not in self._decoder_files:
             raise UnsupportedFileError(f"{self.name} has no {decoder} decoder (it has: {', '.join(self.decoders())})")
         path, sha = self._decoder_files[decoder]

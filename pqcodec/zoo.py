@@ -34,7 +34,10 @@ class ZooEntry:
 
 ZOO = {e.name: e for e in [
     ZooEntry("pq-s8-m12k256-v4", "pq-s8-m12k256-v4.safetensors",
-             "41652e7b33abcb50bb7faecd26e5beaf0ce754cee7e1eb01c760fc9025a8a388", default_quality=3),
+             "41652e7b33abcb50bb7faecd26e5beaf0ce754cee7e1eb01c760fc9025a8a388", default_quality=3,
+             # the perceptual decoder (issue 13; models/pq-s8-m12k256-v4-perceptual.md): same files
+             decoders=(DecoderFile("perceptual", "pq-s8-m12k256-v4-perceptual.safetensors",
+                                   "ebf705e6afaf81e810f705f312a9cb838e9868cc29f75c69729b09f92d78365d"),)),
     # pqcodec 0.4.0 and 0.5.0's default: its files (format 3) still decode
     ZooEntry("pq-s8-m12k256-v3", "pq-s8-m12k256-v3.safetensors",
              "ba5c6133abe8efa39c0d5b3bf1fe3c481a1c697558b8145a3ed443579b15c7cd", default_quality=3),

@@ -163,10 +163,28 @@ def test_shipped_perceptual_decoder_keeps_colours_and_adds_detail(tmp_path):
     mse = np.asarray(pqcodec.decode(data))
     perceptual = np.asarray(pqcodec.decode(data, decoder="perceptual"))
     assert mse.shape == perceptual.shape == rgb.shape
-    assert block_colour_deviation(perceptual, mse).max() < 8
-    assert hf_ratios(rgb, perceptual)["top"] > 1.5 * hf_ratios(rgb, mse)["top"]
+    # measured with the shipped files: 4.65 levels; top band 1.51 against the MSE decoder's 0.040
+    assert block_colour_deviation(perceptual, mse).max() < 6
+    assert hf_ratios(rgb, perceptual)["top"] > 10 * hf_ratios(rgb, mse)["top"]
     src = tmp_path / "k.bin"
     src.write_bytes(data)
     r = run_cli("decode", src, "-o", tmp_path / "k.png", "--decoder", "perceptual")
     assert r.returncode == 0, r.stderr.decode()
     assert np.array_equal(np.asarray(Image.open(tmp_path / "k.png")), perceptual)
+
+
+def test_eval_measures_high_frequencies_and_block_colours():
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
+    from PIL import ImageFilter
+    from perceptual_decoder import block_colour_deviation, hf_ratios
+    rgb = random_image(128, 160, seed=2)
+    assert hf_ratios(rgb, rgb) == {"top": 1.0, "upper-mid": 1.0}
+    blurred = np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(2)))
+    r = hf_ratios(rgb, blurred)
+    assert r["top"] < 0.05 and r["top"] < r["upper-mid"] < 1
+    noisy = np.clip(rgb + np.random.default_rng(0).normal(0, 30, rgb.shape), 0, 255).astype(np.uint8)
+    assert hf_ratios(rgb, noisy)["top"] > 1.5
+    shifted = np.clip(rgb.astype(int) + 3, 0, 255).astype(np.uint8)
+    dev = block_colour_deviation(shifted, rgb)
+    assert dev.shape == (4 * 5 * 3,) and 2.5 < dev.mean() <= 3 and dev.max() <= 3

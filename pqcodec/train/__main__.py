@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--d-steps", type=int, default=2, help="discriminator updates per decoder update (same batch)")
     pe.add_argument("--adv-warmup", type=int, default=300,
                     help="distortion-only decoder steps first (the discriminator trains from step 0)")
-    pe.add_argument("--adv-weight", type=float, default=0.5,
+    pe.add_argument("--adv-weight", type=float, default=0.8,
                     help="adversarial pull relative to the distortion pull (times VQGAN's adaptive weight)")
     pe.add_argument("--fm-weight", type=float, default=1.0, help="feature matching, inside the adversarial term")
     pe.add_argument("--mse-weight", type=float, default=1.0)
