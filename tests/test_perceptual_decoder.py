@@ -83,6 +83,20 @@ def test_finetune_changes_only_the_decoder_and_resumes(tiny_weights, image_folde
     assert all(torch.equal(before[k], model2.state_dict()[k]) for k in frozen)
 
 
+def test_bad_options_are_one_line_errors(tiny_weights, image_folder, tmp_path, capsys):
+    from pqcodec.train.__main__ import main as train_main
+    base = ["perceptual", "--init", str(tiny_weights), "--data", str(image_folder), "--out", str(tmp_path / "r"),
+            "--steps", "2", "--crop", "32"]
+    for extra, message in [(["--msssim-weight", "0.1"], "--msssim-weight needs --crop above 96"),
+                           (["--lpips-alexnet", str(tmp_path / "none.pth")], "no such AlexNet weights file")]:
+        with pytest.raises(SystemExit) as e:
+            train_main(base + extra)
+        assert message in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(SystemExit, match="no such weights file"):
+        train_main(["perceptual", "--init", str(tmp_path / "x.safetensors"), "--data", str(image_folder),
+                    "--out", str(tmp_path / "r"), "--steps", "2"])
+
+
 def test_decoder_file_refuses_another_model_and_other_files(tiny_weights, tmp_path):
     model = PQCodecModel.load(tiny_weights)
     sha = sha256_of(Path(tiny_weights))

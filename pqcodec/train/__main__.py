@@ -1,6 +1,7 @@
 """pqcodec-train: stage 1 `ae` (autoencoder + quantizer), stage 2 `prior` (MIM transformer on the
 stage-1 tokens; ends by calibrating the integer prior the coder runs, which `quantize` also does
-alone), `perceptual` (a second, adversarially fine-tuned decoder for the same files). Both resume from OUT's checkpoint, log to OUT/log.jsonl, and run under
+alone), `perceptual` (a second decoder for the same files, fine-tuned with an adversarial loss).
+All resume from OUT's checkpoint and log to OUT/log.jsonl; `ae` and `prior` also run under
 `torchrun --nproc_per_node=N` as well as plain python. docs/training.md has the recipe."""
 import argparse
 import sys

@@ -42,6 +42,9 @@ from ..zoo import sha256_of
 from .common import Run, TimeBudget, load_checkpoint, lr_at, save_checkpoint
 
 
+MSSSIM_MIN_CROP = (7 - 1) * 2 ** 4  # pytorch_msssim's five scales of a 7-px window need a side above this
+
+
 def quantized_latent(quantizer, tokens: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     """tokens (B, M, h, w) of every sub-quantizer, active (B,) sub-quantizers in use per sample ->
     the latent the decoder gets (B, D, h, w): codewords of the first active[b], the filler beyond,
@@ -118,13 +121,13 @@ def write_samples(path: Path, model: PQCodecModel, mse_decoder, decoder, crops: 
 def train(args):
     """Runs the fine-tune; returns the model (its encoder, quantizer and priors untouched, its
     decoder the fine-tuned one) and the path of the decoder file written."""
+    init = Path(args.init)
+    if not init.is_file():
+        raise FileNotFoundError(f"{init}: no such weights file (--init)")
     run = Run(args.out, "perceptual")
     device = run.device
     if run.world > 1:
         raise ValueError("the perceptual fine-tune runs in one process (no torchrun)")
-    init = Path(args.init)
-    if not init.is_file():
-        raise FileNotFoundError(f"{init}: no such weights file (--init)")
     base_sha = sha256_of(init)
     model = PQCodecModel.load(init, without_prior=not PQCodecModel.file_has_prior(init)).to(device).eval()
     for p in model.parameters():
@@ -150,6 +153,8 @@ def train(args):
         step, run.wall_before = ck["step"], ck["wall_s"]
     lpips_net = load_lpips(args.lpips_alexnet).to(device) if args.lpips_alexnet else None
     if args.msssim_weight:
+        if args.crop <= MSSSIM_MIN_CROP:
+            raise ValueError(f"--msssim-weight needs --crop above {MSSSIM_MIN_CROP} (five scales of a 7-px window)")
         from pytorch_msssim import ms_ssim
     torch.manual_seed(4321 + step)
     data = CropSampler(args.data, args.crop, seed=7 + step, progress=run.is_main)
