@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, features
 
-from common import CACHE, RESULTS, ROOT, bpp, image_key, load_rgb_images  # noqa: F401  (sys.path set by common)
+from common import CACHE, RESULTS, ROOT, bpp, image_key, load_rgb_images  # common puts the checkout on sys.path
 from pqcodec.metrics import ms_ssim, psnr
 
 BLOCK = 32

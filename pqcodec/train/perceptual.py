@@ -39,7 +39,7 @@ from ..decoders import save_decoder
 from ..model import PQCodecModel
 from ..nets.discriminator import MultiScaleDiscriminator
 from ..zoo import sha256_of
-from .common import Run, TimeBudget, load_checkpoint, lr_at, save_checkpoint
+from .common import Run, TimeBudget, lr_at, save_checkpoint
 
 
 MSSSIM_MIN_CROP = (7 - 1) * 2 ** 4  # pytorch_msssim's five scales of a 7-px window need a side above this
@@ -252,8 +252,3 @@ def train(args):
         save()
     bar.close()
     return model, out_path
-
-
-def resume_state(out: str) -> dict | None:
-    """The checkpoint of a perceptual run folder (for tools and tests), or None."""
-    return load_checkpoint(Path(out) / "perceptual.ckpt")
