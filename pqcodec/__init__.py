@@ -6,6 +6,7 @@
 
 What `encode` takes and what it does with each kind of image: docs/inputs.md. Bad input raises a
 one-line PQCodecError naming the source (InputTypeError, also a TypeError, for a wrong type).
+`pqcodec.decode(data, decoder="perceptual")` decodes the same file with the perceptual decoder.
 For research: `pqcodec.load_codec()` gives the shipped model's `Codec` (its `.model` holds the
 encoder, quantizer, decoder and prior as torch modules).
 """
@@ -45,18 +46,22 @@ def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
     return encode_to_size(codec, image, max_bytes=max_bytes, bpp=bpp, steps=steps, name=name, generative=generative).data
 
 
-def decode(source, model: str | None = None, *, name: str | None = None):
+def decode(source, model: str | None = None, *, name: str | None = None, decoder: str = "mse"):
     """Decompress a .bin file into a PIL image (RGB, or L for a greyscale source), with the shipped
     model the file names, or the weights file `model` (which must be the one the file names).
     source: the file's bytes (bytes, bytearray, memoryview), its path (str or pathlib.Path), or a binary
     file object; paths and file objects are read bounded (no longer than a pqcodec file can be).
-    name: what errors call the file (default: its path, the file object's name, <bytes>)."""
+    name: what errors call the file (default: its path, the file object's name, <bytes>).
+    decoder: "mse" (the model's own decoder, the default) or "perceptual" (sharper, more natural
+    texture at low rates; the shipped model's second decoder, docs/perceptual.md); the same file
+    decodes with either. A model without it is a one-line UnsupportedFileError."""
     from .bitstream import unpack
     data, name = coded_input(source, name)
     with named(name):
         header, _ = unpack(data)
         codec = codec_for_file(header.model_hash, model)
-    return codec.decode(data, name=name)
+        codec.decoder_net(decoder)  # an unknown or missing decoder fails before the work
+    return codec.decode(data, name=name, decoder=decoder)
 
 
 __all__ = ["encode", "decode", "Codec", "PQCodecModel", "ModelConfig", "load_codec", "load_custom_codec",

@@ -136,7 +136,7 @@ def _check_model_args(args):
 def _options(args) -> CodingOptions:
     return CodingOptions(model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None),
                          max_bytes=getattr(args, "max_bytes", None), bpp=getattr(args, "bpp", None),
-                         generative=getattr(args, "generative", False))
+                         generative=getattr(args, "generative", False), decoder=getattr(args, "decoder", None) or "mse")
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -293,6 +293,7 @@ def _add_global_options(p: argparse.ArgumentParser, in_subcommand: bool):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .codec import DEFAULT_STEPS
+    from .decoders import DECODER_NAMES
     p = _Parser(prog="pqcodec", description="Learned image codec: product-quantized autoencoder + "
                 "masked-image-modeling prior + range coding. docs/cli.md: what it guarantees.")
     p.add_argument("--version", action="version", version=f"pqcodec {__version__}")
@@ -324,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, help="image file (format from its extension; .png advised), "
                    "- for PNG on stdout, or for a folder input an output folder (PNG files)")
     d.add_argument("--model", help="weights file, for files made with --model")
+    d.add_argument("--decoder", choices=DECODER_NAMES, default="mse",
+                   help="mse (default): the model's own decoder, faithful but smooth at low rates; perceptual: "
+                   "the adversarially fine-tuned decoder of the same files, sharper texture (docs/perceptual.md)")
     d.add_argument("-f", "--force", action="store_true", help="replace an existing output (a regular file only)")
     d.set_defaults(run=cmd_decode)
     for sp in (e, d):

@@ -8,6 +8,7 @@ import copy
 import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from PIL import Image
 
 from . import bitstream, rdoq
 from .bitstream import Generated, Header
+from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
 from .image import load_image, to_pil
 from .latent import TokenCoder, numerics_fence
@@ -43,13 +45,24 @@ class CodingStats:
 
 
 class Codec:
-    """A loaded model ready to code: `encode(image) -> bytes`, `decode(bytes) -> PIL.Image`."""
+    """A loaded model ready to code: `encode(image) -> bytes`, `decode(bytes) -> PIL.Image`.
 
-    def __init__(self, model: PQCodecModel, model_hash: bytes, default_quality: int | None = None):
-        """model_hash: what files made with it carry in their model field (bitstream.model_hash_of)."""
+    Decoders: the model's own ("mse") always; "perceptual" where a perceptual decoder file for this
+    model's weights is registered (zoo.py, or `add_decoder`); it is loaded on first use."""
+
+    def __init__(self, model: PQCodecModel, model_hash: bytes, default_quality: int | None = None,
+                 weights_sha256: str | None = None, name: str | None = None):
+        """model_hash: what files made with it carry in their model field (bitstream.model_hash_of).
+        weights_sha256: the SHA-256 of the weights file, which a decoder file must name to pair;
+        name: what errors call the model (its zoo name, or its weights file)."""
         self.model = model.eval()
         self.model_hash = model_hash
+        self.weights_sha256 = weights_sha256
+        self.name = name or f"model {model_hash.hex()}"
         self.config = model.config
+        self._decoder_files: dict[str, tuple[Path, str | None]] = {}  # name -> (file, its expected SHA-256)
+        self._decoders: dict[str, torch.nn.Module] = {}
+        self._nets64: dict[torch.nn.Module, torch.nn.Module] = {}  # a decoder -> its float64 copy (_synthesis64)
         self.default_quality = default_quality or math.ceil(self.levels() / 2)
         if not model.can_code():
             raise UnsupportedFileError("these weights have no calibrated integer prior, which coding needs "
@@ -58,6 +71,46 @@ class Codec:
 
     def levels(self) -> int:
         return len(self.config.active_levels)
+
+    # -- decoders ----------------------------------------------------------------------------------
+    def add_decoder(self, name: str, path: str | Path, sha256: str | None = None):
+        """Registers a decoder file (decoders.py format) for this model under `name` (e.g.
+        "perceptual"); loaded, and checked against `sha256` when given and against this model's
+        weights, on first use."""
+        if name not in DECODER_NAMES or name == DEFAULT_DECODER:
+            raise PQCodecError(f"decoder name must be one of {', '.join(DECODER_NAMES[1:])}, got {name!r}")
+        self._decoder_files[name] = (Path(path), sha256)
+        self._decoders.pop(name, None)
+
+    def decoders(self) -> tuple[str, ...]:
+        """The decoders this codec can use: ("mse",), or ("mse", "perceptual") when the perceptual
+        decoder's weights file for this model is present."""
+        return (DEFAULT_DECODER,) + tuple(n for n in DECODER_NAMES[1:]
+                                          if n in self._decoder_files and self._decoder_files[n][0].is_file())
+
+    def decoder_net(self, decoder: str = DEFAULT_DECODER) -> torch.nn.Module:
+        """The synthesis transform called `decoder` (loaded and checked on first use), or a one-line
+        PQCodecError: an unknown name, or one this model has no weights for."""
+        if not isinstance(decoder, str) or decoder not in DECODER_NAMES:
+            raise PQCodecError(f"unknown decoder {decoder!r} (decoders: {', '.join(DECODER_NAMES)})")
+        if decoder == DEFAULT_DECODER:
+            return self.model.decoder
+        if decoder in self._decoders:
+            return self._decoders[decoder]
+        if decoder not in self._decoder_files:
+            raise UnsupportedFileError(f"{self.name} has no {decoder} decoder (it has: {', '.join(self.decoders())})")
+        path, sha = self._decoder_files[decoder]
+        if not path.is_file():
+            raise UnsupportedFileError(f"{decoder} decoder weights of {self.name} not found at {path} "
+                                       "(set PQCODEC_MODELS_DIR to the folder holding them)")
+        from .zoo import sha256_of
+        if sha is not None and sha256_of(path) != sha:
+            raise UnsupportedFileError(f"{path} does not match the SHA-256 recorded for the {decoder} decoder of {self.name}")
+        if self.weights_sha256 is None:
+            raise UnsupportedFileError(f"{self.name}: its weights' SHA-256 is unknown, so no decoder file can pair with it")
+        net = load_decoder(path, self.weights_sha256, self.config.channels, self.model.quantizer.dim, decoder)
+        self._decoders[decoder] = net.to(next(self.model.parameters()).device)
+        return self._decoders[decoder]
 
     def active_at(self, quality: int) -> int:
         """Sub-quantizers in use at a quality level (1-based)."""
@@ -102,9 +155,11 @@ class Codec:
                 tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].numpy()
         return rdoq.Analysis(tokens, cand, dist) if candidates else tokens
 
-    def tokens_to_image(self, tokens: np.ndarray, height: int, width: int, precise: bool = False) -> np.ndarray:
-        """indices (active, h, w) -> uint8 (height, width, 3). precise: the synthesis in float64
-        (_synthesis64), for the small grids of generated files."""
+    def tokens_to_image(self, tokens: np.ndarray, height: int, width: int, decoder: str = DEFAULT_DECODER,
+                        precise: bool = False) -> np.ndarray:
+        """indices (active, h, w) -> uint8 (height, width, 3), by the decoder so named (`decoders()`).
+        precise: the synthesis in float64 (_synthesis64), for the small grids of generated files."""
+        net = self.decoder_net(decoder)
         s = self.config.stride
         active, h, w = tokens.shape
         out = np.empty((height, width, 3), dtype=np.uint8)
@@ -112,7 +167,7 @@ class Codec:
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
                 t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1]))[None]
-                x = synthesis(t, active)[0]
+                x = synthesis(t, active, net)[0]
                 x = x[:, (y0 - Y0) * s:(y1 - Y0) * s, (x0 - X0) * s:(x1 - X0) * s]
                 rows, cols = min(y1 * s, height) - y0 * s, min(x1 * s, width) - x0 * s
                 out[y0 * s:y0 * s + rows, x0 * s:x0 * s + cols] = (
@@ -187,32 +242,33 @@ class Codec:
         data, _, _, coded = self._pack(tokens, size[0], size[1], greyscale, steps, generated=generated)
         return data, coded
 
-    def render(self, header: Header, tokens: np.ndarray) -> np.ndarray:
-        """The uint8 (height, width, 3) image of a file's decoded tokens."""
+    def render(self, header: Header, tokens: np.ndarray, decoder: str = DEFAULT_DECODER) -> np.ndarray:
+        """The uint8 (height, width, 3) image of a file's decoded tokens, by the decoder so named."""
         if header.generated:
-            return self.render_generated(tokens, header.height, header.width)
-        return self.tokens_to_image(tokens, header.height, header.width)
+            return self.render_generated(tokens, header.height, header.width, decoder)
+        return self.tokens_to_image(tokens, header.height, header.width, decoder)
 
-    def render_generated(self, tokens: np.ndarray, height: int, width: int) -> np.ndarray:
+    def render_generated(self, tokens: np.ndarray, height: int, width: int, decoder: str = DEFAULT_DECODER) -> np.ndarray:
         """A generated file's image: its grid (active, grid h, grid w) decoded in float64, then
         resized to height x width (bitstream.RESIZE_FILTER). In float32 the synthesis's last bits
         differ between thread counts and kernel families, and flip the rounding of a pixel now and
         then (1 pixel of kodim08's 200-byte file with 2 threads against 1); float64's differences
         (~1e-15) do not reach a rounding step, and a grid this small costs little either way."""
         s = self.config.stride
-        return resize(self.tokens_to_image(tokens, tokens.shape[1] * s, tokens.shape[2] * s, precise=True), height, width)
+        small = self.tokens_to_image(tokens, tokens.shape[1] * s, tokens.shape[2] * s, decoder, precise=True)
+        return resize(small, height, width)
 
     @functools.cached_property
-    def _synthesis64(self):
-        """model.tokens_to_image in float64: copies of the quantizer's codebooks and the decoder."""
-        quantizer, decoder = copy.deepcopy(self.model.quantizer).double(), copy.deepcopy(self.model.decoder).double()
-        return lambda tokens, active: decoder(quantizer.decode(tokens, active)).clamp(0, 1)
+    def _quantizer64(self):
+        """The quantizer (its codebooks and fillers) in float64, for _synthesis64."""
+        return copy.deepcopy(self.model.quantizer).double()
 
-    def encode(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, *,
-               name: str | None = None, rd_lambda: float = 0.0) -> bytes:
-        """rd_lambda: RDOQ's λ at this quality (rdoq.py). A size instead of a quality (max_bytes,
-        bpp): ratecontrol.encode_to_size, or pqcodec.encode."""
-        return self.encode_with_stats(image, quality, steps, name=name, rd_lambda=rd_lambda)[0]
+    def _synthesis64(self, tokens: torch.Tensor, active: int, net: torch.nn.Module) -> torch.Tensor:
+        """model.tokens_to_image in float64: the quantizer's and the decoder `net`'s float64 copies
+        (made once per decoder)."""
+        if net not in self._nets64:
+            self._nets64[net] = copy.deepcopy(net).double()
+        return self._nets64[net](self._quantizer64.decode(tokens, active)).clamp(0, 1)
 
     def decode_tokens(self, data: bytes) -> tuple[Header, np.ndarray]:
         header, payload = bitstream.unpack(data)
@@ -233,13 +289,15 @@ class Codec:
             raise CorruptFileError("token checksum mismatch: the file is damaged or truncated")
         return header, tokens
 
-    def decode(self, source, *, name: str | None = None):
+    def decode(self, source, *, name: str | None = None, decoder: str = DEFAULT_DECODER):
         """source: the file's bytes (bytes, bytearray, memoryview), its path, or a binary file object
-        (read bounded); errors name it `name` (default: its path, <bytes>, ...)."""
+        (read bounded); errors name it `name` (default: its path, <bytes>, ...). decoder: "mse" (the
+        default) or another of `decoders()`: the same tokens, another synthesis transform."""
         data, name = coded_input(source, name)
         with named(name):
+            self.decoder_net(decoder)  # an unknown or missing decoder fails before the work
             header, tokens = self.decode_tokens(data)
-        return to_pil(self.render(header, tokens), header.greyscale)
+            return to_pil(self.render(header, tokens, decoder), header.greyscale)
 
 
 def resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -24,6 +24,7 @@ class CodingOptions:
     max_bytes: int | None = None    # rate control (ratecontrol.py): a size instead of a quality
     bpp: float | None = None
     generative: bool = False        # below the lowest level, partly drawn grids (extreme.py)
+    decoder: str = "mse"            # decode: which decoder (decoders.py)
 
 
 def encode_image(source, name: str, options: CodingOptions, notes: list | None = None) -> bytes:
@@ -53,7 +54,7 @@ def decode_image(source, name: str, output: Path | str, fmt: str, options: Codin
     data, _ = coded_input(source, name)
     header = unpack(data)[0]
     check_holds(output, fmt, header.width, header.height, header.greyscale)
-    img = pqcodec.decode(data, model=options.model, name=name)
+    img = pqcodec.decode(data, model=options.model, name=name, decoder=options.decoder)
     try:
         return image_bytes(img, fmt)
     except (OSError, ValueError) as e:

@@ -2,7 +2,8 @@
 every file carries to name the model that made it (bitstream.py).
 
 Weights are found in $PQCODEC_MODELS_DIR if set, else in the project's models/ folder, and checked
-against the SHA-256 recorded here before use.
+against the SHA-256 recorded here before use. A model may have other decoders beside its own (e.g. a
+perceptual one, decoders.py): separate small files, listed with it, checked and loaded on first use.
 """
 import hashlib
 import os
@@ -15,16 +16,28 @@ from .errors import UnsupportedFileError
 
 
 @dataclass(frozen=True)
+class DecoderFile:
+    """Another decoder of a shipped model: its name (`decode(..., decoder=name)`), file and SHA-256."""
+    name: str
+    filename: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ZooEntry:
     name: str
     filename: str
     sha256: str
     default_quality: int
+    decoders: tuple[DecoderFile, ...] = ()
 
 
 ZOO = {e.name: e for e in [
     ZooEntry("pq-s8-m12k256-v4", "pq-s8-m12k256-v4.safetensors",
-             "41652e7b33abcb50bb7faecd26e5beaf0ce754cee7e1eb01c760fc9025a8a388", default_quality=3),
+             "41652e7b33abcb50bb7faecd26e5beaf0ce754cee7e1eb01c760fc9025a8a388", default_quality=3,
+             # the perceptual decoder (issue 13; models/pq-s8-m12k256-v4-perceptual.md): same files
+             decoders=(DecoderFile("perceptual", "pq-s8-m12k256-v4-perceptual.safetensors",
+                                   "ebf705e6afaf81e810f705f312a9cb838e9868cc29f75c69729b09f92d78365d"),)),
     # pqcodec 0.4.0 and 0.5.0's default: its files (format 3) still decode
     ZooEntry("pq-s8-m12k256-v3", "pq-s8-m12k256-v3.safetensors",
              "ba5c6133abe8efa39c0d5b3bf1fe3c481a1c697558b8145a3ed443579b15c7cd", default_quality=3),
@@ -75,7 +88,11 @@ def load_codec(name: str = DEFAULT_MODEL):
                                    "(set PQCODEC_MODELS_DIR to the folder holding them)")
     if sha256_of(path) != entry.sha256:
         raise UnsupportedFileError(f"{path} does not match the SHA-256 recorded for model {entry.name}")
-    return Codec(PQCodecModel.load(path), model_hash_of(entry.sha256), entry.default_quality)
+    codec = Codec(PQCodecModel.load(path), model_hash_of(entry.sha256), entry.default_quality,
+                  weights_sha256=entry.sha256, name=f"model {entry.name}")
+    for d in entry.decoders:
+        codec.add_decoder(d.name, models_dir() / d.filename, d.sha256)
+    return codec
 
 
 @lru_cache(maxsize=4)
@@ -90,7 +107,8 @@ def load_custom_codec(path: str):
         model = PQCodecModel.load(p)
     except Exception as e:  # safetensors raises its own types on a non-weights file
         raise UnsupportedFileError(f"{p}: not pqcodec weights ({e})") from None
-    return Codec(model, model_hash_of(sha256_of(p)))
+    sha = sha256_of(p)
+    return Codec(model, model_hash_of(sha), weights_sha256=sha, name=str(p))
 
 
 def codec_to_encode(weights: str | None = None):

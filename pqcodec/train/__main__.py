@@ -1,6 +1,7 @@
 """pqcodec-train: stage 1 `ae` (autoencoder + quantizer), stage 2 `prior` (MIM transformer on the
 stage-1 tokens; ends by calibrating the integer prior the coder runs, which `quantize` also does
-alone). Both resume from OUT's checkpoint, log to OUT/log.jsonl, and run under
+alone), `perceptual` (a second decoder for the same files, fine-tuned with an adversarial loss).
+All resume from OUT's checkpoint and log to OUT/log.jsonl; `ae` and `prior` also run under
 `torchrun --nproc_per_node=N` as well as plain python. docs/training.md has the recipe."""
 import argparse
 import sys
@@ -54,6 +55,31 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--weight-decay", type=float, default=0.01)
     pr.add_argument("--edge-windows", type=float, default=0.2,
                     help="share of training windows cut as at an image's bottom/right edge (coding's partial windows)")
+    pe = sub.add_parser("perceptual", help="the perceptual decoder: fine-tune the decoder alone with an adversarial "
+                        "loss (encoder, quantizer, prior frozen: every file decodes with both decoders)")
+    common(pe)
+    pe.add_argument("--init", required=True, help="main weights file whose decoder is fine-tuned (the decoder "
+                    "file written pairs with this file only)")
+    pe.add_argument("--batch", type=int, default=8)
+    pe.add_argument("--crop", type=int, default=128)
+    pe.add_argument("--lr", type=float, default=1e-4, help="decoder's peak learning rate (Adam, betas 0.5, 0.9)")
+    pe.add_argument("--d-lr", type=float, default=4e-4, help="discriminator's peak learning rate")
+    pe.add_argument("--d-steps", type=int, default=2, help="discriminator updates per decoder update (same batch)")
+    pe.add_argument("--adv-warmup", type=int, default=300,
+                    help="distortion-only decoder steps first (the discriminator trains from step 0)")
+    pe.add_argument("--adv-weight", type=float, default=0.8,
+                    help="adversarial pull relative to the distortion pull (times VQGAN's adaptive weight)")
+    pe.add_argument("--fm-weight", type=float, default=1.0, help="feature matching, inside the adversarial term")
+    pe.add_argument("--mse-weight", type=float, default=1.0)
+    pe.add_argument("--msssim-weight", type=float, default=0.0, help="(1 - MS-SSIM) term (7-px window, fits 128 crops)")
+    pe.add_argument("--lpips-alexnet", metavar="FILE",
+                    help="adds LPIPS-Alex to the distortion term, with torchvision's AlexNet weights from this local "
+                    "file (alexnet-owt-7be5be79.pth; needs the lpips package)")
+    pe.add_argument("--lpips-weight", type=float, default=1.0)
+    pe.add_argument("--cond-channels", type=int, default=12,
+                    help="channels of the quantized latent the discriminator sees (0: unconditional)")
+    pe.add_argument("--disc-width", type=int, default=32)
+    pe.add_argument("--scales", type=int, default=2, help="discriminator scales (1x, 1/2x, ...)")
     qu = sub.add_parser("quantize", help="the integer prior the coder runs, calibrated from the float prior")
     qu.add_argument("--init", required=True, help="weights file with a trained prior")
     qu.add_argument("--data", required=True, help="folder of training images (calibration windows)")
@@ -70,6 +96,8 @@ def main(argv=None):
             from .ae import train
         elif args.stage == "prior":
             from .prior import train
+        elif args.stage == "perceptual":
+            from .perceptual import train
         else:
             from .quantize import train
         train(args)
