@@ -270,6 +270,12 @@ class Codec:
             self._nets64[net] = copy.deepcopy(net).double()
         return self._nets64[net](self._quantizer64.decode(tokens, active)).clamp(0, 1)
 
+    def encode(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, *,
+               name: str | None = None, rd_lambda: float = 0.0) -> bytes:
+        """rd_lambda: RDOQ's λ at this quality (rdoq.py). A size instead of a quality (max_bytes,
+        bpp): ratecontrol.encode_to_size, or pqcodec.encode."""
+        return self.encode_with_stats(image, quality, steps, name=name, rd_lambda=rd_lambda)[0]
+
     def decode_tokens(self, data: bytes) -> tuple[Header, np.ndarray]:
         header, payload = bitstream.unpack(data)
         if header.model_hash != self.model_hash:
