@@ -34,6 +34,7 @@ from result_paths import add_output_args, output_location
 import pqcodec_eval
 from pqcodec import DEFAULT_STEPS
 from pqcodec.metrics import ms_ssim_db
+from pqcodec.ratecontrol import RD_DISTORTION
 
 
 def pqcodec_curve(codec, identity, images, levels, steps, cache) -> dict:
@@ -161,8 +162,9 @@ def main():
     sizes.add_argument("--max-bytes", type=int, nargs="+", metavar="N", help="also rate control's curve: "
                        "pqcodec encode --max-bytes N for each N")
     sizes.add_argument("--bpp", type=float, nargs="+", metavar="B", help="the same with --bpp B")
-    ap.add_argument("--rd-distortion", choices=["latent", "pixel"], default="latent",
-                    help="RDOQ's distortion in rate control's search (docs/ratecontrol.md; default latent)")
+    ap.add_argument("--rd-distortion", choices=["latent", "pixel"], default=RD_DISTORTION,
+                    help=f"RDOQ's distortion in rate control's search (docs/ratecontrol.md; default {RD_DISTORTION}, "
+                    "rate control's own)")
     ap.add_argument("--alexnet-weights", help="torchvision AlexNet weights file: adds LPIPS per image "
                     "(eval/perceptual.py, docs/perceptual.md)")
     ap.add_argument("--lpips-linear", help="LPIPS linear layers (default: the installed lpips package's)")
