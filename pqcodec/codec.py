@@ -20,6 +20,7 @@ from . import bitstream, rdoq
 from .bitstream import Generated, Header
 from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
+from .files import sha256_of
 from .image import load_image, to_pil
 from .latent import TokenCoder, numerics_fence
 from .model import PQCodecModel
@@ -103,7 +104,6 @@ class Codec:
         if not path.is_file():
             raise UnsupportedFileError(f"{decoder} decoder weights of {self.name} not found at {path} "
                                        "(set PQCODEC_MODELS_DIR to the folder holding them)")
-        from .zoo import sha256_of
         if sha is not None and sha256_of(path) != sha:
             raise UnsupportedFileError(f"{path} does not match the SHA-256 recorded for the {decoder} decoder of {self.name}")
         if self.weights_sha256 is None:

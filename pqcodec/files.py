@@ -13,6 +13,7 @@ Inputs: bounded before they are read whole.
 """
 import errno
 import glob
+import hashlib
 import os
 import secrets
 import stat
@@ -224,3 +225,12 @@ def _read_bounded(stream: BinaryIO, limit: int, too_long: Exception) -> bytes:
     if size > limit:
         raise too_long
     return b"".join(chunks)
+
+
+def sha256_of(path: Path | str) -> str:
+    """The SHA-256 (hex) of a file, read in 1 MB blocks: how weights and decoder files are checked."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

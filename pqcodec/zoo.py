@@ -5,7 +5,6 @@ Weights are found in $PQCODEC_MODELS_DIR if set, else in the project's models/ f
 against the SHA-256 recorded here before use. A model may have other decoders beside its own (e.g. a
 perceptual one, decoders.py): separate small files, listed with it, checked and loaded on first use.
 """
-import hashlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from .bitstream import model_hash_of
 from .errors import UnsupportedFileError
+from .files import sha256_of  # noqa: F401  (also pqcodec.zoo.sha256_of, as eval and tests use it)
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,6 @@ RETIRED = {"a945f74d": "pq-s8-m12k256 of pqcodec 0.2.0", "d7a48780": "pq-s8-m12k
 
 def models_dir() -> Path:
     return Path(os.environ.get("PQCODEC_MODELS_DIR") or Path(__file__).resolve().parent.parent / "models")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def describe_model(model_hash: bytes) -> str:
