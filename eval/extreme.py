@@ -33,14 +33,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from baselines import SWEEPS
 from common import ROOT, load_rgb_images, quality_row
 from pqcodec import bitstream
 from pqcodec.codec import resize
 
-# the quality settings tried per codec (the lowest first); options as eval/baselines.py's sweeps
-CLASSIC = {"JPEG": dict(fmt="JPEG", qualities=[1, 5, 10, 20], options=dict(optimize=True)),
-           "WebP": dict(fmt="WEBP", qualities=[0, 5, 10, 20], options=dict(method=6)),
-           "AVIF": dict(fmt="AVIF", qualities=[0, 5, 10, 20], options=dict(speed=4))}
+# the quality settings tried per codec (the lowest first), with eval/baselines.py's formats and options
+CLASSIC = {name: dict(SWEEPS[name], qualities=qualities)
+           for name, qualities in (("JPEG", [1, 5, 10, 20]), ("WebP", [0, 5, 10, 20]), ("AVIF", [0, 5, 10, 20]))}
 FAMILIES = {"1 thread": {"OMP_NUM_THREADS": "1"}, "2 threads": {"OMP_NUM_THREADS": "2"},
             "AVX2": {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
                      "ONEDNN_MAX_CPU_ISA": "AVX2"}}

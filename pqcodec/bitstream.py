@@ -251,12 +251,21 @@ def chunk_check(tokens: np.ndarray) -> np.ndarray:
 _MASK64 = (1 << 64) - 1
 
 
+_GAMMA = 0x9E3779B97F4A7C15
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's output function on uint64 arrays (arithmetic modulo 2^64)."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 def _splitmix64(state: int) -> tuple[int, int]:
-    state = (state + 0x9E3779B97F4A7C15) & _MASK64
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return state, z ^ (z >> 31)
+    """One step of splitmix64: (the next state, its output)."""
+    state = (state + _GAMMA) & _MASK64
+    return state, int(_mix64(np.array([state], dtype=np.uint64))[0])
 
 
 def seeded_permutation(n: int, seed: int) -> np.ndarray:
@@ -317,16 +326,6 @@ class Schedule:
 
 
 # -- a generated file's drawn indices ---------------------------------------------------------------
-_GAMMA = 0x9E3779B97F4A7C15
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's output function on uint64 arrays (wrapping arithmetic, as in _splitmix64)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def sample_symbols(weights: np.ndarray, sharpen: int, seed: int, counter: int) -> np.ndarray:
     """The indices a generated file's decoder draws from frequency tables `weights` (m, K) (float64
     integers f - 1, as the range coder takes them): the counter-th to (counter+m-1)-th draws of the
@@ -344,7 +343,6 @@ def sample_symbols(weights: np.ndarray, sharpen: int, seed: int, counter: int) -
     cdf = np.cumsum(v, axis=1)                                          # exact int64
     key = np.uint64(_splitmix64(seed)[1])
     with np.errstate(over="ignore"):
-        state = key + (np.arange(m, dtype=np.uint64) + np.uint64(counter + 1)) * np.uint64(_GAMMA)
-        r = _mix64(state)
+        r = _mix64(key + (np.arange(m, dtype=np.uint64) + np.uint64(counter + 1)) * np.uint64(_GAMMA))
     u = (r % cdf[:, -1].astype(np.uint64)).astype(np.int64)             # (m,) in 0..sum-1
     return (cdf <= u[:, None]).sum(axis=1).astype(np.int64)

@@ -65,6 +65,9 @@ class Codec:
         self._decoders: dict[str, torch.nn.Module] = {}
         self._nets64: dict[torch.nn.Module, torch.nn.Module] = {}  # a decoder -> its float64 copy (_synthesis64)
         self.default_quality = default_quality or math.ceil(self.levels() / 2)
+        if self.config.stride != bitstream.GRID_STRIDE:  # the header's grids are counted in these tokens
+            raise UnsupportedFileError(f"a model of stride {self.config.stride} cannot code this format "
+                                       f"(tokens of {bitstream.GRID_STRIDE} px)")
         if not model.can_code():
             raise UnsupportedFileError("these weights have no calibrated integer prior, which coding needs "
                                        "(make one: pqcodec-train quantize --init WEIGHTS ...)")

@@ -102,12 +102,41 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
     H, W = rgb.shape[:2]
     with named(name or image_source_name(image)):
         N = budget(max_bytes, bpp, H, W)
-    levels = codec.levels()
-    encodes, choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
+    # 1.-2. the levels, unless N is hopelessly small for them (a large image in a few hundred bytes:
+    #    the full-size analysis would be wasted)
     h, w = codec.grid_size(H, W)
-    if 8 * N < MIN_BITS_PER_INDEX * h * w * codec.active_at(1):  # a large image in a few hundred bytes:
-        return _extreme_only(codec, rgb, grey, N, steps, generative, start, name or image_source_name(image))
+    candidates, encodes, smallest = [], 0, None
+    if 8 * N >= MIN_BITS_PER_INDEX * h * w * codec.active_at(1):
+        candidates, encodes, smallest = _level_candidates(codec, rgb, grey, N, steps, distortion)
+    # 3. below the lowest level: the extreme mode
+    extreme = None
+    if not any(lam == 0 for _, lam, _, _ in candidates):
+        search = GeneratedSearch(codec, rgb, grey, N, steps, hybrid=generative)
+        extreme = search.run()
+        encodes += search.passes
+        smallest = min(s for s in (smallest, search.smallest) if s is not None)
+    if not candidates and extreme is None:
+        shown = name or image_source_name(image)
+        raise RateError(f"{shown}: cannot fit in {N} bytes: the smallest file this model reaches is {smallest} bytes")
+    # 4. the best candidate by PSNR (decoded only when there is a choice)
+    choice = len(candidates) + (extreme is not None) > 1
+    scored = [(psnr(rgb, codec.tokens_to_image(tokens, H, W)) if choice else None, quality, lam, data, None)
+              for quality, lam, data, tokens in candidates]
+    if extreme is not None:
+        level = codec.config.active_levels.index(extreme.active) + 1
+        scored.append((extreme.psnr, level, 0.0, extreme.data, extreme.generated))
+    best_psnr, quality, lam, data, generated = max(scored, key=lambda s: -math.inf if s[0] is None else s[0])
+    assert len(data) <= N
+    return RateResult(data, N, quality, lam, encodes, time.perf_counter() - start, best_psnr, generated, steps)
+
+
+def _level_candidates(codec: Codec, rgb, grey, N: int, steps: int, distortion: str):
+    """Steps 1 and 2: ([(quality, λ, data, tokens)] of the files found that fit: the highest level
+    at λ = 0, and the level above it with RDOQ; the coder passes made; the smallest size met)."""
+    H, W = rgb.shape[:2]
+    levels = codec.levels()
     analysis = codec.image_to_tokens(rgb, codec.active_at(levels), candidates=rdoq.CANDIDATES)
+    encodes, choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
 
     def code(quality: int, lam: float):
         nonlocal encodes
@@ -142,37 +171,7 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         if found:
             candidates.append((hi, *found))
         smallest = min(smallest, smallest_rdoq or smallest)
-    # 3. below the lowest level: the extreme mode
-    extreme = None
-    if lo == 0:
-        search = GeneratedSearch(codec, rgb, grey, N, steps, hybrid=generative)
-        extreme = search.run()
-        encodes += search.passes
-        smallest = min(smallest, search.smallest)
-    if not candidates and extreme is None:
-        shown = name or image_source_name(image)
-        raise RateError(f"{shown}: cannot fit in {N} bytes: the smallest file this model reaches is {smallest} bytes")
-    # 4. the best candidate by PSNR (decoded only when there is a choice)
-    choice = len(candidates) + (extreme is not None) > 1
-    scored = [(psnr(rgb, codec.tokens_to_image(tokens, H, W)) if choice else None, quality, lam, data, None)
-              for quality, lam, data, tokens in candidates]
-    if extreme is not None:
-        level = codec.config.active_levels.index(extreme.active) + 1
-        scored.append((extreme.psnr, level, 0.0, extreme.data, extreme.generated))
-    best_psnr, quality, lam, data, generated = max(scored, key=lambda s: -math.inf if s[0] is None else s[0])
-    assert len(data) <= N
-    return RateResult(data, N, quality, lam, encodes, time.perf_counter() - start, best_psnr, generated, steps)
-
-
-def _extreme_only(codec, rgb, grey, N, steps, generative, start, shown) -> RateResult:
-    """The extreme mode alone, where no level can fit (the full-size analysis would be wasted)."""
-    search = GeneratedSearch(codec, rgb, grey, N, steps, hybrid=generative)
-    found = search.run()
-    if found is None:
-        raise RateError(f"{shown}: cannot fit in {N} bytes: the smallest file this model reaches is {search.smallest} bytes")
-    level = codec.config.active_levels.index(found.active) + 1
-    return RateResult(found.data, N, level, 0.0, search.passes, time.perf_counter() - start, found.psnr,
-                      found.generated, steps)
+    return candidates, encodes, smallest
 
 
 def _lambda_search(code, quality: int, N: int, plain_size: int):
