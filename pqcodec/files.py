@@ -16,6 +16,7 @@ import glob
 import hashlib
 import os
 import secrets
+import select
 import stat
 from contextlib import contextmanager
 from pathlib import Path
@@ -213,8 +214,11 @@ def _read_bounded(stream: BinaryIO, limit: int, too_long: Exception) -> bytes:
     end, which a pipe may never give. A chunk that is not bytes (a text stream) is returned as it
     is, for the caller to refuse."""
     read = getattr(stream, "read1", stream.read)
+    fd = _pipe_fd(stream)
     chunks, size = [], 0
     while size <= limit:
+        if fd is not None:
+            _wait_readable(fd)
         chunk = read(min(1 << 20, limit + 1 - size))
         if not isinstance(chunk, (bytes, bytearray)):
             return chunk
@@ -225,6 +229,29 @@ def _read_bounded(stream: BinaryIO, limit: int, too_long: Exception) -> bytes:
     if size > limit:
         raise too_long
     return b"".join(chunks)
+
+
+def _pipe_fd(stream) -> int | None:
+    """The descriptor under `stream` when a read of it can block for good (a pipe, FIFO, socket or
+    terminal) and select() can wait on it (not on Windows); None otherwise."""
+    if os.name == "nt":
+        return None
+    try:
+        fd = stream.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError):
+        return None
+    return fd if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) else None
+
+
+def _wait_readable(fd: int, slice_s: float = 0.1) -> None:
+    """Waits until a read of `fd` will not block (data, or its end), in slices of `slice_s`, so that a
+    signal's Python handler runs within a slice even when the signal did not interrupt this thread's
+    system call: when it reached another thread (torch's), or came just before the call. A blocking
+    read() would sleep through it until the writer writes or closes. Data a buffered stream already
+    holds is no exception: reading to the end has to wait for the writer all the same."""
+    while not select.select([fd], [], [], slice_s)[0]:
+        pass
 
 
 def sha256_of(path: Path | str) -> str:

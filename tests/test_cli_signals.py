@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
 import folder_check  # noqa: E402
+from pqcodec.files import _read_bounded  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process checks read /proc (Linux)")
 IMAGES, SIZE = 24, 128
@@ -115,3 +117,38 @@ def test_a_single_file_run_stops_on_a_signal(tiny_weights, tmp_path, sig, status
         p.kill()
     assert p.returncode == status and err == f"pqcodec: {word}\n", err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_a_pipe_stops_on_a_signal_that_reached_another_thread():
+    """A process-wide signal may be taken by any thread (torch's), or come just before the read's
+    system call: the main thread's blocking read() is then not interrupted, and its handler would wait
+    for the writer. `_read_bounded` waits in slices, so the handler runs within one. The signal is sent
+    here to a helper thread, which is what such a delivery looks like to the main thread."""
+    class Stop(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Stop
+
+    r, w = os.pipe()
+    old = signal.signal(signal.SIGUSR1, handler)
+    helper = threading.Thread(target=lambda: (time.sleep(0.2), signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)))
+    # Without the fix the read would sleep through the signal: the writer closing after 10 s ends it.
+    closed = []
+    closer = threading.Timer(10, lambda: (os.close(w), closed.append(w)))
+    try:
+        with os.fdopen(r, "rb") as stream:
+            t0 = time.monotonic()
+            helper.start()
+            closer.start()
+            with pytest.raises(Stop):
+                _read_bounded(stream, 1 << 20, AssertionError("not reached"))
+            took = time.monotonic() - t0
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        closer.cancel()
+        closer.join()
+        helper.join()
+        if not closed:
+            os.close(w)
+    assert took < 2.0, f"the handler ran {took:.1f} s after the signal"
