@@ -96,38 +96,42 @@ def _set_int8(monkeypatch, prior, on: bool):
     prior.forget_derived()
 
 
-def test_int8_and_float32_products_are_the_same_integers(two_layer_prior, monkeypatch):
-    """Where oneDNN's int8 products pass their exactness check they are taken (here also where they
-    are slow: the speed probe is bypassed), and give the float32 products' integers;
-    PQCODEC_INT8=0 turns them off."""
+@pytest.mark.parametrize("kernel", integer_prior.INT8_KERNELS)
+def test_int8_and_float32_products_are_the_same_integers(two_layer_prior, monkeypatch, kernel):
+    """Each int8 kernel that passes its exactness check here is taken (also where it is slow: the
+    speed probe is bypassed) and gives the float32 products' integers, with operands made as int8;
+    PQCODEC_INT8=0 turns the int8 products off."""
     prior = two_layer_prior
-    monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: True)
+    monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: 1.0)
+    monkeypatch.setattr(integer_prior, "INT8_KERNELS", (kernel,))
     try:
         _set_int8(monkeypatch, prior, True)
         with_int8 = _frequencies_of(prior)
-        used = prior.head._rows(slice(None))["int8"] is not None
-        assert used == integer_prior.int8_products()
+        p = prior.head._rows(slice(None))["int8"]
+        used = p is not None
+        assert used == (integer_prior.int8_products() == kernel) and (not used or p["kernel"] == kernel)
+        assert prior.ln_f.operand_dtype == (torch.int8 if used else torch.float32)
         _set_int8(monkeypatch, prior, False)
-        assert prior.head._rows(slice(None))["int8"] is None
+        assert prior.head._rows(slice(None))["int8"] is None and prior.ln_f.operand_dtype == torch.float32
         assert torch.equal(_frequencies_of(prior), with_int8)
     finally:
         monkeypatch.undo()
         integer_prior.int8_products.cache_clear()
         prior.forget_derived()
     if not used:
-        pytest.skip("no exact oneDNN int8 products on this machine: only the float32 path was checked")
+        pytest.skip(f"no exact {kernel} int8 products on this machine: only the float32 path was checked")
 
 
 @pytest.mark.parametrize("flaw", ["bf16 output", "accumulator saturating at 2^20"])
 def test_int8_check_refuses_an_inexact_kernel(monkeypatch, flaw):
     """The check before int8 products are taken fails for a kernel whose sums are not exact, so
     such a kernel never codes."""
-    def inexact(x, pack, bias):
+    def inexact(x, pack, bias, dtype=torch.float32):
         y = x.double() @ pack["w"].double().t()
         y = y.float().bfloat16().float() if flaw == "bf16 output" else y.clamp(-2 ** 20, 2 ** 20).float()
-        return y if bias is None else y + bias
-    monkeypatch.setattr(integer_prior, "_int8_pack", lambda w: {"w": w})
-    monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: True)  # exactness alone decides
+        return (y if bias is None else y + bias).to(dtype)
+    monkeypatch.setattr(integer_prior, "_int8_pack", lambda w, kernel: {"w": w})
+    monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: 1.0)  # exactness alone decides
     integer_prior.int8_products.cache_clear()
     try:
         monkeypatch.setattr(integer_prior, "_int8_linear", _exact_kernel)
@@ -139,9 +143,9 @@ def test_int8_check_refuses_an_inexact_kernel(monkeypatch, flaw):
         integer_prior.int8_products.cache_clear()
 
 
-def _exact_kernel(x, pack, bias):
+def _exact_kernel(x, pack, bias, dtype=torch.float32):
     y = (x.double() @ pack["w"].double().t()).float()
-    return y if bias is None else y + bias
+    return (y if bias is None else y + bias).to(dtype)
 
 
 def test_int8_products_are_not_taken_where_they_are_slower(monkeypatch):
@@ -149,16 +153,16 @@ def test_int8_products_are_not_taken_where_they_are_slower(monkeypatch):
     linear ran 700 times slower than float32 (a reference path)."""
     import time
 
-    def slow(x, pack, bias):
+    def slow(x, pack, bias, dtype=torch.float32):
         time.sleep(0.002)
-        return _exact_kernel(x, pack, bias)
-    monkeypatch.setattr(integer_prior, "_int8_pack", lambda w: {"w": w})
+        return _exact_kernel(x, pack, bias, dtype)
+    monkeypatch.setattr(integer_prior, "_int8_pack", lambda w, kernel: {"w": w})
     monkeypatch.setattr(integer_prior, "_int8_linear", slow)
     monkeypatch.setenv("PQCODEC_INT8", "1")
     integer_prior.int8_products.cache_clear()
     try:
         assert not integer_prior.int8_products()
-        monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: True)
+        monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: 1.0)
         integer_prior.int8_products.cache_clear()
         assert integer_prior.int8_products()  # the same kernel, were it fast: exact, so taken
     finally:

@@ -54,12 +54,13 @@ MASKED = -float(1 << 30)  # added to a masked key's score: it lands beyond every
 BATCH = 8                 # windows per batch in `frequencies`: any split gives the same integers
 
 
-def _int8_is_faster(g: torch.Generator, rows: int, inner: int, out: int, margin: float) -> bool:
-    """Whether oneDNN's int8 product of this shape beats float32 by `margin` (best of 3 each)."""
+def _int8_is_faster(kernel: str, g: torch.Generator, rows: int, inner: int, out: int, margin: float) -> float | None:
+    """The time of `kernel`'s int8 product of this shape (best of 3) where it beats float32's by
+    `margin`; None where it does not."""
     import time
     w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (out, inner), generator=g, dtype=torch.int8)
     x = torch.randint(-ACT, ACT + 1, (rows, inner), generator=g, dtype=torch.int8)
-    pack, xf, wf = _int8_pack(w), x.float(), w.float()
+    pack, xf, wf = _int8_pack(w, kernel), x.float(), w.float()
 
     def best(f):
         f()
@@ -69,50 +70,76 @@ def _int8_is_faster(g: torch.Generator, rows: int, inner: int, out: int, margin:
             f()
             times.append(time.perf_counter() - t)
         return min(times)
-    return best(lambda: _int8_linear(x, pack, None)) * margin < best(lambda: F.linear(xf, wf))
+    t = best(lambda: _int8_linear(x, pack, None))
+    return t if t * margin < best(lambda: F.linear(xf, wf)) else None
+
+
+def _int8_is_exact(kernel: str, g: torch.Generator) -> bool:
+    """Whether `kernel` gives exactly the int64 sums on worst-case operands: the largest sums, and
+    the largest pair sums of CPUs without VNNI (which a saturating kernel gets wrong)."""
+    for rows, inner, out in ((1, 1024, 32), (37, 256, 96), (300, 1024, 16)):
+        w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (out, inner), generator=g, dtype=torch.int8)
+        w[0], w[1] = WEIGHT_MAX, -WEIGHT_MAX
+        x = torch.randint(-ACT, ACT + 1, (rows, inner), generator=g, dtype=torch.int8)
+        x[0] = ACT * torch.sign(w[0].float()).to(torch.int8)
+        x[-1] = -ACT
+        bias = torch.randint(-1000, 1000, (out,), generator=g).float()
+        got = _int8_linear(x, _int8_pack(w, kernel), bias)
+        if not torch.equal(got.double(), x.double() @ w.double().t() + bias.double()):
+            return False
+    return True
+
+
+INT8_KERNELS = ("int_mm", "onednn")   # torch._int_mm; oneDNN's quantized linear
 
 
 @functools.cache
-def int8_products() -> bool:
-    """Whether this process computes the integer prior's products with oneDNN's int8 linear: it
-    must exist (x86 builds of torch), be faster than float32 here, and give exactly the int64 sums
-    on worst-case operands, which rules out any kernel that saturates. Otherwise float32 products,
-    just as exact. Speed is checked because it is not a given: on an Intel CPU with AMX the int8
-    product of 504 x 256 x 1024 took 0.20 ms against float32's 1.44 ms, on an AMD EPYC (AVX-512
-    VNNI, torch 2.13) oneDNN took a reference path, 700 times slower than float32 (experiments.md,
-    probe-int8-amd). A tiny probe first, so such a CPU learns it in a millisecond.
+def int8_products() -> str | None:
+    """Which int8 kernel this process computes the integer prior's products with, or None for
+    float32 products (just as exact). A kernel is taken only if it exists in this build, is faster
+    than float32 here, and gives exactly the int64 sums on worst-case operands, which rules out any
+    kernel that saturates; of those, the fastest. Speed is checked because it is not a given: on an
+    Intel CPU with AMX oneDNN's int8 linear of 504 x 256 x 1024 took 0.20 ms against float32's
+    1.44 ms; on an AMD EPYC (AVX-512 VNNI, torch 2.13) it took a reference path, 700 times slower
+    than float32 (experiments.md, probe-int8-amd), while torch._int_mm there is 4 times faster than
+    float32 (int-mm). A tiny probe first, so a slow kernel is known in a millisecond.
     PQCODEC_INT8=0 in the environment turns the int8 products off."""
     if os.environ.get("PQCODEC_INT8", "1") == "0":
-        return False
-    try:
-        g = torch.Generator().manual_seed(0)
-        if not (_int8_is_faster(g, 4, 256, 64, 0.25) and _int8_is_faster(g, 128, 256, 1024, 1.25)):
-            return False
-        for rows, inner, out in ((1, 1024, 32), (37, 256, 96), (300, 1024, 16)):
-            w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (out, inner), generator=g, dtype=torch.int8)
-            w[0], w[1] = WEIGHT_MAX, -WEIGHT_MAX                       # the largest sums, and pair sums
-            x = torch.randint(-ACT, ACT + 1, (rows, inner), generator=g, dtype=torch.int8)
-            x[0] = ACT * torch.sign(w[0].float()).to(torch.int8)
-            x[-1] = -ACT
-            bias = torch.randint(-1000, 1000, (out,), generator=g).float()
-            got = _int8_linear(x, _int8_pack(w), bias)
-            if not torch.equal(got.double(), x.double() @ w.double().t() + bias.double()):
-                return False
-        return True
-    except (RuntimeError, AttributeError, NotImplementedError):  # no oneDNN int8 in this build
-        return False
+        return None
+    fastest, best_time = None, float("inf")
+    for kernel in INT8_KERNELS:
+        try:
+            g = torch.Generator().manual_seed(0)
+            if _int8_is_faster(kernel, g, 4, 256, 64, 0.25) is None:
+                continue
+            t = _int8_is_faster(kernel, g, 128, 256, 1024, 1.25)
+            if t is not None and t < best_time and _int8_is_exact(kernel, g):
+                fastest, best_time = kernel, t
+        except (RuntimeError, AttributeError, NotImplementedError):  # not in this build
+            continue
+    return fastest
 
 
-def _int8_pack(w: torch.Tensor) -> dict:
-    """int8 weights (out, in) packed for `_int8_linear`."""
-    return dict(packed=torch.ops.onednn.qlinear_prepack(w.contiguous(), None),
+def _int8_pack(w: torch.Tensor, kernel: str) -> dict:
+    """int8 weights (out, in) packed for `_int8_linear` with `kernel`."""
+    if kernel == "int_mm":
+        return dict(kernel=kernel, wt=w.t().contiguous())                          # (in, out)
+    return dict(kernel=kernel, packed=torch.ops.onednn.qlinear_prepack(w.contiguous(), None),
                 ones=torch.ones(w.shape[0]), zeros=torch.zeros(w.shape[0], dtype=torch.int64))
 
 
-def _int8_linear(x: torch.Tensor, pack: dict, bias: torch.Tensor | None) -> torch.Tensor:
-    """x (..., in) int8 @ W^T (+ bias), as float32: the int32 sums, with unit scales and zero points."""
-    y = torch.ops.onednn.qlinear_pointwise(x.reshape(-1, x.shape[-1]), 1.0, 0, pack["packed"], pack["ones"],
-                                           pack["zeros"], bias, 1.0, 0, torch.float32, "none", [], "")
+def _int8_linear(x: torch.Tensor, pack: dict, bias: torch.Tensor | None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """x (..., in) int8 @ W^T (+ bias), as `dtype` (float32 or float64): the int32 sums (with
+    oneDNN: unit scales and zero points), exact below 2^24."""
+    x2 = x.reshape(-1, x.shape[-1])
+    if pack["kernel"] == "int_mm":
+        y = torch._int_mm(x2, pack["wt"]).to(dtype)
+        if bias is not None:
+            y += bias
+    else:
+        y = torch.ops.onednn.qlinear_pointwise(x2, 1.0, 0, pack["packed"], pack["ones"], pack["zeros"], bias,
+                                               1.0, 0, torch.float32, "none", [], "").to(dtype)
     return y.view(*x.shape[:-1], -1)
 
 
@@ -151,9 +178,15 @@ class _IntModule(nn.Module):
             cache[key] = make()
         return cache[key]
 
-    def table(self, name: str) -> torch.Tensor:
-        """A lookup table as float32 (entries below 2^24: exact)."""
-        return self.derived(name, lambda: self._buffers[name].to(torch.float32))
+    def table(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A lookup table as float32 (entries below 2^24: exact), or as `dtype` (entries that fit)."""
+        return self.derived((name, dtype), lambda: self._buffers[name].to(dtype))
+
+    @property
+    def operand_dtype(self) -> torch.dtype:
+        """The dtype matrix operands are made in: int8 where the products take int8 (`int8_products`),
+        else float32; `IntLinear` converts what its kernel does not take (e.g. 8-bit weights)."""
+        return torch.int8 if self.act <= ACT and int8_products() else torch.float32
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in self._sized:
@@ -196,21 +229,22 @@ class IntLinear(_IntModule):
             shift, mult = int(self.shift), self.mult[start:stop].to(torch.float64)
             bias = self.bias[start:stop].to(torch.float64)
             w = self.weight[start:stop]
-            int8 = (self.act <= ACT and w.device.type == "cpu" and int(w.abs().max()) <= WEIGHT_MAX
-                    and int8_products())
-            return dict(wt=w.to(torch.float32), int8=_int8_pack(w) if int8 else None,
+            kernel = (int8_products() if self.act <= ACT and w.device.type == "cpu"
+                      and int(w.abs().max()) <= WEIGHT_MAX else None)
+            return dict(wt=w.to(torch.float32), int8=_int8_pack(w, kernel) if kernel else None,
                         b32=bias.to(torch.float32),
                         scale=mult * 2.0 ** -shift,
                         offset=(bias * mult + 2.0 ** (shift - 1)) * 2.0 ** -shift)
         return self.derived((start, stop), make)
 
     @staticmethod
-    def _product(x: torch.Tensor, p: dict, bias: torch.Tensor | None) -> torch.Tensor:
-        """x @ W^T (+ bias) as float32, exact: every partial sum, with or without the bias, below
-        2^24 (calibrate), and int32 sums are exact."""
+    def _product(x: torch.Tensor, p: dict, bias: torch.Tensor | None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """x (operands, float32 or int8) @ W^T (+ bias) as `dtype`, exact: every partial sum, with or
+        without the bias, below 2^24 (calibrate), and int32 sums are exact."""
         if p["int8"] is not None:
-            return _int8_linear(x.to(torch.int8), p["int8"], bias)
-        return F.linear(x, p["wt"], bias)
+            return _int8_linear(x.to(torch.int8), p["int8"], bias, dtype)
+        return F.linear(x.to(torch.float32), p["wt"], bias).to(dtype)
 
     def accumulate(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
         """rows: the output channels wanted (default all)."""
@@ -220,7 +254,7 @@ class IntLinear(_IntModule):
     def forward(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
         """rows: the output channels wanted (default all)."""
         p = self._rows(rows)
-        acc = self._product(x, p, None).to(torch.float64)
+        acc = self._product(x, p, None, torch.float64)
         return torch.addcmul(p["offset"], acc, p["scale"]).floor_()  # exact: floor((sum + b) m / 2^s + 1/2),
                                                                      # every term a multiple of 2^-s below 2^53
 
@@ -247,7 +281,7 @@ class IntLayerNorm(_IntModule):
             self.gain.to(torch.float64), self.offset.to(torch.float64) + 2.0 ** (LN_FRAC - 1)))
         y = d.mul_(gain).div_(r).floor_()                               # exact floor: |d gain| < 2^53
         y = y.add_(offset).mul_(2.0 ** -LN_FRAC).floor_()               # round((y + beta) / 2^LN_FRAC): exact
-        return y.clamp_(-self.act, self.act).to(torch.float32)
+        return y.clamp_(-self.act, self.act).to(self.operand_dtype)
 
 
 class IntBlock(_IntModule):
@@ -298,12 +332,12 @@ class IntBlock(_IntModule):
         z = e.sum(-1, keepdim=True).to(torch.float64).mul_(two_s)  # exact, >= 1: the max's
         o = torch.add(z * 0.5, (e @ v).to(torch.float64), alpha=m)  # exact: Lk 255 |v| < 2^24 (calibrate), m < 2^21
         o = o.div_(z).floor_()                               # round(e.v m / (sum 2^s)): exact floor, < 2^53
-        return o.clamp_(-self.act, self.act).to(torch.float32).transpose(1, 2).flatten(2)
+        return o.clamp_(-self.act, self.act).to(self.operand_dtype).transpose(1, 2).flatten(2)
 
     def finish(self, h, attended):
         """Residual update after attention, then the MLP; h (B, L, C) float64 holding integers."""
         h = self.proj(attended).add_(h).clamp_(-RESID_LIMIT, RESID_LIMIT)
-        g = _lookup(self.table("gelu"), self.fc1.accumulate(self.ln2(h)))  # fc1's bias starts the table at 0
+        g = _lookup(self.table("gelu", self.operand_dtype), self.fc1.accumulate(self.ln2(h)))  # fc1's bias starts the table at 0
         return self.fc2(g).add_(h).clamp_(-RESID_LIMIT, RESID_LIMIT)
 
 
