@@ -6,6 +6,7 @@ without a 16 px border; patches: their 48x48 interior); the goal is every deviat
 
     python eval/flat_colours.py                                   # the default model
     python eval/flat_colours.py --model pq-s8-m12k256-v3 --kodak ../shared/data/kodak
+    python eval/flat_colours.py --model runs/ae/model.safetensors      # a training run's weights
 """
 import argparse
 from pathlib import Path
@@ -21,12 +22,12 @@ KODAK = ("kodim03.png", "kodim23.png")
 
 def main():
     import pqcodec
-    from pqcodec.zoo import load_codec
+    from pqcodec.zoo import load_codec, load_custom_codec
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=pqcodec.DEFAULT_MODEL, help="a shipped model's name")
+    ap.add_argument("--model", default=pqcodec.DEFAULT_MODEL, help="a shipped model's name, or a weights file")
     ap.add_argument("--kodak", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"))
     a = ap.parse_args()
-    codec = load_codec(a.model)
+    codec = load_custom_codec(a.model) if a.model.endswith(".safetensors") else load_codec(a.model)
 
     def round_trip(rgb, q):
         data = codec.encode(rgb, q)

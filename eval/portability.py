@@ -109,8 +109,9 @@ def worker():
     from pqcodec.zoo import load_codec, load_custom_codec
     codec = load_custom_codec(job["model"]) if job.get("model") else load_codec()
     tag = job["tag"]
+    from pqcodec.nets.integer_prior import int8_products
     result = dict(capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
-                  env={k: os.environ.get(k) for k in DISPATCH_VARS})
+                  products=int8_products() or "float32", env={k: os.environ.get(k) for k in DISPATCH_VARS})
     if "write" in job:
         result["written"] = _write(codec, job["write"], tag)
     if "read" in job:
@@ -195,6 +196,7 @@ def main():
             r = run_worker(fam, dict(tag=f"read {fam}", model=model, read=dict(files=all_files)))
             read[fam] = {row["path"]: row for row in r["read"]}
             info[fam]["read_capability"] = r["capability"]
+            info[fam]["read_products"] = r["products"]
         # c. thread counts, natively
         threads = {}
         native_files = [row["path"] for row in written["native"]]
@@ -215,7 +217,8 @@ def main():
     for fam in families:
         setting = " ".join(f"{k}={v}" for k, v in FAMILIES[fam].items()) or "no variables"
         out.append(f"  {fam:6s} {setting}; ATen kernels in use: {info[fam]['capability']}, "
-                   f"{info[fam]['threads']} threads")
+                   f"{info[fam]['threads']} threads; the prior's products: {info[fam]['products']} "
+                   f"(writing), {info[fam]['read_products']} (reading)")
     caps = {fam: {info[fam]["capability"], info[fam]["read_capability"]} for fam in families}
     if caps["sse"] != {"DEFAULT"} or (caps["avx2"] != {"AVX2"} and caps["native"] != {"DEFAULT"}):
         failures.append(f"the dispatch variables did not take effect (ATen kernels in use: {caps}): "

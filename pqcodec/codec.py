@@ -111,7 +111,8 @@ class Codec:
             raise UnsupportedFileError(f"{path} does not match the SHA-256 recorded for the {decoder} decoder of {self.name}")
         if self.weights_sha256 is None:
             raise UnsupportedFileError(f"{self.name}: its weights' SHA-256 is unknown, so no decoder file can pair with it")
-        net = load_decoder(path, self.weights_sha256, self.config.channels, self.model.quantizer.dim, decoder)
+        net = load_decoder(path, self.weights_sha256, self.config.channels, self.model.quantizer.dim, decoder,
+                           self.config.padding)
         self._decoders[decoder] = net.to(next(self.model.parameters()).device)
         return self._decoders[decoder]
 

@@ -47,16 +47,17 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def load_decoder(path: str | Path, base_sha256: str, channels: int, latent_dim: int,
-                 kind: str = "perceptual") -> Decoder:
+                 kind: str = "perceptual", padding: str = "zeros") -> Decoder:
     """The float32 Decoder in `path`, which must be a `kind` decoder fine-tuned from the main weights
-    whose SHA-256 is `base_sha256`, with the shapes of a Decoder(channels, latent_dim)."""
+    whose SHA-256 is `base_sha256`, with the shapes of a Decoder(channels, latent_dim) and the main
+    model's `padding`."""
     meta = read_metadata(path)
     if meta.get("kind") != kind:
         raise UnsupportedFileError(f"{path}: is a {meta.get('kind')!r} decoder, not a {kind!r} one")
     if meta.get("base_sha256") != base_sha256:
         raise UnsupportedFileError(f"{path}: was fine-tuned from model {meta.get('base_sha256', '?')[:16]}..., "
                                    f"not from this model {base_sha256[:16]}...; it does not pair with it")
-    decoder = Decoder(channels, latent_dim)
+    decoder = Decoder(channels, latent_dim, padding)
     wanted = decoder.state_dict()
     state = {k.removeprefix("decoder."): v for k, v in load_file(str(path)).items()}
     if set(state) != set(wanted) or any(state[k].shape != wanted[k].shape for k in wanted):

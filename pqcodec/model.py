@@ -13,6 +13,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file, safe_open
 
 from .nets import Decoder, Encoder, IntegerPrior, MIMPrior, ProductQuantizer
+from .nets.autoencoder import PADDINGS
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,16 @@ class ModelConfig:
     # Sub-quantizers in use at each quality level, increasing (nested dropout trains exactly these);
     # empty means every count 1..M is a level.
     levels: tuple[int, ...] = ()
+    # How the conv transforms see beyond an image's border: "zeros" (every model up to v4) or
+    # "replicate" (nets/autoencoder.py; docs/quality.md: zeros darken flat images' edges)
+    padding: str = "zeros"
 
     def __post_init__(self):
         lv = self.active_levels
         if any(b <= a for a, b in zip(lv, lv[1:])) or lv[0] < 1 or lv[-1] > self.num_subvectors:
             raise ValueError(f"levels {lv} must increase within 1..{self.num_subvectors}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
 
     @property
     def active_levels(self) -> tuple[int, ...]:
@@ -57,14 +63,24 @@ class ModelConfig:
             raise ValueError(f"model config has fields this pqcodec does not know: {', '.join(unknown)} "
                              "(weights made by a newer pqcodec?)")
         for key, value in fields.items():
-            is_list = isinstance(known[key].default, tuple)
-            if not (isinstance(value, list) and all(map(_is_int, value)) if is_list else _is_int(value)):
-                raise ValueError(f"model config field {key} must be {'a list of integers' if is_list else 'an integer'}, "
-                                 f"got {value!r}")
+            default = known[key].default
+            if isinstance(default, tuple):
+                ok, kind = isinstance(value, list) and all(map(_is_int, value)), "a list of integers"
+            elif isinstance(default, str):
+                ok, kind = isinstance(value, str), "a string"
+            else:
+                ok, kind = _is_int(value), "an integer"
+            if not ok:
+                raise ValueError(f"model config field {key} must be {kind}, got {value!r}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """The config as JSON; `padding` only when not "zeros", so that weights with zero padding
+        stay readable by releases before the field."""
+        fields = dataclasses.asdict(self)
+        if fields["padding"] == "zeros":
+            del fields["padding"]
+        return json.dumps(fields, sort_keys=True)
 
 
 def _is_int(value) -> bool:
@@ -76,9 +92,9 @@ class PQCodecModel(nn.Module):
         super().__init__()
         self.config = c = config
         D = c.num_subvectors * c.subvector_dim
-        self.encoder = Encoder(c.channels, D)
+        self.encoder = Encoder(c.channels, D, c.padding)
         self.quantizer = ProductQuantizer(c.num_subvectors, c.codebook_size, c.subvector_dim)
-        self.decoder = Decoder(c.channels, D)
+        self.decoder = Decoder(c.channels, D, c.padding)
         self.prior = MIMPrior(c.num_subvectors, c.codebook_size, c.window, c.prior_dim,
                               c.prior_layers, c.prior_heads)
         # the prior the coder runs: integer-exact, made from `prior` by calibration (train/quantize.py)
@@ -134,6 +150,14 @@ class PQCodecModel(nn.Module):
                 t.zero_()
             t[tuple(slice(0, n) for n in o.shape)] = o
         new.quantizer.ema_count[self.config.num_subvectors:] = 0
+        return new
+
+    @torch.no_grad()
+    def with_padding(self, padding: str) -> "PQCodecModel":
+        """A copy whose conv transforms pad with `padding` (ModelConfig.padding); every weight
+        carries over (same names and shapes), so training only has to adapt the borders."""
+        new = PQCodecModel(dataclasses.replace(self.config, padding=padding))
+        new.load_state_dict(self.state_dict())
         return new
 
     @classmethod

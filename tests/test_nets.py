@@ -137,3 +137,54 @@ def test_edge_windows_are_cut_like_codings():
         # the last rows / columns of the grid, as an image's bottom or right edge window holds them
         assert (vh == 8 or y + vh == 20) and (vw == 8 or x + vw == 24)
         assert torch.equal(inside, g[0, y:y + vh, x:x + vw].long())
+
+
+def test_replicate_padding_sees_a_flat_image_as_flat_to_its_borders():
+    """docs/quality.md, section 3: zero padding darkens a flat image's edges. With replicate padding
+    every layer maps a constant input to an output without a border: the convolutions to a constant,
+    the transposed convolution to its interior's 2-pixel pattern, edges included; so a constant
+    image encodes to a constant latent, and a constant latent reaches the decoder's first upsampling
+    constant. Zero padding fails each. The replicate transposed convolution equals the plain one away
+    from the border, with the same weights (they carry over)."""
+    from pqcodec.model import ModelConfig, PQCodecModel
+    from pqcodec.nets.autoencoder import ReplicateConvTranspose2d
+    torch.manual_seed(0)
+    plain = torch.nn.ConvTranspose2d(4, 3, 5, stride=2, padding=2, output_padding=1)
+    rep = ReplicateConvTranspose2d(4, 3, 5, stride=2, padding=2, output_padding=1)
+    rep.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 4, 6, 7)
+    flat_in = torch.full((1, 4, 6, 7), 0.7)
+    with torch.no_grad():
+        a, b = plain(x), rep(x)
+        assert a.shape == b.shape == (1, 3, 12, 14)
+        assert torch.allclose(a[..., 3:-3, 3:-3], b[..., 3:-3, 3:-3], atol=1e-6)
+        for layer, flat in ((rep, True), (plain, False)):
+            y = layer(flat_in)
+            assert torch.allclose(y, y[..., 4:6, 4:6].repeat(1, 1, 6, 7), atol=1e-6) == flat
+
+    config = dict(channels=8, num_subvectors=2, codebook_size=16, subvector_dim=4, prior_dim=16, prior_layers=1,
+                  prior_heads=2, window=4)
+    zeros = PQCodecModel(ModelConfig(**config)).eval()
+    replicate = zeros.with_padding("replicate").eval()
+    assert replicate.config.padding == "replicate"
+    assert all(torch.equal(p, q) for p, q in zip(zeros.state_dict().values(), replicate.state_dict().values()))
+    with torch.no_grad():
+        for model, flat in ((replicate, True), (zeros, False)):
+            z = model.encoder(torch.full((1, 3, 40, 48), 0.6))
+            assert torch.allclose(z, z[..., :1, :1].expand_as(z), atol=1e-5) == flat
+            h = model.decoder.net[:3](torch.full((1, 8, 5, 6), 0.3))   # before the first upsampling
+            assert torch.allclose(h, h[..., :1, :1].expand_as(h), atol=1e-5) == flat
+
+
+def test_padding_in_the_config_file():
+    """"replicate" is saved with the weights and read back; "zeros" (every model up to v4) is left out
+    of the JSON, so zero-padded weights stay readable by releases before the field; other values
+    are refused."""
+    from pqcodec.model import ModelConfig
+    rep = ModelConfig(padding="replicate")
+    assert ModelConfig.from_json(rep.to_json()) == rep
+    assert "padding" not in ModelConfig().to_json() and ModelConfig.from_json(ModelConfig().to_json()).padding == "zeros"
+    with pytest.raises(ValueError, match="padding"):
+        ModelConfig(padding="reflect")
+    with pytest.raises(ValueError, match="padding must be a string"):
+        ModelConfig.from_json('{"padding": 1}')

@@ -140,3 +140,28 @@ def test_torchrun_two_cpu_processes(image_folder, tmp_path):
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert [r["step"] for r in _log(run)] == [1, 2, 3, 1, 2]  # rank 0 logs once per step
     PQCodecModel.load(run / "model.safetensors")
+
+
+def test_synthetic_crops_are_flat_ramps_and_pasted_rectangles(image_folder, tmp_path):
+    """--synthetic replaces that fraction of the crops by flat colours, colour ramps and photo crops
+    with a flat rectangle (docs/quality.md, section 3); 0 leaves the photo crops as they were."""
+    from pqcodec.data import CropSampler
+    s = CropSampler(image_folder, 32, seed=3, progress=False, synthetic=1.0)
+    flat = s.synthetic_crop("flat")
+    assert (flat == flat[:, :1, :1]).all()
+    ramp = s.synthetic_crop("ramp").float()
+    assert not (ramp == ramp[:, :1, :1]).all() and (ramp.diff(dim=-1).abs() <= 255 / 31 * 1.5 + 1).all()
+    patch = s.synthetic_crop("patch")
+    assert patch.shape == (3, 32, 32) and not (patch == patch[:, :1, :1]).all()
+    batch = s.batch(60)
+    constant = sum(bool((c == c[:, :1, :1]).all()) for c in batch)
+    assert 8 <= constant <= 35  # about a third flat (plus a flat-coloured ramp now and then)
+    plain = CropSampler(image_folder, 32, seed=3, progress=False)
+    again = CropSampler(image_folder, 32, seed=3, progress=False, synthetic=0.0)
+    assert torch.equal(plain.batch(4), again.batch(4))
+    with pytest.raises(ValueError, match="synthetic"):
+        CropSampler(image_folder, 32, progress=False, synthetic=1.5)
+    run = tmp_path / "ae"
+    train_main(["ae", "--data", str(image_folder), "--out", str(run), "--steps", "2", "--batch", "2", "--crop", "32",
+                "--warmup", "1", "--synthetic", "0.5", "--padding", "replicate", *TINY_AE])
+    assert PQCodecModel.load(run / "model.safetensors").config.padding == "replicate"

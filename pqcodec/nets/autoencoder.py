@@ -26,12 +26,15 @@ class SimplifiedGDN(nn.Module):
         return x / norm
 
 
+PADDINGS = ("zeros", "replicate")   # ModelConfig.padding
+
+
 class ResBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, padding: str = "zeros"):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1))
+            nn.Conv2d(channels, channels, 3, padding=1, padding_mode=padding), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, padding_mode=padding))
 
     def forward(self, x):
         return x + self.body(x)
@@ -44,12 +47,27 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _down(cin, cout):
-    return nn.Conv2d(cin, cout, 5, stride=2, padding=2)
+class ReplicateConvTranspose2d(nn.ConvTranspose2d):
+    """A stride-2 transposed convolution whose input is extended by one replicated token on every
+    side: each output pixel then gets its full set of input contributions, where zero padding leaves
+    the border's out. Cropping two more output pixels per side (padding + 2) keeps the output size
+    and the interior's alignment, so the interior equals ConvTranspose2d's and the weights (same
+    names and shapes) carry over."""
+
+    def forward(self, x):
+        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride,
+                                  (self.padding[0] + 2, self.padding[1] + 2), self.output_padding,
+                                  self.groups, self.dilation)
 
 
-def _up(cin, cout):
-    return nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1)
+def _down(cin, cout, padding="zeros"):
+    return nn.Conv2d(cin, cout, 5, stride=2, padding=2, padding_mode=padding)
+
+
+def _up(cin, cout, padding="zeros"):
+    cls = ReplicateConvTranspose2d if padding == "replicate" else nn.ConvTranspose2d
+    return cls(cin, cout, 5, stride=2, padding=2, output_padding=1)
 
 
 class Encoder(nn.Module):
@@ -57,13 +75,13 @@ class Encoder(nn.Module):
 
     stride = 8
 
-    def __init__(self, channels: int, latent_dim: int):
+    def __init__(self, channels: int, latent_dim: int, padding: str = "zeros"):
         super().__init__()
         self.net = nn.Sequential(
-            _down(3, channels), SimplifiedGDN(channels),
-            _down(channels, channels), SimplifiedGDN(channels),
-            _down(channels, channels), ResBlock(channels),
-            nn.Conv2d(channels, latent_dim, 3, padding=1))
+            _down(3, channels, padding), SimplifiedGDN(channels),
+            _down(channels, channels, padding), SimplifiedGDN(channels),
+            _down(channels, channels, padding), ResBlock(channels, padding),
+            nn.Conv2d(channels, latent_dim, 3, padding=1, padding_mode=padding))
 
     def forward(self, x):
         return self.net(_channels_last(x - 0.5))
@@ -72,13 +90,14 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Latent (B, D, h, w) -> image (B, 3, 8h, 8w), not clamped (clamp when converting to pixels)."""
 
-    def __init__(self, channels: int, latent_dim: int):
+    def __init__(self, channels: int, latent_dim: int, padding: str = "zeros"):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(latent_dim, channels, 3, padding=1), ResBlock(channels), ResBlock(channels),
-            _up(channels, channels), nn.LeakyReLU(0.2, inplace=True),
-            _up(channels, channels), nn.LeakyReLU(0.2, inplace=True),
-            _up(channels, 3))
+            nn.Conv2d(latent_dim, channels, 3, padding=1, padding_mode=padding),
+            ResBlock(channels, padding), ResBlock(channels, padding),
+            _up(channels, channels, padding), nn.LeakyReLU(0.2, inplace=True),
+            _up(channels, channels, padding), nn.LeakyReLU(0.2, inplace=True),
+            _up(channels, 3, padding))
 
     def forward(self, y):
         return self.net(_channels_last(y)) + 0.5

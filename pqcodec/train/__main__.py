@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     ae.add_argument("--prior-dim", type=int, default=256)
     ae.add_argument("--prior-layers", type=int, default=4)
     ae.add_argument("--prior-heads", type=int, default=4)
+    ae.add_argument("--padding", choices=("zeros", "replicate"),
+                    help="how the conv transforms pad at the border (default: --init's, or zeros); with "
+                         "--init, replicate switches a zero-padded model (docs/quality.md, section 3)")
+    ae.add_argument("--synthetic", type=float, default=0.0, metavar="FRACTION",
+                    help="fraction of crops replaced by flat colours, colour ramps and photos with a flat "
+                         "rectangle (data.CropSampler; docs/quality.md, section 3)")
 
     pr = sub.add_parser("prior", help="stage 2: MIM prior on the tokens of a trained autoencoder")
     common(pr)

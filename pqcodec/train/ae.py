@@ -41,11 +41,14 @@ def train(args):
             if args.subvectors and args.subvectors < M:
                 raise ValueError(f"--init has {M} sub-quantizers: it can grow, not shrink")
             model = model.grown(args.subvectors or M, levels)
+        if args.padding and args.padding != model.config.padding:
+            model = model.with_padding(args.padding)
     elif model is None:
         model = PQCodecModel(ModelConfig(
             channels=args.channels, num_subvectors=args.subvectors or 4, codebook_size=args.codebook_size,
             subvector_dim=args.subvector_dim, window=args.window, prior_dim=args.prior_dim,
-            prior_layers=args.prior_layers, prior_heads=args.prior_heads, levels=levels))
+            prior_layers=args.prior_layers, prior_heads=args.prior_heads, levels=levels,
+            padding=args.padding or "zeros"))
     model.to(device).train()
     stage = AutoencoderStage(model)
     params = list(stage.parameters())
@@ -54,7 +57,8 @@ def train(args):
     torch.manual_seed(1234 + run.rank + step)
     if run.world > 1:
         stage = nn.parallel.DistributedDataParallel(stage, broadcast_buffers=False)
-    data = CropSampler(args.data, args.crop, seed=run.rank * 100003 + step, progress=run.is_main)
+    data = CropSampler(args.data, args.crop, seed=run.rank * 100003 + step, progress=run.is_main,
+                       synthetic=args.synthetic)
     level_actives = torch.tensor(model.config.active_levels, device=device)
     first_step = step
     budget = TimeBudget(args.minutes, run.started, step, args.steps)
