@@ -48,7 +48,7 @@ def hific_patch_positions(height: int, width: int, size: int = PATCH) -> list[tu
 
 def load_pairs(originals_dir, reconstructions_dir) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, original, reconstruction) for every original, matched by file stem, same size."""
-    from common import load_rgb_images
+    from PIL import Image
     from pqcodec.data import list_images
 
     def by_stem(folder):
@@ -72,7 +72,8 @@ def load_pairs(originals_dir, reconstructions_dir) -> list[tuple[str, np.ndarray
                               f"{', '.join(extra[:5])}")
     stems = sorted(orig)
     pairs = []
-    for (name, a), (_, b) in zip(load_rgb_images([orig[s] for s in stems]), load_rgb_images([rec[s] for s in stems])):
+    rgb = lambda path: np.asarray(Image.open(path).convert("RGB"))  # noqa: E731 (as common.load_rgb_images)
+    for name, a, b in ((orig[s].name, rgb(orig[s]), rgb(rec[s])) for s in stems):
         if a.shape != b.shape:
             raise PerceptualError(f"{name}: original is {a.shape[1]}x{a.shape[0]}, "
                                   f"reconstruction {b.shape[1]}x{b.shape[0]}")

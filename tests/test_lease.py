@@ -1,5 +1,6 @@
 """The GPU plan (pqcodec/train/lease.py) dry-run on the CPU with a tiny config: prepare the carry
 folder, run both stages as the lent machine would, join the returned parts into weights that code."""
+import dataclasses
 import json
 
 import pytest
@@ -47,14 +48,14 @@ def test_prepare_run_join(photos, tmp_path, monkeypatch):
     lease.main(["run", "--lease", str(carry), "--out", str(out), "--runs", str(tmp_path / "runs"),
                 "--ae-minutes", "5", "--prior-minutes", "5", "--ae-steps", "3", "--prior-steps", "2",
                 "--ae-batch", "2", "--crop", "32", "--prior-batch", "4", "--ae-warmup", "1", "--prior-warmup", "1",
-                "--log-every", "1", "--no-bf16"])
+                "--log-every", "1", "--no-bf16", "--synthetic", "0.5", "--padding", "replicate"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ae_last"]["step"] == 3 and summary["prior_last"]["step"] == 2
     assert summary["parts"] and all((out / p).exists() for p in summary["parts"])
 
     joined = lease.join(out, tmp_path / "back" / "model.safetensors")
     model = PQCodecModel.load(joined)
-    assert model.can_code() and model.config == start.config
+    assert model.can_code() and model.config == dataclasses.replace(start.config, padding="replicate")
     assert (tmp_path / "back" / "summary.json").exists()
 
     # the file for models/: 9.5 MB less at full size, and its files are byte for byte the run's

@@ -76,8 +76,9 @@ def _int8_is_faster(kernel: str, g: torch.Generator, rows: int, inner: int, out:
 
 def _int8_is_exact(kernel: str, g: torch.Generator) -> bool:
     """Whether `kernel` gives exactly the int64 sums on worst-case operands: the largest sums, and
-    the largest pair sums of CPUs without VNNI (which a saturating kernel gets wrong)."""
-    for rows, inner, out in ((1, 1024, 32), (37, 256, 96), (300, 1024, 16)):
+    the largest pair sums of CPUs without VNNI (which a saturating kernel gets wrong), in shapes
+    from a single row to the coder's own (a kernel may take another path for large products)."""
+    for rows, inner, out in ((1, 1024, 32), (37, 256, 96), (300, 1024, 16), (600, 256, 1024)):
         w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (out, inner), generator=g, dtype=torch.int8)
         w[0], w[1] = WEIGHT_MAX, -WEIGHT_MAX
         x = torch.randint(-ACT, ACT + 1, (rows, inner), generator=g, dtype=torch.int8)

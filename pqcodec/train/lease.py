@@ -125,7 +125,8 @@ def run(a) -> dict:
         summary["ae_wall_s"] = _stage(
             ["ae", "--data", str(photos), "--init", str(lease / INIT), "--out", str(ae_run), "--steps", str(a.ae_steps),
              "--minutes", str(a.ae_minutes), "--batch", str(a.ae_batch), "--crop", str(a.crop), "--lr", str(a.ae_lr),
-             "--warmup", str(a.ae_warmup), *common], runs / "ae.out")
+             "--warmup", str(a.ae_warmup), "--synthetic", str(a.synthetic),
+             *(["--padding", a.padding] if a.padding else []), *common], runs / "ae.out")
         summary["prior_wall_s"] = _stage(
             ["prior", "--data", str(photos), "--init", str(ae_run / "model.safetensors"), "--warm", "--out",
              str(prior_run), "--steps", str(a.prior_steps), "--minutes", str(a.prior_minutes), "--batch",
@@ -197,6 +198,9 @@ def main(argv=None):
     rn.add_argument("--crop", type=int, default=256)
     rn.add_argument("--ae-lr", type=float, default=2e-4)
     rn.add_argument("--ae-warmup", type=int, default=200)
+    rn.add_argument("--synthetic", type=float, default=0.0,
+                    help="fraction of synthetic crops for the autoencoder (pqcodec-train ae --synthetic)")
+    rn.add_argument("--padding", choices=("zeros", "replicate"), help="switch the model's padding (ae --padding)")
     rn.add_argument("--prior-batch", type=int, default=128)
     rn.add_argument("--prior-lr", type=float, default=3e-4)
     rn.add_argument("--prior-warmup", type=int, default=200)
