@@ -95,31 +95,17 @@ def coded(codec, model_sha: str, rgb: np.ndarray, level: int) -> tuple[bytes, np
     return data, tokens
 
 
-def pillow_at_most(rgb: np.ndarray, fmt: str, max_bytes: int) -> tuple[np.ndarray, int, int, bool]:
-    """(decoded image, its bytes, quality, fits) of the highest Pillow quality whose file is at most
-    max_bytes; when none fits, the lowest quality's (fits False)."""
-    options = dict(optimize=True) if fmt == "JPEG" else dict(speed=4)
-    lo, hi = (1, 95) if fmt == "JPEG" else (0, 100)
-
-    def code(q):
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, fmt, quality=q, **options)
-        return buf.getvalue()
-
-    best = None
-    while lo <= hi:  # file size grows with quality (checked by keeping the best that fits)
-        mid = (lo + hi) // 2
-        data = code(mid)
-        if len(data) <= max_bytes:
-            best, lo = (mid, data), mid + 1
-        else:
-            hi = mid - 1
-    fits = best is not None
-    if not fits:
-        q = 1 if fmt == "JPEG" else 0
-        best = (q, code(q))
-    q, data = best
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), len(data), q, fits
+def pillow_at_most(rgb: np.ndarray, fmt: str, max_bytes: int) -> tuple[np.ndarray, int, str, bool]:
+    """(decoded image, its bytes, setting, fits) of the highest Pillow quality whose file is at most
+    max_bytes (`pqcodec compare`'s bisection and settings); when none fits, the lowest quality's
+    (fits False), to show what the format's smallest file looks like."""
+    from pqcodec.compare import PILLOW_CODECS, _matched
+    pc = next(c for c in PILLOW_CODECS if c.fmt == fmt)
+    row = _matched(pc, Image.fromarray(rgb), rgb, max_bytes)
+    if row.shown:
+        return np.asarray(row.decoded.convert("RGB")), row.num_bytes, row.setting, True
+    data = pc.encode(Image.fromarray(rgb), pc.lowest)
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), len(data), f"quality {pc.lowest}", False
 
 
 # -- grids ------------------------------------------------------------------------------------------
@@ -241,8 +227,8 @@ def main(argv=None) -> int:
                     if fmt == "AVIF" and not avif:
                         cells.append((np.zeros_like(rgb), "no AVIF in this Pillow"))
                         continue
-                    img, n, qual, fits = pillow_at_most(rgb, fmt, len(data))
-                    cells.append((img, f"q{qual} {n} B {psnr(rgb, img):.2f} dB\n" + ("" if fits else "over: smallest file")))
+                    img, n, setting, fits = pillow_at_most(rgb, fmt, len(data))
+                    cells.append((img, f"{setting} {n} B {psnr(rgb, img):.2f} dB\n" + ("" if fits else "over: smallest file")))
                 grid_rows[name].append(dict(level=q, cells=cells))
     for name, box in grids.items():
         rgb = dict(images)[name]

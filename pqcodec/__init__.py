@@ -60,8 +60,7 @@ def decode(source, model: str | None = None, *, name: str | None = None, decoder
     with named(name):
         header, _ = unpack(data)
         codec = codec_for_file(header.model_hash, model)
-        codec.decoder_net(decoder)  # an unknown or missing decoder fails before the work
-    return codec.decode(data, name=name, decoder=decoder)
+    return codec.decode(data, name=name, decoder=decoder)  # an unknown or missing decoder fails first
 
 
 __all__ = ["encode", "decode", "Codec", "PQCodecModel", "ModelConfig", "load_codec", "load_custom_codec",

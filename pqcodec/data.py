@@ -1,4 +1,5 @@
 """Training data: a folder of images held in memory, served as random crops."""
+import math
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +69,10 @@ class CropSampler:
             return self._colour().view(3, 1, 1).expand(3, n, n).clone()
         if kind == "ramp":
             a, b = self._colour().float(), self._colour().float()
-            angle = float(torch.rand((), generator=self.gen)) * 2 * torch.pi
+            angle = float(torch.rand((), generator=self.gen)) * 2 * math.pi
             yy, xx = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32),
                                     indexing="ij")
-            t = xx * torch.cos(torch.tensor(angle)) + yy * torch.sin(torch.tensor(angle))
+            t = xx * math.cos(angle) + yy * math.sin(angle)
             t = (t - t.min()) / (t.max() - t.min()).clamp_min(1e-6)                       # 0..1 across
             return (a.view(3, 1, 1) + (b - a).view(3, 1, 1) * t).round_().to(torch.uint8)
         if kind == "patch":

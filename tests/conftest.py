@@ -36,6 +36,16 @@ def tiny_codec(tiny_weights):
     return load_custom_codec(str(tiny_weights))
 
 
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """A folder of 6 small PNGs (80..120 x 96) to train on (tiny configs, 32 px crops)."""
+    from PIL import Image
+    d = tmp_path_factory.mktemp("images")
+    for i in range(6):
+        Image.fromarray(random_image(80 + 8 * i, 96, seed=i)).save(d / f"{i}.png")
+    return d
+
+
 def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """Smooth-ish random RGB content (a noisy gradient) of size h x w, uint8."""
     rng = np.random.default_rng(seed)

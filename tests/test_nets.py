@@ -54,6 +54,18 @@ def test_nested_dropout_fills_unused_subvectors():
     assert torch.equal(one[0, 2:, 0, 0], q.filler[1:].flatten())
 
 
+def test_decode_with_a_level_per_sample_is_each_samples_decode():
+    """The perceptual fine-tune decodes a batch at mixed levels: the same latent as decoding each
+    sample at its own level."""
+    q = ProductQuantizer(3, 8, 2)
+    q.filler.data.normal_()
+    tokens = torch.randint(0, 8, (3, 3, 2, 3))
+    active = torch.tensor([1, 3, 2])
+    got = q.decode(tokens, active)
+    for b in range(3):
+        assert torch.equal(got[b], q.decode(tokens[b:b + 1], int(active[b]))[0])
+
+
 def test_grown_model_codes_the_old_levels_as_before():
     from pqcodec.model import ModelConfig, PQCodecModel
     torch.manual_seed(0)

@@ -15,17 +15,9 @@ from pqcodec.errors import PQCodecError, UnsupportedFileError
 from pqcodec.model import PQCodecModel
 from pqcodec.nets.discriminator import MultiScaleDiscriminator
 from pqcodec.train.__main__ import build_parser
-from pqcodec.train.perceptual import quantized_latent, train
+from pqcodec.train.perceptual import train
 from pqcodec.zoo import DEFAULT_MODEL, ZOO, models_dir, model_hash_of, sha256_of
 from conftest import DATA, random_image, run_cli
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    d = tmp_path_factory.mktemp("images")
-    for i in range(4):
-        Image.fromarray(random_image(48 + 8 * i, 64, seed=i)).save(d / f"{i}.png")
-    return d
 
 
 def _args(weights, data, out, steps, *extra):
@@ -39,15 +31,6 @@ def _fresh_codec(weights) -> Codec:
     """A Codec of its own (load_custom_codec's is cached and shared between tests)."""
     sha = sha256_of(Path(weights))
     return Codec(PQCodecModel.load(weights), model_hash_of(sha), weights_sha256=sha, name=str(weights))
-
-
-def test_quantized_latent_is_the_codecs_per_level_decode(tiny_weights):
-    model = PQCodecModel.load(tiny_weights)
-    tokens = torch.randint(0, model.config.codebook_size, (3, model.config.num_subvectors, 2, 3))
-    active = torch.tensor([1, 2, 1])
-    got = quantized_latent(model.quantizer, tokens, active)
-    for b in range(3):
-        assert torch.equal(got[b], model.quantizer.decode(tokens[b:b + 1], int(active[b]))[0])
 
 
 def test_discriminator_shapes_and_conditioning():

@@ -6,23 +6,13 @@ import time
 
 import pytest
 import torch
-from PIL import Image
 
 from pqcodec.model import PQCodecModel
 from pqcodec.train.__main__ import main as train_main
 from pqcodec.train.common import TimeBudget
-from conftest import random_image
 
 TINY_AE = ["--channels", "8", "--subvectors", "2", "--codebook-size", "16", "--subvector-dim", "4",
            "--window", "4", "--prior-dim", "16", "--prior-layers", "1", "--prior-heads", "2"]
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    d = tmp_path_factory.mktemp("images")
-    for i in range(6):
-        Image.fromarray(random_image(80 + 8 * i, 96, seed=i)).save(d / f"{i}.png")
-    return d
 
 
 def _log(run):

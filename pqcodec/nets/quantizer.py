@@ -82,11 +82,17 @@ class ProductQuantizer(nn.Module):
         grid = lambda t: t.view(active, B, h, w, L).transpose(0, 1)  # noqa: E731
         return idx, grid(cand), grid(dist.clamp_min_(0))
 
-    def decode(self, indices: torch.Tensor, active: int | None = None) -> torch.Tensor:
+    def decode(self, indices: torch.Tensor, active: int | torch.Tensor | None = None) -> torch.Tensor:
         """Indices (B, M', h, w) with M' >= active -> quantized latent (B, D, h, w); sub-vectors at or
-        beyond `active` (default: all M) get the learned filler whatever their index says."""
+        beyond `active` (default: all M) get the learned filler whatever their index says. `active`
+        may also be a (B,) tensor, a count per sample (training at mixed levels; M' = M then)."""
         B, _, h, w = indices.shape
         active = self.M if active is None else active
+        if isinstance(active, torch.Tensor):
+            words = torch.stack([self.codebooks[m][indices[:, m]] for m in range(self.M)], 1)  # (B, M, h, w, d)
+            keep = torch.arange(self.M, device=indices.device)[None, :] < active[:, None]     # (B, M)
+            words = torch.where(keep[:, :, None, None, None], words, self.filler[None, :, None, None, :])
+            return words.permute(0, 1, 4, 2, 3).reshape(B, self.dim, h, w)
         parts = []
         for m in range(self.M):
             if m < active:

@@ -8,6 +8,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..nets.autoencoder import PADDINGS
     p = argparse.ArgumentParser(prog="pqcodec-train", description=__doc__)
     sub = p.add_subparsers(dest="stage", required=True)
 
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     ae.add_argument("--prior-dim", type=int, default=256)
     ae.add_argument("--prior-layers", type=int, default=4)
     ae.add_argument("--prior-heads", type=int, default=4)
-    ae.add_argument("--padding", choices=("zeros", "replicate"),
+    ae.add_argument("--padding", choices=PADDINGS,
                     help="how the conv transforms pad at the border (default: --init's, or zeros); with "
                          "--init, replicate switches a zero-padded model (docs/quality.md, section 3)")
     ae.add_argument("--synthetic", type=float, default=0.0, metavar="FRACTION",

@@ -36,6 +36,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from ..nets.autoencoder import PADDINGS
+
 CARRY_LIMIT = 63_000_000   # bytes for the carry folder: 64 MiB (67.1 MB) with the working tree (1.3 MB), margin kept
 PART_BYTES = 15 * 2 ** 20  # a returned file may be 16 MiB
 INIT, PHOTOS = "init.safetensors", "train.zip"
@@ -173,7 +175,7 @@ def ship(weights: Path, dest: Path) -> str:
     integer prior's cost, never to code) stored in float16, 9.5 MB less. Returns its SHA-256 for
     pqcodec/zoo.py. The coder's networks, codebooks and integer prior are unchanged, so its files
     are byte for byte those of `weights`."""
-    from ..zoo import sha256_of
+    from ..files import sha256_of
     _rewrite(weights, dest, halve=lambda name: name.startswith("prior."))
     return sha256_of(dest)
 
@@ -200,7 +202,7 @@ def main(argv=None):
     rn.add_argument("--ae-warmup", type=int, default=200)
     rn.add_argument("--synthetic", type=float, default=0.0,
                     help="fraction of synthetic crops for the autoencoder (pqcodec-train ae --synthetic)")
-    rn.add_argument("--padding", choices=("zeros", "replicate"), help="switch the model's padding (ae --padding)")
+    rn.add_argument("--padding", choices=PADDINGS, help="switch the model's padding (ae --padding)")
     rn.add_argument("--prior-batch", type=int, default=128)
     rn.add_argument("--prior-lr", type=float, default=3e-4)
     rn.add_argument("--prior-warmup", type=int, default=200)

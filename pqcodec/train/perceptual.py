@@ -25,6 +25,7 @@ Writes OUT/perceptual.ckpt (resume: rerun the same command), OUT/log.jsonl, OUT/
 decoder | perceptual decoder, one row per level) to look at.
 """
 import contextlib
+import copy
 import time
 from pathlib import Path
 
@@ -38,23 +39,11 @@ from ..data import CropSampler
 from ..decoders import save_decoder
 from ..model import PQCodecModel
 from ..nets.discriminator import MultiScaleDiscriminator
-from ..zoo import sha256_of
+from ..files import sha256_of
 from .common import Run, TimeBudget, lr_at, save_checkpoint
 
 
 MSSSIM_MIN_CROP = (7 - 1) * 2 ** 4  # pytorch_msssim's five scales of a 7-px window need a side above this
-
-
-def quantized_latent(quantizer, tokens: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """tokens (B, M, h, w) of every sub-quantizer, active (B,) sub-quantizers in use per sample ->
-    the latent the decoder gets (B, D, h, w): codewords of the first active[b], the filler beyond,
-    exactly as `ProductQuantizer.decode(tokens, active[b])` per sample."""
-    B, M, h, w = tokens.shape
-    d = quantizer.d
-    words = torch.stack([quantizer.codebooks[m][tokens[:, m]] for m in range(M)], 1)  # (B, M, h, w, d)
-    keep = torch.arange(M, device=tokens.device)[None, :] < active[:, None]           # (B, M)
-    words = torch.where(keep[:, :, None, None, None], words, quantizer.filler[None, :, None, None, :])
-    return words.permute(0, 1, 4, 2, 3).reshape(B, M * d, h, w)
 
 
 def hinge_d_loss(real_out, fake_out) -> torch.Tensor:
@@ -109,8 +98,7 @@ def write_samples(path: Path, model: PQCodecModel, mse_decoder, decoder, crops: 
         tokens = model.quantizer.encode(model.encoder(crops))
         rows = []
         for level in model.config.active_levels:
-            active = torch.full((crops.shape[0],), level, device=crops.device)
-            y = quantized_latent(model.quantizer, tokens, active)
+            y = model.quantizer.decode(tokens, level)
             mse, per = mse_decoder(y).clamp(0, 1), decoder(y).clamp(0, 1)
             rows.append(np.concatenate([np.concatenate([_to_uint8(a), _to_uint8(b), _to_uint8(c)], 1)
                                         for a, b, c in zip(crops, mse, per)], 1))
@@ -133,8 +121,7 @@ def train(args):
     for p in model.parameters():
         p.requires_grad_(False)
     mse_decoder = model.decoder
-    decoder = type(mse_decoder)(model.config.channels, model.quantizer.dim).to(device)
-    decoder.load_state_dict(mse_decoder.state_dict())
+    decoder = copy.deepcopy(mse_decoder).requires_grad_(True)  # the same architecture (padding too) and weights
     model.decoder = decoder  # the model object carries the fine-tuned decoder; mse_decoder stays frozen
     disc = MultiScaleDiscriminator(model.quantizer.dim, args.cond_channels, args.disc_width, args.scales).to(device)
     decoder.train()
@@ -190,7 +177,7 @@ def train(args):
         active = levels[torch.randint(0, len(levels), (x.shape[0],), device=device)]
         with torch.no_grad(), torch.autocast(device.type, enabled=False):     # coding's tokens, float64 search
             tokens = model.quantizer.encode(model.encoder(x))                 # (B, M, c/8, c/8)
-            y = quantized_latent(model.quantizer, tokens, active)             # (B, D, c/8, c/8)
+            y = model.quantizer.decode(tokens, active)                          # (B, D, c/8, c/8)
         with autocast:
             x_hat = decoder(y)
         x_hat = x_hat.float()
