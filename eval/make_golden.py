@@ -7,13 +7,16 @@ Version 3 (plain files): every level, one image of two window chunks (so a chunk
 stream), a greyscale one and one with another step count. Version 4 (generated files, the extreme
 mode): a whole image at 200 bytes (what `--max-bytes 200` writes), partly drawn grids with each kind
 of sampler (the most probable symbol, draws of p and p^2, nothing sent at all), a greyscale one, and
-one of two window chunks with draws before the chunk check.
+one of two window chunks with draws before the chunk check. Version 5 (mapped files, a level per
+window): what `--max-bytes 15000` writes for kodim23, and hand-made maps: two levels in one chunk,
+three levels whose groups are separate chunks, a group of more than one chunk, a map that skips
+levels, and a greyscale one.
 
 Run it once per format version and shipped model (the files of earlier versions stay, for the
 release that reads them; a model's files go in a folder of its name, except those of the version's
 first model, and golden.json keeps the other models' entries):
 
-    python eval/make_golden.py --version 4                            # the default model
+    python eval/make_golden.py --version 5                            # the default model
     python eval/make_golden.py --version 3 --model pq-s8-m12k256-v4   # a named one
 """
 import argparse
@@ -68,12 +71,35 @@ def generated_files(codec) -> dict[str, bytes]:
             "kodim23-1408x384-48x176-sent4-p2-q1": made(wide, 1, Generated(48, 176, 4, 2, 9))}
 
 
+def mapped_files(codec) -> dict[str, bytes]:
+    """name -> a mapped file (version 5)"""
+    rgb = np.asarray(Image.open(SOURCE).convert("RGB"))
+    wide = np.concatenate([rgb, rgb[:, ::-1]], axis=1)[:512, :1408]    # 11 x 4 windows
+    grey = np.asarray(Image.fromarray(rgb[:256, :384]).convert("L"))
+    steps = pqcodec.DEFAULT_STEPS
+
+    def made(img, counts, greyscale=False):
+        rgb3 = img if img.ndim == 3 else np.repeat(img[..., None], 3, 2)
+        tokens = codec.image_to_tokens(rgb3, int(np.max(counts)))
+        return codec.encode_mapped(tokens, np.array(counts), img.shape[:2], greyscale, steps)[0]
+
+    checker = (np.add.outer(np.arange(4), np.arange(11)) % 3) + 1              # counts 1, 2, 4: groups of 14-15
+    mostly_one = np.ones((4, 11), dtype=np.int64)
+    mostly_one[1:3, 4:6] = 4                                                   # a group of 40 windows: 2 chunks
+    return {"kodim23-max15000": encode_to_size(codec, rgb, max_bytes=15000).data,
+            "kodim23-96x160-q1q5": made(rgb[128:224, 256:416], [[1, 12]]),
+            "kodim23-1408x512-checker-q1q2q3": made(wide, np.where(checker == 3, 4, checker)),
+            "kodim23-1408x512-40q1-4q3": made(wide, mostly_one),
+            "kodim23-grey-384x256-q2q4": made(grey, [[2, 8, 2], [8, 2, 2]], greyscale=True)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "tests" / "data" / "golden"))
     ap.add_argument("--model", default=pqcodec.DEFAULT_MODEL, help="a shipped model's name")
-    ap.add_argument("--version", type=int, choices=[bitstream.PLAIN_VERSION, bitstream.FORMAT_VERSION],
-                    default=bitstream.FORMAT_VERSION, help="which set: 3, plain files; 4, generated files")
+    ap.add_argument("--version", type=int, default=bitstream.FORMAT_VERSION,
+                    choices=[bitstream.PLAIN_VERSION, bitstream.GENERATED_VERSION, bitstream.MAPPED_VERSION],
+                    help="which set: 3, plain files; 4, generated files; 5, mapped files")
     args = ap.parse_args()
     out = Path(args.out) / f"v{args.version}"
     out.mkdir(parents=True, exist_ok=True)
@@ -85,8 +111,10 @@ def main():
     if args.version == bitstream.PLAIN_VERSION:
         files = {f"{name}-q{q}": codec.encode(img, q, steps)
                  for name, (img, levels, steps) in plain_sources().items() for q in levels}
-    else:
+    elif args.version == bitstream.GENERATED_VERSION:
         files = generated_files(codec)
+    else:
+        files = mapped_files(codec)
     for name, data in files.items():
         header, tokens = codec.decode_tokens(data)
         assert header.version == args.version, f"{name} is a version {header.version} file"
@@ -100,6 +128,9 @@ def main():
                  "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(), "pixels_shape": list(pixels.shape)}
         if header.generated:
             entry["generated"] = dataclasses.asdict(header.generated)
+        if header.mapped:  # levels per window, as the file's tokens say
+            counts = codec.tokens.window_counts(tokens)
+            entry["window_levels"] = [codec.config.active_levels.index(int(c)) + 1 for c in counts]
         entries.append(entry)
         print(f"{fname}: {len(data)} bytes")
     import torch

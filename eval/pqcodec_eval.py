@@ -53,7 +53,7 @@ def code_to_size(codec, rgb: np.ndarray, max_bytes: int | None, bpp: float | Non
     header, tokens = codec.decode_tokens(r.data)
     rec = codec.render(header, tokens)
     return dict(quality_row(len(r.data), rgb, rec), max_bytes=r.max_bytes, level=r.quality, rd_lambda=r.rd_lambda,
-                generated=header.generated is not None, encodes=r.encodes, encode_s=t1 - t0)
+                generated=header.generated is not None, mapped=header.mapped, encodes=r.encodes, encode_s=t1 - t0)
 
 
 def run_size(codec, identity: dict, images, size: tuple[str, float], steps: int, cache,

@@ -16,7 +16,7 @@ from .model import ModelConfig, PQCodecModel
 from .sources import coded_input
 from .zoo import DEFAULT_MODEL, codec_for_file, codec_to_encode, load_codec, load_custom_codec
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 
 def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, model: str | None = None,
@@ -30,8 +30,9 @@ def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
     model: path of a weights file outside the zoo (the file names it by hash; decode needs it too).
     name: what errors call the image (default: its path, the file object's name, <bytes>, ...).
     max_bytes or bpp (instead of quality): the best quality whose file is at most max_bytes, or
-    floor(bpp * H * W / 8), bytes (docs/ratecontrol.md; below the lowest level the image is
-    shrunk, so 200 bytes works); ratecontrol.RateError when none fits.
+    floor(bpp * H * W / 8), bytes (docs/ratecontrol.md; between levels a level per window or RDOQ,
+    below the lowest level the image is shrunk, so 200 bytes works); ratecontrol.RateError when
+    none fits.
     generative (with a size): below the lowest level, send part of the shrunken image and let the
     decoder draw the rest from the prior (PQ-MIM's hybrid mode).
     rd_lambda: RDOQ's λ at `quality` (0: plain quantization; the decoder is the same)."""

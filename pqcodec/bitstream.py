@@ -6,8 +6,9 @@ FORMAT_VERSION and keep the golden files of tests/data/golden decoding (tests/te
     magic      2 bytes   b"PQ"
     version    1 byte    FORMAT_VERSION
     model      4 bytes   the first 4 bytes of the SHA-256 of the weights file that made it
-    mode       1 byte    bits 0-3: sub-quantizers in use (1..15); bit 4: source was greyscale;
-                         bit 5: generated (version 4 only); bits 6-7: reserved, must be 0
+    mode       1 byte    bits 0-3: sub-quantizers in use (1..15; a mapped file: the most any window
+                         uses); bit 4: source was greyscale; bit 5: generated (version 4 only);
+                         bit 6: mapped (version 5 only); bit 7: reserved, must be 0
     steps      1 byte    coding steps of the schedule, 1..255
     height     varint    LEB128, 1..MAX_SIDE
     width      varint    LEB128, 1..MAX_SIDE
@@ -33,8 +34,16 @@ image's token grid (grid h x grid w) and only the first `sent` steps of its sche
 draws the indices of the later steps from the prior's frequency tables with `sample_symbols`
 (integer arithmetic and a counter-based splitmix64 stream: the same draws on every machine), then
 decodes the grid and resizes it to height x width with Pillow's RESIZE_FILTER. The token checksum
-covers the whole grid, drawn indices included. Files that need none of this are written as
-version 3, which earlier releases read.
+covers the whole grid, drawn indices included.
+
+A mapped file (version 5, rate control's level map, pqcodec/levelmap.py) gives each window a level
+of its own: the payload starts with the level map, one symbol per window (row-major), the index of
+the window's count in the model's level table, uniform over the levels up to the header's count
+(`map_weights`); then the windows are coded in groups of one count each, the lowest count first,
+windows in row-major order within a group, WINDOW_CHUNK at a time, a chunk check after every chunk
+but the payload's last. In the decoded token array (and its checksum) the indices a window does not
+use are -1 (0xFFFF as uint16). Files that need neither are written as version 3, which earlier
+releases read.
 """
 import math
 import struct
@@ -52,8 +61,10 @@ CHUNK_CHECK_BYTES = 2    # low bytes of the CRC-32 of a chunk's tokens, coded as
 PROB_BITS = 24           # every frequency table totals 2^24 (constriction's default precision)
 
 MAGIC = b"PQ"
-FORMAT_VERSION = 4       # the newest version; a file is written as the lowest version that holds it
-PLAIN_VERSION = 3        # files without generated indices (pqcodec 0.4.0 and later read them)
+FORMAT_VERSION = 5       # the newest version; a file is written as the lowest version that holds it
+PLAIN_VERSION = 3        # files without generated indices or a level map (pqcodec 0.4.0 and later read them)
+GENERATED_VERSION = 4    # generated files, the extreme mode (pqcodec 0.7.0 and later)
+MAPPED_VERSION = 5       # a level per window, rate control's level map (pqcodec 0.9.0 and later)
 # earlier versions, and the release that reads them
 RETIRED_VERSIONS = {1: "pqcodec 0.1.0 (a one-byte model id)",
                     2: "pqcodec 0.3.0 (a float prior: its files decode only on the CPU family that made them)"}
@@ -63,6 +74,8 @@ GRID_STRIDE = 8          # pixels per token: the transforms of every model (nets
 MAX_PIXELS = 1 << 25  # 33.5 MP: the transforms are tiled, but the image, token grid and time still scale
 _GREY = 0x10
 _GENERATED = 0x20
+_MAPPED = 0x40
+UNUSED = -1              # a decoded index a window of a mapped file does not use (0xFFFF in the checksum)
 SHARPEN_MAX = 7          # sampler byte: bits 0-2
 SEED_MAX = 31            # sampler byte: bits 3-7
 RESIZE_FILTER = "LANCZOS"  # Pillow's filter from a generated file's grid to the image size (uint8, fixed point)
@@ -100,11 +113,12 @@ class Header:
     greyscale: bool
     checksum: int
     generated: Generated | None = None  # a generated file's fields (version 4)
+    mapped: bool = False               # a level per window, `active` the most any uses (version 5)
 
     @property
     def version(self) -> int:
         """The lowest format version that holds this header."""
-        return FORMAT_VERSION if self.generated else PLAIN_VERSION
+        return MAPPED_VERSION if self.mapped else GENERATED_VERSION if self.generated else PLAIN_VERSION
 
     def image_grid(self) -> tuple[int, int]:
         """The image's own token grid (GRID_STRIDE pixels a token)."""
@@ -128,14 +142,24 @@ class Header:
         if self.height * self.width > MAX_PIXELS:
             raise ValueError(f"image of {self.height * self.width} pixels exceeds the limit of {MAX_PIXELS}")
         if self.generated:
+            if self.mapped:
+                raise ValueError("a file cannot be both generated and mapped")
             self.generated.validate(self.steps, self.image_grid())
 
 
 def max_payload_bytes(indices: int) -> int:
     """The range coder's fixed-point probabilities (24 bits) cost any index at most 3 bytes: a longer
     payload is damage. Plus the chunk checks (at most one per WINDOW_CHUNK indices, as every window
-    has one) and a few words of coder state."""
+    has one) and a few words of coder state. A mapped file: count its map's symbols as indices too."""
     return 3 * indices + CHUNK_CHECK_BYTES * (indices // WINDOW_CHUNK + 1) + 16
+
+
+def map_weights(windows: int, choices: int) -> np.ndarray:
+    """The level map's tables (windows, choices): each of `choices` symbols 2^PROB_BITS // choices,
+    the remainder to symbol 0 (as frequency - 1, the range coder's weights)."""
+    freq = np.full((windows, choices), (1 << PROB_BITS) // choices, dtype=np.int64)
+    freq[:, 0] += (1 << PROB_BITS) % choices
+    return (freq - 1).astype(np.float64)
 
 
 # The longest a file can be: MAX_PIXELS at stride 8, 15 sub-quantizers. Readers refuse longer inputs
@@ -149,7 +173,8 @@ def model_hash_of(sha256_hex: str) -> bytes:
 
 
 def token_checksum(tokens: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
+    """CRC-32 of the indices as uint16 little-endian, C order; UNUSED (-1) counts as 0xFFFF."""
+    return zlib.crc32(np.ascontiguousarray(np.asarray(tokens).astype("<u2")).tobytes())
 
 
 def _varint(n: int) -> bytes:
@@ -185,7 +210,8 @@ def header_check(header_bytes: bytes) -> bytes:
 def pack(header: Header, payload: bytes) -> bytes:
     header.validate()
     g = header.generated
-    mode = header.active | (_GREY if header.greyscale else 0) | (_GENERATED if g else 0)
+    mode = (header.active | (_GREY if header.greyscale else 0) | (_GENERATED if g else 0)
+            | (_MAPPED if header.mapped else 0))
     head = (MAGIC + bytes([header.version]) + header.model_hash + bytes([mode, header.steps])
             + _varint(header.height) + _varint(header.width))
     if g:
@@ -206,15 +232,17 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if version in RETIRED_VERSIONS:
         raise UnsupportedFileError(f"format version {version} was written by {RETIRED_VERSIONS[version]}; "
                                    "decode it with that release")
-    if version not in (PLAIN_VERSION, FORMAT_VERSION):
+    if version not in (PLAIN_VERSION, GENERATED_VERSION, MAPPED_VERSION):
         raise UnsupportedFileError(f"format version {version} is not supported (this pqcodec reads versions "
-                                   f"{PLAIN_VERSION} and {FORMAT_VERSION}: a newer pqcodec wrote it?)")
+                                   f"{PLAIN_VERSION} to {FORMAT_VERSION}: a newer pqcodec wrote it?)")
     pos = 3 + MODEL_HASH_BYTES
     if len(data) < pos + 2:
         raise CorruptFileError("file ends inside the header")
     model_hash, mode, steps = data[3:pos], data[pos], data[pos + 1]
-    if mode & (0xC0 if version == FORMAT_VERSION else 0xE0):
+    if mode & 0x80 or mode & _MAPPED and version != MAPPED_VERSION or mode & _GENERATED and version != GENERATED_VERSION:
         raise CorruptFileError("reserved mode bits are set")
+    if version == MAPPED_VERSION and not mode & _MAPPED:
+        raise CorruptFileError(f"a version {version} file without a level map (those are written as version {PLAIN_VERSION})")
     height, pos = _read_varint(data, pos + 2, "height")
     width, pos = _read_varint(data, pos, "width")
     generated = None
@@ -225,14 +253,15 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
             raise CorruptFileError("file ends inside the header (generated fields)")
         generated = Generated(grid_height, grid_width, data[pos], data[pos + 1] & SHARPEN_MAX, data[pos + 1] >> 3)
         pos += 2
-    elif version == FORMAT_VERSION:
+    elif version == GENERATED_VERSION:
         raise CorruptFileError(f"a version {version} file without generated indices (those are written as version {PLAIN_VERSION})")
     if len(data) < pos + 6:
         raise CorruptFileError("file ends inside the header (checksums)")
     (checksum,) = struct.unpack_from("<I", data, pos)
     if data[pos + 4:pos + 6] != header_check(data[:pos + 4]):
         raise CorruptFileError("header is damaged (header check mismatch)")
-    header = Header(bytes(model_hash), mode & 0x0F, steps, height, width, bool(mode & _GREY), checksum, generated)
+    header = Header(bytes(model_hash), mode & 0x0F, steps, height, width, bool(mode & _GREY), checksum, generated,
+                    bool(mode & _MAPPED))
     try:
         header.validate()
     except ValueError as e:

@@ -206,7 +206,9 @@ def cmd_info(args):
         h, payload = unpack(data)
     rows = [("model", f"{h.model_hash.hex()} ({describe_model(h.model_hash)})"),
             ("image", f"{h.width} x {h.height}" + (" greyscale" if h.greyscale else " RGB")),
-            ("sub-quantizers", f"{h.active} in use (set by the quality level)"), ("steps", str(h.steps))]
+            ("sub-quantizers", f"up to {h.active} in use, a level per window (the level map, set by rate control)"
+                               if h.mapped else f"{h.active} in use (set by the quality level)"),
+            ("steps", str(h.steps))]
     if h.generated:
         g = h.generated
         rows += [("generated", f"coded as a {g.grid_width} x {g.grid_height} token grid, resized to the image"),

@@ -22,7 +22,7 @@ from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
 from .files import sha256_of
 from .image import load_image, to_pil
-from .latent import TokenCoder, numerics_fence
+from .latent import Coded, TokenCoder, numerics_fence
 from .model import PQCodecModel
 from .sources import coded_input
 
@@ -43,6 +43,7 @@ class CodingStats:
     file_bytes: int
     header_bytes: int
     tokens: np.ndarray     # the coded indices (sub-quantizers in use, ceil(H/8), ceil(W/8))
+    window_bits: np.ndarray | None = None  # (windows high, windows wide) bits_model per prior window
 
 
 class Codec:
@@ -71,7 +72,7 @@ class Codec:
         if not model.can_code():
             raise UnsupportedFileError("these weights have no calibrated integer prior, which coding needs "
                                        "(make one: pqcodec-train quantize --init WEIGHTS ...)")
-        self.tokens = TokenCoder(model.int_prior, self.config.window, self.config.schedule_seed)
+        self.tokens = TokenCoder(model.int_prior, self.config.window, self.config.schedule_seed, self.config.active_levels)
 
     def levels(self) -> int:
         return len(self.config.active_levels)
@@ -161,8 +162,10 @@ class Codec:
 
     def tokens_to_image(self, tokens: np.ndarray, height: int, width: int, decoder: str = DEFAULT_DECODER,
                         precise: bool = False) -> np.ndarray:
-        """indices (active, h, w) -> uint8 (height, width, 3), by the decoder so named (`decoders()`).
-        precise: the synthesis in float64 (_synthesis64), for the small grids of generated files."""
+        """indices (active, h, w) -> uint8 (height, width, 3), by the decoder so named (`decoders()`);
+        a mapped file's UNUSED indices (bitstream.py) get the quantizer's filler, as the sub-quantizers
+        beyond a level do. precise: the synthesis in float64 (_synthesis64), for the small grids of
+        generated files."""
         net = self.decoder_net(decoder)
         s = self.config.stride
         active, h, w = tokens.shape
@@ -171,7 +174,8 @@ class Codec:
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
                 t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1]))[None]
-                x = synthesis(t, active, net)[0]
+                counts = (t >= 0).sum(1) if bool((t < 0).any()) else active   # (1, h, w): a level map
+                x = synthesis(t, counts, net)[0]
                 x = x[:, (y0 - Y0) * s:(y1 - Y0) * s, (x0 - X0) * s:(x1 - X0) * s]
                 rows, cols = min(y1 * s, height) - y0 * s, min(x1 * s, width) - x0 * s
                 out[y0 * s:y0 * s + rows, x0 * s:x0 * s + cols] = (
@@ -206,22 +210,42 @@ class Codec:
                         choose=None) -> tuple[bytes, CodingStats]:
         """The file of an image's plain tokens (active, h, w), its size (H, W), coded as they are or
         as `choose` (an rdoq.Chooser) picks; CodingStats.tokens are the tokens coded."""
-        data, payload_bytes, bits, coded = self._pack(tokens, size[0], size[1], greyscale, steps, choose)
-        return data, CodingStats(bits, coded.size, len(data), len(data) - payload_bytes, coded)
+        data, c = self._pack(tokens, size[0], size[1], greyscale, steps, choose)
+        grid = math.ceil(c.tokens.shape[1] / self.config.window), math.ceil(c.tokens.shape[2] / self.config.window)
+        return data, CodingStats(c.bits, int((c.tokens >= 0).sum()), len(data), len(data) - len(c.payload), c.tokens,
+                                 c.window_bits.reshape(grid))
 
     def encode_tokens(self, tokens: np.ndarray, height: int, width: int, greyscale: bool = False,
                       steps: int = DEFAULT_STEPS, generated: Generated | None = None) -> bytes:
         """The file of given tokens (sub-quantizers in use, ceil(height/s), ceil(width/s), or a
-        generated file's grid): what `encode` writes for an image with these tokens. Re-encoding a
-        decoded file's tokens (with its header's `generated`) gives back its bytes, on any machine."""
+        generated file's grid; a mapped file's, UNUSED beyond each window's count): what `encode`
+        writes for an image with these tokens. Re-encoding a decoded file's tokens (with its header's
+        `generated`) gives back its bytes, on any machine."""
         tokens = np.asarray(tokens)
         grid = (generated.grid_height, generated.grid_width) if generated else self.grid_size(height, width)
         if tokens.ndim != 3 or tokens.shape[0] not in self.config.active_levels or tokens.shape[1:] != grid:
             raise PQCodecError(f"tokens of shape {tokens.shape} do not fit a {width}x{height} image at any level")
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.config.codebook_size):
-            raise PQCodecError(f"token values must be in 0..{self.config.codebook_size - 1}")
+        if tokens.size and (tokens.min() < bitstream.UNUSED or tokens.max() >= self.config.codebook_size):
+            raise PQCodecError(f"token values must be in 0..{self.config.codebook_size - 1} (or {bitstream.UNUSED}: unused)")
+        if tokens.size and tokens.min() < 0:
+            if generated:
+                raise PQCodecError("a generated file's tokens cannot have unused indices")
+            try:
+                self.tokens.window_counts(tokens)
+            except ValueError as e:
+                raise PQCodecError(f"tokens with unused indices: {e}") from None
         steps = self._check_steps(steps)
         return self._pack(tokens, height, width, greyscale, steps, generated=generated)[0]
+
+    def encode_mapped(self, tokens: np.ndarray, counts: np.ndarray, size: tuple[int, int], greyscale: bool,
+                      steps: int) -> tuple[bytes, CodingStats]:
+        """The file of an image's plain tokens (>= the highest count, h, w) with a level per prior
+        window: counts (windows high, windows wide) sub-quantizers, each a level of the model. A
+        mapped file (format version 5) unless every window has the same count (a plain file)."""
+        top = int(counts.max())
+        grid = np.kron(counts, np.ones((self.config.window,) * 2, dtype=np.int64))[:tokens.shape[1], :tokens.shape[2]]
+        mapped = np.where(np.arange(top)[:, None, None] < grid, tokens[:top], bitstream.UNUSED)
+        return self.encode_analysed(mapped, size, greyscale, steps)
 
     def _check_steps(self, steps: int | None) -> int:
         """steps, or DEFAULT_STEPS for None, once checked to be a whole number the model's windows allow."""
@@ -230,21 +254,21 @@ class Codec:
         return steps
 
     def _pack(self, tokens, height, width, greyscale, steps, choose=None,
-              generated: Generated | None = None) -> tuple[bytes, int, float, np.ndarray]:
-        """(file, payload bytes, ideal bits, the tokens coded: `tokens`, or what `choose` chose, or
-        with a generated file's draws)"""
-        payload, bits, coded = self.tokens.compress(tokens, steps, choose, generated)
-        header = Header(self.model_hash, coded.shape[0], steps, height, width, greyscale,
-                        bitstream.token_checksum(coded), generated)
-        return bitstream.pack(header, payload), len(payload), bits, coded
+              generated: Generated | None = None) -> tuple[bytes, Coded]:
+        """(file, what the token coder made: its payload, ideal bits, and the tokens coded: `tokens`,
+        or what `choose` chose, or with a generated file's draws)"""
+        c = self.tokens.compress(tokens, steps, choose, generated)
+        header = Header(self.model_hash, c.tokens.shape[0], steps, height, width, greyscale,
+                        bitstream.token_checksum(c.tokens), generated, mapped=bool((c.tokens < 0).any()))
+        return bitstream.pack(header, c.payload), c
 
     def encode_generated(self, tokens: np.ndarray, size: tuple[int, int], greyscale: bool, steps: int,
                          generated: Generated) -> tuple[bytes, np.ndarray]:
         """A generated file (extreme.py): `tokens` (active, grid h, grid w) are the plain indices of
         the image shrunk to 8 x the grid, size (H, W) the image's; the steps from generated.sent on
         are drawn. Returns the file and the whole grid the decoder will have (drawn indices included)."""
-        data, _, _, coded = self._pack(tokens, size[0], size[1], greyscale, steps, generated=generated)
-        return data, coded
+        data, c = self._pack(tokens, size[0], size[1], greyscale, steps, generated=generated)
+        return data, c.tokens
 
     def render(self, header: Header, tokens: np.ndarray, decoder: str = DEFAULT_DECODER) -> np.ndarray:
         """The uint8 (height, width, 3) image of a file's decoded tokens, by the decoder so named."""
@@ -291,10 +315,12 @@ class Codec:
         if header.steps > self.max_steps():
             raise CorruptFileError(f"file claims {header.steps} steps; the model's windows allow {self.max_steps()}")
         h, w = header.grid()
-        if len(payload) > bitstream.max_payload_bytes(header.active * h * w):
+        symbols = header.active * h * w + (math.ceil(h / self.config.window) * math.ceil(w / self.config.window)
+                                           if header.mapped else 0)  # a level map's symbols
+        if len(payload) > bitstream.max_payload_bytes(symbols):
             raise CorruptFileError(f"payload of {len(payload)} bytes is longer than {header.active * h * w} "
                                    "indices can take (file damaged)")
-        tokens = self.tokens.decompress(payload, header.active, h, w, header.steps, header.generated)
+        tokens = self.tokens.decompress(payload, header.active, h, w, header.steps, header.generated, header.mapped)
         if bitstream.token_checksum(tokens) != header.checksum:
             raise CorruptFileError("token checksum mismatch: the file is damaged or truncated")
         return header, tokens

@@ -167,8 +167,7 @@ def _encode_pqcodec(codec, img: Image.Image, name: str, target: Target) -> tuple
     if target.by_size():
         from .ratecontrol import encode_to_size
         r = encode_to_size(codec, img, max_bytes=target.max_bytes, bpp=target.bpp, name=name)
-        setting = f"level {r.quality}" + (f" + RDOQ λ {r.rd_lambda:.3g}" if r.rd_lambda else "") + \
-            f" ({r.encodes} coder passes)"
+        setting = f"{r.setting()} ({r.encodes} coder passes)"
         return r.data, setting, time.perf_counter() - start
     quality = codec.default_quality if target.quality is None else target.quality
     data = codec.encode(img, quality, name=name)

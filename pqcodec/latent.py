@@ -13,11 +13,13 @@ is faster.
 import contextlib
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .bitstream import CHUNK_CHECK_BYTES, PROB_BITS, WINDOW_CHUNK, Generated, Schedule, chunk_check, sample_symbols
+from .bitstream import (CHUNK_CHECK_BYTES, PROB_BITS, UNUSED, WINDOW_CHUNK, Generated, Schedule, chunk_check,
+                        map_weights, sample_symbols)
 from .entropy import RangeDecoder, RangeEncoder, uniform_weights
 from .errors import CorruptFileError
 from .nets.integer_prior import IntegerPrior
@@ -78,10 +80,23 @@ class Draws:
         return symbols
 
 
+@dataclass
+class Coded:
+    """What `TokenCoder.compress` made."""
+    payload: bytes
+    bits: float               # its ideal length under the prior, in bits (the map and checks left out)
+    window_bits: np.ndarray   # (windows,) the same per window, windows row-major
+    tokens: np.ndarray        # the tokens coded (active, h, w): the input, or what `choose` chose,
+                              # or with a generated file's draws
+
+
 class TokenCoder:
-    def __init__(self, prior: IntegerPrior, window: int, schedule_seed: int):
+    def __init__(self, prior: IntegerPrior, window: int, schedule_seed: int, levels: tuple[int, ...]):
+        """levels: the model's level table (sub-quantizers per level), the alphabet of a mapped
+        file's level map."""
         self.prior, self.window, self.seed = prior, window, schedule_seed
         self.M, self.K = prior.M, prior.K
+        self.levels = tuple(levels)
 
     def schedule(self, steps: int) -> Schedule:
         return Schedule(self.window, steps, self.seed)
@@ -90,10 +105,42 @@ class TokenCoder:
         """A schedule reveals at least one position per step, and the header has one byte for it."""
         return min(255, self.window ** 2)
 
-    def _layout(self, h: int, w: int, steps: int):
-        """valid (windows, N) positions inside the image, the schedule, and the window chunks."""
+    def window_counts(self, tokens: np.ndarray) -> np.ndarray:
+        """(windows,) the sub-quantizers each window of `tokens` (active, h, w) uses: the leading
+        indices that are not UNUSED, the same at every position of a window. ValueError otherwise,
+        or for a count that is no level of the model."""
+        active, h, w = tokens.shape
+        used = tokens >= 0
+        counts = used.sum(0)                                                             # (h, w)
+        if not np.array_equal(used, np.arange(active)[:, None, None] < counts):
+            raise ValueError(f"unused indices ({UNUSED}) must follow the used ones at every position")
+        per_window = to_windows(torch.from_numpy(counts)[None], self.window)[..., 0]      # (windows, N)
+        valid = window_validity(h, w, self.window)
+        first = per_window[:, 0]
+        if not bool(((per_window == first[:, None]) | ~valid).all()):
+            raise ValueError("a window's positions must all use the same number of sub-quantizers")
+        bad = sorted(set(first.tolist()) - set(self.levels))
+        if bad:
+            raise ValueError(f"window counts {bad} are no level of the model ({', '.join(map(str, self.levels))})")
+        return first.numpy()
+
+    def _map_choices(self, active: int) -> int:
+        """Symbols of a mapped file's level map: the model's levels up to `active`."""
+        return sum(1 for c in self.levels if c <= active)
+
+    def _layout(self, h: int, w: int, steps: int, active: int, counts: np.ndarray | None = None):
+        """valid (windows, N) positions inside the image, the schedule, and the window chunks as
+        (sub-quantizers, windows: a slice or an index tensor): WINDOW_CHUNK windows at a time in
+        row-major order, all with `active`, or, with a level map's `counts` (windows,), in groups of
+        one count each, the lowest first (bitstream.py)."""
         valid = window_validity(h, w, self.window).to(self.prior.start.device)
-        chunks = [slice(c, min(c + WINDOW_CHUNK, len(valid))) for c in range(0, len(valid), WINDOW_CHUNK)]
+        if counts is None:
+            return valid, self.schedule(steps), [(active, slice(c, min(c + WINDOW_CHUNK, len(valid))))
+                                                 for c in range(0, len(valid), WINDOW_CHUNK)]
+        chunks = []
+        for c in sorted(set(counts.tolist())):
+            group = torch.from_numpy(np.nonzero(counts == c)[0]).to(valid.device)
+            chunks += [(c, group[i:i + WINDOW_CHUNK]) for i in range(0, len(group), WINDOW_CHUNK)]
         return valid, self.schedule(steps), chunks
 
     def _code_chunk(self, chunk_valid: torch.Tensor, active: int, schedule: Schedule, code_step,
@@ -123,54 +170,68 @@ class TokenCoder:
         return tokens
 
     def compress(self, tokens: np.ndarray, steps: int, choose=None,
-                 generated: Generated | None = None) -> tuple[bytes, float, np.ndarray]:
-        """tokens (active, h, w) -> (payload, its ideal length in bits under the prior, the tokens
-        coded). choose: None codes `tokens` as they are; else an encoder-side hook (rdoq.py) called
-        at each step as choose(windows (a slice of the window range), pos, sel, weights, symbols)
-        with code_step's arguments and the symbols `tokens` holds there; it returns the symbols to
-        code instead (m,), which the decoder reads like any others: the format does not change.
-        generated: a generated file's steps from `sent` on are drawn (Draws), not coded; the
-        tokens returned hold the draws there."""
+                 generated: Generated | None = None) -> Coded:
+        """tokens (active, h, w) -> Coded. Tokens holding UNUSED make a mapped file's payload (a level
+        per window, `window_counts`), the level map first. choose: None codes `tokens` as they are;
+        else an encoder-side hook (rdoq.py) called at each step as choose(windows (a slice of the
+        window range), pos, sel, weights, symbols) with code_step's arguments and the symbols
+        `tokens` holds there; it returns the symbols to code instead (m,), which the decoder reads
+        like any others: the format does not change. generated: a generated file's steps from
+        `sent` on are drawn (Draws), not coded; the tokens returned hold the draws there."""
         active, h, w = tokens.shape
-        valid, schedule, chunks = self._layout(h, w, steps)
+        counts = self.window_counts(tokens) if (tokens < 0).any() else None
+        if counts is not None and (choose is not None or generated is not None):
+            raise ValueError("a mapped file is neither generated nor coded with a choose hook")
+        valid, schedule, chunks = self._layout(h, w, steps, active, counts)
         truth = to_windows(torch.from_numpy(tokens.astype(np.int64)), self.window).to(valid.device)  # (windows, N, active)
         changes = choose is not None or generated is not None
         coded = truth.clone() if changes else truth
         draws = Draws(generated) if generated is not None else None
-        enc, bits = RangeEncoder(), 0.0
+        enc, window_bits = RangeEncoder(), np.zeros(len(valid))
+        window_ids = torch.arange(len(valid))
+        if counts is not None:
+            level_map = np.array([self.levels.index(c) for c in counts], dtype=np.int64)
+            enc.encode(level_map, map_weights(len(level_map), self._map_choices(active)))
 
-        def code_step(chunk, weights, pos, sel):
-            nonlocal bits
-            symbols = _inside(truth[chunk][:, pos], sel).reshape(-1).cpu().numpy()
+        def code_step(chunk, count, weights, pos, sel):
+            symbols = _inside(truth[chunk][:, pos][..., :count], sel).reshape(-1).cpu().numpy()
             if choose is not None:
                 symbols = np.ascontiguousarray(choose(chunk, pos, sel, weights, symbols), dtype=np.int64)
             enc.encode(symbols, weights)
-            bits -= float(np.log2((weights[np.arange(len(symbols)), symbols] + 1) / 2 ** PROB_BITS).sum())
+            where = np.repeat(window_ids[chunk].numpy()[np.nonzero(sel.cpu().numpy())[0]], count)  # each symbol's window
+            bits = PROB_BITS - np.log2(weights[np.arange(len(symbols)), symbols] + 1)
+            window_bits[:] += np.bincount(where, weights=bits, minlength=len(window_bits))
             return symbols
 
         with numerics_fence():
-            for k, chunk in enumerate(chunks):
-                out = self._code_chunk(valid[chunk], active, schedule, functools.partial(code_step, chunk), draws)
+            for k, (count, chunk) in enumerate(chunks):
+                out = self._code_chunk(valid[chunk], count, schedule, functools.partial(code_step, chunk, count), draws)
                 if changes:
                     coded[chunk] = torch.where(valid[chunk][..., None], out, coded[chunk])
                 if k + 1 < len(chunks):  # the check is over the tokens coded, which the decoder gets
-                    enc.encode(chunk_check(coded[chunk][valid[chunk]].cpu().numpy()), uniform_weights(CHUNK_CHECK_BYTES))
+                    check = chunk_check(coded[chunk][..., :count][valid[chunk]].cpu().numpy())
+                    enc.encode(check, uniform_weights(CHUNK_CHECK_BYTES))
         result = from_windows(coded.cpu(), h, w, self.window).numpy().astype(np.int64) if changes else tokens
-        return enc.payload(), bits, result
+        return Coded(enc.payload(), float(window_bits.sum()), window_bits, result)
 
     def decompress(self, payload: bytes, active: int, h: int, w: int, steps: int,
-                   generated: Generated | None = None) -> np.ndarray:
-        """The token grid (active, h, w) of a payload (and of a generated file's draws); CorruptFileError
-        at the first inconsistency (a payload that cannot be a range-coder stream, a chunk check that
-        differs, words left over)."""
-        valid, schedule, chunks = self._layout(h, w, steps)
+                   generated: Generated | None = None, mapped: bool = False) -> np.ndarray:
+        """The token grid (active, h, w) of a payload (and of a generated file's draws; a mapped
+        file's: UNUSED beyond each window's count); CorruptFileError at the first inconsistency (a
+        payload that cannot be a range-coder stream, a chunk check that differs, words left over)."""
         dec = RangeDecoder(payload)
+        counts = None
+        if mapped:
+            windows = math.ceil(h / self.window) * math.ceil(w / self.window)
+            choices = self._map_choices(active)
+            counts = np.array(self.levels)[dec.decode(map_weights(windows, choices))]
+        valid, schedule, chunks = self._layout(h, w, steps, active, counts)
         draws = Draws(generated) if generated is not None else None
-        windows = torch.zeros(*valid.shape, active, dtype=torch.int16)  # K <= 2^15; 16 MB at the size limit
+        windows = torch.full((*valid.shape, active), UNUSED, dtype=torch.int16)  # K <= 2^15; 16 MB at the size limit
         with numerics_fence():
-            for k, chunk in enumerate(chunks):
-                tokens = self._code_chunk(valid[chunk], active, schedule, lambda weights, *_: dec.decode(weights), draws).cpu()
-                windows[chunk] = tokens.to(torch.int16)
+            for k, (count, chunk) in enumerate(chunks):
+                tokens = self._code_chunk(valid[chunk], count, schedule, lambda weights, *_: dec.decode(weights), draws).cpu()
+                windows[chunk, :, :count] = tokens.to(torch.int16)
                 if k + 1 < len(chunks):
                     expected = chunk_check(tokens[valid[chunk].cpu()].numpy())
                     if not np.array_equal(dec.decode(uniform_weights(CHUNK_CHECK_BYTES)), expected):

@@ -108,7 +108,7 @@ class PQCodecModel(nn.Module):
         return self.quantizer.encode(self.encoder(x), active)
 
     @torch.no_grad()
-    def tokens_to_image(self, tokens: torch.Tensor, active: int, decoder: nn.Module | None = None) -> torch.Tensor:
+    def tokens_to_image(self, tokens: torch.Tensor, active: "int | torch.Tensor", decoder: nn.Module | None = None) -> torch.Tensor:
         """indices (B, >=active, h, w) -> image (B, 3, sh, sw) in [0, 1], by `decoder` (default: the
         model's own, MSE-trained one; another is e.g. a perceptual decoder, decoders.py)."""
         return (decoder or self.decoder)(self.quantizer.decode(tokens, active)).clamp(0, 1)

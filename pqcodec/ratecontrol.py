@@ -11,14 +11,18 @@ coder (the prior and the range coder), which gives the exact file:
    it fit at all?), then at most LAMBDA_STEPS passes of a bracketing search on log λ (false
    position on log size, bisection when it stalls) for the smallest λ that fits; below level 1
    only when N is at least RDOQ_REACH of level 1's size (RDOQ cannot reach further);
-3. when not even the lowest level fits at λ = 0, the extreme mode (extreme.py): the image shrunk
+3. when level 1 fits and the top level does not, the level map (levelmap.py): a level per prior
+   window over levels 1 to the one above the next, from the plain passes of those levels (those the
+   bisection did not make are made) and a decode of each; a mapped file (format version 5), coded
+   at most levelmap.ATTEMPTS times;
+4. when not even the lowest level fits at λ = 0, the extreme mode (extreme.py): the image shrunk
    to the largest token grid whose file fits (levels 1 and 2, bisection over the grid's size), a
    generated file (format version 4);
-4. the candidates (the level that fits at λ = 0, the next level at that λ, the extreme mode's) are
-   decoded and the one with the highest PSNR against the input is kept.
+5. the candidates (the level that fits at λ = 0, the next level at that λ, the level map's, the
+   extreme mode's) are decoded and the one with the highest PSNR against the input is kept.
 
-At most 4 + 1 + LAMBDA_STEPS = 11 coder passes for the shipped model's five levels, plus 4-6 small
-ones per level tried below level 1 (a Kodak image at 200 bytes: grids of ~1/20 of its positions).
+At most 5 + 1 + LAMBDA_STEPS + ATTEMPTS = 15 coder passes for the shipped model's five levels,
+plus 4-6 small ones per level tried below level 1 (a Kodak image at 200 bytes: grids of ~1/20 of its positions).
 Where N leaves fewer than MIN_BITS_PER_INDEX bits per index of level 1 (a 12 MP photo in 200 bytes),
 no level can fit and only the extreme mode runs, without the full-size analysis. Every file
 returned is one the search coded and measured, so it never exceeds N. When nothing fits (N below
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import rdoq
+from . import levelmap, rdoq
 from .bitstream import Generated
 from .codec import Codec
 from .extreme import GeneratedSearch
@@ -65,13 +69,22 @@ class RateResult:
     psnr: float | None    # of the file chosen, when the search decoded it (RGB, against the input)
     generated: Generated | None = None  # the extreme mode's fields, when it won (quality: its level)
     steps: int = 0                      # of the coding schedule
+    window_levels: np.ndarray | None = None  # a level map's levels per window, when it won (quality: the highest)
+
+    def setting(self) -> str:
+        """What the search chose, in words."""
+        g, m = self.generated, self.window_levels
+        if m is not None:
+            used = np.unique(m, return_counts=True)
+            return "levels by window: " + ", ".join(f"{n} at {q}" for q, n in zip(*used))
+        if g is None:
+            return f"level {self.quality}" + (f", RDOQ λ {self.rd_lambda:.3g}" if self.rd_lambda else "")
+        return (f"level {self.quality} shrunk to a {g.grid_width}x{g.grid_height} token grid"
+                + (f", {g.sent} of {self.steps} steps sent, the rest drawn" if g.sent < self.steps else ""))
 
     def summary(self) -> str:
-        g = self.generated
-        how = (f"quality {self.quality}, λ {self.rd_lambda:.3g}" if g is None else
-               f"quality {self.quality} shrunk to a {g.grid_width}x{g.grid_height} token grid"
-               + (f", {g.sent} of {self.steps} steps sent, the rest drawn" if g.sent < self.steps else ""))
-        return f"{len(self.data)} bytes (at most {self.max_bytes}) at {how}; {self.encodes} encodes in {self.seconds:.2f} s"
+        return (f"{len(self.data)} bytes (at most {self.max_bytes}) at {self.setting()}; "
+                f"{self.encodes} encodes in {self.seconds:.2f} s")
 
 
 def budget(max_bytes=None, bpp=None, height: int = 0, width: int = 0) -> int:
@@ -110,7 +123,7 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         candidates, encodes, smallest = _level_candidates(codec, rgb, grey, N, steps, distortion)
     # 3. below the lowest level: the extreme mode
     extreme = None
-    if not any(lam == 0 for _, lam, _, _ in candidates):
+    if not any(lam == 0 for _, lam, _, _, _ in candidates):
         search = GeneratedSearch(codec, rgb, grey, N, steps, hybrid=generative)
         extreme = search.run()
         encodes += search.passes
@@ -120,23 +133,25 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         raise RateError(f"{shown}: cannot fit in {N} bytes: the smallest file this model reaches is {smallest} bytes")
     # 4. the best candidate by PSNR (decoded only when there is a choice)
     choice = len(candidates) + (extreme is not None) > 1
-    scored = [(psnr(rgb, codec.tokens_to_image(tokens, H, W)) if choice else None, quality, lam, data, None)
-              for quality, lam, data, tokens in candidates]
+    scored = [(psnr(rgb, codec.tokens_to_image(tokens, H, W)) if choice else None, quality, lam, data, None, levels)
+              for quality, lam, data, tokens, levels in candidates]
     if extreme is not None:
         level = codec.config.active_levels.index(extreme.active) + 1
-        scored.append((extreme.psnr, level, 0.0, extreme.data, extreme.generated))
-    best_psnr, quality, lam, data, generated = max(scored, key=lambda s: -math.inf if s[0] is None else s[0])
+        scored.append((extreme.psnr, level, 0.0, extreme.data, extreme.generated, None))
+    best_psnr, quality, lam, data, generated, levels = max(scored, key=lambda s: -math.inf if s[0] is None else s[0])
     assert len(data) <= N
-    return RateResult(data, N, quality, lam, encodes, time.perf_counter() - start, best_psnr, generated, steps)
+    return RateResult(data, N, quality, lam, encodes, time.perf_counter() - start, best_psnr, generated, steps, levels)
 
 
 def _level_candidates(codec: Codec, rgb, grey, N: int, steps: int, distortion: str):
-    """Steps 1 and 2: ([(quality, λ, data, tokens)] of the files found that fit: the highest level
-    at λ = 0, and the level above it with RDOQ; the coder passes made; the smallest size met)."""
+    """Steps 1 to 3: ([(quality, λ, data, tokens, levels per window or None)] of the files found
+    that fit: the highest level at λ = 0, the level above it with RDOQ, the level map; the coder
+    passes made; the smallest size met)."""
     H, W = rgb.shape[:2]
     levels = codec.levels()
     analysis = codec.image_to_tokens(rgb, codec.active_at(levels), candidates=rdoq.CANDIDATES)
     encodes, choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
+    plain = {}                 # quality -> (file, CodingStats) at λ = 0
 
     def code(quality: int, lam: float):
         nonlocal encodes
@@ -149,6 +164,8 @@ def _level_candidates(codec: Codec, rgb, grey, N: int, steps: int, distortion: s
             choose = choosers[active]
             choose.rd_lambda = lam
         data, stats = codec.encode_analysed(analysis.tokens[:active], (H, W), grey, steps, choose)
+        if lam == 0:
+            plain[quality] = (data, stats)
         return data, stats.tokens
 
     # 1. the highest level that fits at λ = 0 (sizes grow with the level): level 1 first, then bisection
@@ -162,15 +179,30 @@ def _level_candidates(codec: Codec, rgb, grey, N: int, steps: int, distortion: s
         else:
             hi = mid
         mid = (lo + hi) // 2
-    candidates = [(lo, 0.0, *fits[lo])] if lo else []
+    candidates = [(lo, 0.0, *fits[lo], None)] if lo else []
     smallest = sizes[1]
     # 2. the level above it, with RDOQ (below level 1 only where RDOQ can reach N: it saves at most
     #    ~30 % of a level's bytes, docs/ratecontrol.md)
     if hi <= levels and (lo > 0 or N >= RDOQ_REACH * sizes[1]):
         found, smallest_rdoq = _lambda_search(code, hi, N, sizes[hi])
         if found:
-            candidates.append((hi, *found))
+            candidates.append((hi, *found, None))
         smallest = min(smallest, smallest_rdoq or smallest)
+    # 3. a level per window, levels 1 to the one above the next (levelmap.py)
+    if lo and hi <= levels:
+        def code_plain(quality: int):
+            code(quality, 0.0)
+            return plain[quality]
+
+        def code_mapped(counts):
+            nonlocal encodes
+            encodes += 1
+            return codec.encode_mapped(analysis.tokens, counts, (H, W), grey, steps)
+
+        found = levelmap.fit(codec, rgb, plain, code_plain, code_mapped, N, min(levels, hi + 1))
+        if found:
+            data, tokens, window_levels = found
+            candidates.append((int(window_levels.max()), 0.0, data, tokens, window_levels))
     return candidates, encodes, smallest
 
 

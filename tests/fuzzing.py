@@ -25,8 +25,9 @@ def make_weights(path):
     return path
 
 
-def make_corpus(codec, count: int = 12) -> list[bytes]:
-    """Valid files: noisy gradients of several sizes, both levels, several step counts, RGB and grey."""
+def make_corpus(codec, count: int = 12, mapped: int = 4) -> list[bytes]:
+    """Valid files: noisy gradients of several sizes, both levels, several step counts, RGB and grey;
+    and `mapped` mapped files (format version 5: a level per window, both levels in each)."""
     rng = np.random.default_rng(0)
     files = []
     for i in range(count):
@@ -36,6 +37,16 @@ def make_corpus(codec, count: int = 12) -> list[bytes]:
         if i % 4 == 3:
             rgb = np.repeat(rgb[..., :1], 3, -1)
         files.append(codec.encode(rgb, quality=1 + i % 2, steps=1 + i % 8))
+    window_px = codec.config.window * codec.config.stride
+    for i in range(mapped):
+        h, w = int(rng.integers(1, 100)), int(rng.integers(window_px + 1, 150))
+        y, x = np.mgrid[0:h, 0:w]
+        rgb = np.clip(np.stack([x * 3, y * 3, (x + y) * 2], -1) + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        grid = (-(-h // window_px), -(-w // window_px))
+        counts = np.array(codec.config.active_levels)[rng.integers(0, 2, grid)]
+        counts.flat[:2] = codec.config.active_levels       # both levels
+        tokens = codec.image_to_tokens(rgb, codec.config.active_levels[-1])
+        files.append(codec.encode_mapped(tokens, counts, (h, w), False, 1 + i % 8)[0])
     return files
 
 
@@ -70,8 +81,10 @@ def mutate(corpus: list[bytes], seed: int) -> tuple[str, bytes]:
         if rng.random() < 0.5:
             buf[:3] = b"PQ" + bytes([bitstream.FORMAT_VERSION])
     elif kind == "reheader":  # a well-formed header with other field values over a payload
-        head = (bitstream.MAGIC + bytes([bitstream.FORMAT_VERSION]) + a[3:3 + bitstream.MODEL_HASH_BYTES]
-                + bytes([rng.randrange(0, 32), rng.randrange(0, 256)])
+        version = rng.choice([bitstream.PLAIN_VERSION, bitstream.MAPPED_VERSION])
+        mode = rng.randrange(0, 32) | (0x40 if version == bitstream.MAPPED_VERSION else 0)
+        head = (bitstream.MAGIC + bytes([version]) + a[3:3 + bitstream.MODEL_HASH_BYTES]
+                + bytes([mode, rng.randrange(0, 256)])
                 + bytes([rng.randrange(1, 128), rng.randrange(1, 128)]) + struct.pack("<I", rng.getrandbits(32)))
         buf = bytearray(head + bitstream.header_check(head) + (b[_header_len(b):] if rng.random() < 0.7
                                                                else rng.randbytes(4 * rng.randrange(0, 40))))

@@ -105,8 +105,10 @@ def test_version_and_mode_bit_must_agree():
         unpack(plain[:2] + b"\x04" + plain[3:-2] + bitstream.header_check(plain[:2] + b"\x04" + plain[3:-2]))
     with pytest.raises(CorruptFileError, match="reserved mode bits"):
         unpack(patched(g, 7, g[7] | 0x40))
-    with pytest.raises(UnsupportedFileError, match="versions 3 and 4"):
-        unpack(g[:2] + b"\x05" + g[3:])
+    with pytest.raises(CorruptFileError, match="reserved mode bits"):
+        unpack(g[:2] + b"\x05" + g[3:])                  # the generated bit in a version 5 file
+    with pytest.raises(UnsupportedFileError, match="versions 3 to 5"):
+        unpack(g[:2] + b"\x06" + g[3:])
 
 
 # -- coding --------------------------------------------------------------------------------------

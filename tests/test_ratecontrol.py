@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import random_image, run_cli
-from pqcodec import bitstream, extreme, rdoq
+from pqcodec import bitstream, extreme, levelmap, rdoq
 from pqcodec.cli import main
 from pqcodec.errors import PQCodecError
 from pqcodec.ratecontrol import RateError, encode_to_size
@@ -87,17 +87,18 @@ def test_max_bytes_is_never_exceeded(tiny_codec, shape):
         assert tiny_codec.decode(r.data).size == (shape[1], shape[0])
         if N >= top:  # the top level fits: it is the answer, plain
             assert r.data == tiny_codec.encode(rgb, 2) and r.rd_lambda == 0
-        # two levels, λ's bounded search, and below level 1 the extreme mode's per level tried
+        # two levels, λ's bounded search, the level map's files, and below level 1 the extreme mode's
+        # per level tried
         full = max(tiny_codec.grid_size(*shape))
-        assert r.encodes <= 2 + 1 + 6 + 2 * (extreme.PREDICTED + math.ceil(math.log2(full + 1)) + 1)
+        assert r.encodes <= 2 + 1 + 6 + levelmap.ATTEMPTS + 2 * (extreme.PREDICTED + math.ceil(math.log2(full + 1)) + 1)
 
 
-def test_max_bytes_between_levels_uses_rdoq(tiny_codec, big):
+def test_max_bytes_between_levels_uses_rdoq_or_a_level_map(tiny_codec, big):
     _, plain, coded = big
     N = len(coded[8.0][0]) + 10
     assert len(plain[1]) < N < len(plain[2])
     r = encode_to_size(tiny_codec, BIG, max_bytes=N)
-    assert len(r.data) <= N and r.encodes <= 9
+    assert len(r.data) <= N and r.encodes <= 9 + levelmap.ATTEMPTS
     assert len(r.data) > len(plain[1]) or r.quality == 1
 
 

@@ -85,13 +85,19 @@ class ProductQuantizer(nn.Module):
     def decode(self, indices: torch.Tensor, active: int | torch.Tensor | None = None) -> torch.Tensor:
         """Indices (B, M', h, w) with M' >= active -> quantized latent (B, D, h, w); sub-vectors at or
         beyond `active` (default: all M) get the learned filler whatever their index says. `active`
-        may also be a (B,) tensor, a count per sample (training at mixed levels; M' = M then)."""
-        B, _, h, w = indices.shape
+        may also be a tensor: (B,) a count per sample (training at mixed levels; M' = M then), or
+        (B, h, w) a count per position (a file whose windows have levels of their own, bitstream.py);
+        indices beyond it are ignored (and may be negative)."""
+        B, Mi, h, w = indices.shape
         active = self.M if active is None else active
         if isinstance(active, torch.Tensor):
-            words = torch.stack([self.codebooks[m][indices[:, m]] for m in range(self.M)], 1)  # (B, M, h, w, d)
-            keep = torch.arange(self.M, device=indices.device)[None, :] < active[:, None]     # (B, M)
-            words = torch.where(keep[:, :, None, None, None], words, self.filler[None, :, None, None, :])
+            counts = active.view(B, 1, 1, 1) if active.dim() == 1 else active[:, None]        # (B, 1, h|1, w|1)
+            keep = torch.arange(Mi, device=indices.device)[None, :, None, None] < counts       # (B, M', h, w)
+            words = torch.stack([self.codebooks[m][indices[:, m].clamp(min=0)] for m in range(Mi)], 1)  # (B, M', h, w, d)
+            fill = self.filler[None, :Mi, None, None, :]
+            words = torch.where(keep[..., None], words, fill)
+            if Mi < self.M:
+                words = torch.cat([words, self.filler[None, Mi:, None, None, :].expand(B, -1, h, w, -1)], 1)
             return words.permute(0, 1, 4, 2, 3).reshape(B, self.dim, h, w)
         parts = []
         for m in range(self.M):

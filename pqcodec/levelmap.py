@@ -1,0 +1,115 @@
+"""The level map: a level per prior window, chosen to fit a size (rate control's rates between the
+levels, docs/ratecontrol.md).
+
+The prior codes each window of 16 x 16 tokens on its own, so a window costs the same bits in a file
+whose other windows use other levels as in the plain file of its own level: the bits of every
+window at every level are known from the plain passes (`CodingStats.window_bits`). The squared
+error of every window at every level is measured on the decoded plain files. The encoder then
+chooses each window's level to minimise the image's squared error within the budget:
+
+1. Lagrangian: each window takes the level minimising SSE + mu * bits, for the smallest mu
+   (bisection on log mu) whose total fits;
+2. greedy fill: while the budget allows, the window upgrade with the most SSE saved per bit.
+
+Flat sky then stays at level 1 while foliage gets level 4: rate goes where it buys the most
+PSNR. The file is a mapped file (bitstream.py, format version 5); the decoder gives the
+sub-vectors a window does not use the quantizer's filler, as it does beyond a plain level. The
+squared errors are those of whole-image decodes, so a window's error in the mixed decode differs a
+little at its borders (the decoder's receptive field spans ~7 tokens); the search measures the file
+it returns.
+"""
+import math
+
+import numpy as np
+
+from .bitstream import CHUNK_CHECK_BYTES, WINDOW_CHUNK
+
+MU_STEPS = 60   # bisection steps on log mu (numpy on a few hundred windows: microseconds each)
+ATTEMPTS = 3    # mapped files coded at most, each after one over N lowered the budget
+
+
+def window_sse(rgb: np.ndarray, decoded: np.ndarray, window_px: int) -> np.ndarray:
+    """(windows high, windows wide) squared error of `decoded` against `rgb` (uint8 (H, W, 3)) summed
+    over each window's pixels (window_px x window_px, the last row and column clipped)."""
+    err = np.square(rgb.astype(np.float64) - decoded.astype(np.float64)).sum(-1)      # (H, W)
+    H, W = err.shape
+    nh, nw = math.ceil(H / window_px), math.ceil(W / window_px)
+    padded = np.zeros((nh * window_px, nw * window_px))
+    padded[:H, :W] = err
+    return padded.reshape(nh, window_px, nw, window_px).sum((1, 3))
+
+
+def allocate(bits: np.ndarray, sse: np.ndarray, budget_bits: float) -> np.ndarray | None:
+    """bits, sse (levels, windows...) -> the level index of each window (windows...) minimising the
+    total sse with total bits <= budget_bits, or None when not even the cheapest choice fits.
+    bits must grow and sse should fall with the level index (a level that does not lower a window's
+    sse is never worth its bits there, and the Lagrangian skips it)."""
+    L = bits.shape[0]
+    b, d = bits.reshape(L, -1), sse.reshape(L, -1)
+    cols = np.arange(b.shape[1])
+    cheapest = b.argmin(0)
+    if b[cheapest, cols].sum() > budget_bits:
+        return None
+
+    def pick(mu):
+        return np.argmin(d + mu * b, axis=0)
+
+    lo, hi = -30.0, 30.0    # log mu: at e^30 every window takes its cheapest level, at e^-30 its best
+    if b[pick(math.exp(hi)), cols].sum() > budget_bits:
+        choice = cheapest
+    else:
+        for _ in range(MU_STEPS):
+            mid = (lo + hi) / 2
+            if b[pick(math.exp(mid)), cols].sum() <= budget_bits:
+                hi = mid
+            else:
+                lo = mid
+        choice = pick(math.exp(hi))
+    # greedy fill of what the Lagrangian's last step left: the best SSE saved per bit that fits
+    spent = b[choice, cols].sum()
+    while True:
+        extra = b - b[choice, cols]                                    # (L, windows)
+        saved = d[choice, cols] - d
+        ok = (extra > 0) & (saved > 0) & (extra <= budget_bits - spent)
+        if not ok.any():
+            break
+        gain = np.where(ok, saved / np.where(ok, extra, 1), -np.inf)
+        level, window = np.unravel_index(np.argmax(gain), gain.shape)
+        spent += extra[level, window]
+        choice[window] = level
+    return choice.reshape(bits.shape[1:])
+
+
+def fit(codec, rgb: np.ndarray, plain: dict, code_plain, code_mapped, N: int, top: int):
+    """A mapped file of levels 1..top that fits in N bytes, by the allocation above:
+    (file, the tokens coded (UNUSED beyond each window's count), levels per window (1-based,
+    (windows high, windows wide))), or None when no map with two levels or more fits.
+    plain: quality -> (file, CodingStats) of the plain passes made so far, completed with
+    code_plain(quality) -> the same for the levels 1..top it lacks; code_mapped(counts (windows
+    high, windows wide) sub-quantizers) -> (file, CodingStats): Codec.encode_mapped of the image.
+    Up to ATTEMPTS mapped files are coded: a file over N (the estimate of the coder's last words
+    was short) lowers the budget by its excess."""
+    H, W = rgb.shape[:2]
+    levels = range(1, top + 1)
+    stats = [(plain[q] if q in plain else code_plain(q))[1] for q in levels]
+    windows = stats[0].window_bits.size
+    if windows < 2:
+        return None
+    bits = np.stack([s.window_bits for s in stats])                                    # (L, nh, nw)
+    window_px = codec.config.window * codec.config.stride
+    sse = np.stack([window_sse(rgb, codec.tokens_to_image(s.tokens, H, W), window_px) for s in stats])
+    # what a payload costs beyond its windows' ideal bits: the coder's last words (and a plain
+    # file's own checks, counted again below for the map's groups: a safe overestimate)
+    slack = max(8 * (s.file_bytes - s.header_bytes) - s.bits_model for s in stats)
+    worst = windows * math.log2(top) + 8 * CHUNK_CHECK_BYTES * (math.ceil(windows / WINDOW_CHUNK) + top - 1)
+    budget = 8 * (N - stats[0].header_bytes) - slack - worst
+    active_levels = np.array(codec.config.active_levels)
+    for _ in range(ATTEMPTS):
+        choice = allocate(bits, sse, budget)
+        if choice is None or len(np.unique(choice)) < 2:  # one level: a plain file the search has tried
+            return None
+        data, coded = code_mapped(active_levels[choice])
+        if len(data) <= N:
+            return data, coded.tokens, choice + 1
+        budget -= 8 * (len(data) - N) + 32
+    return None
