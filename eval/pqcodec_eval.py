@@ -20,11 +20,11 @@ def load(model_path: str | None):
     return codec, dict(weights=weights, code=source_fingerprint(ROOT / "pqcodec"))
 
 
-def code_one(codec, rgb: np.ndarray, quality: int, steps: int) -> dict:
+def code_one(codec, rgb: np.ndarray, quality: int, steps: int, effort: int = 0) -> dict:
     """Rate and distortion from a real encode and decode, the prior's ideal bits, whether the
-    decoded tokens equal the encoded ones, and coding times."""
+    decoded tokens equal the encoded ones, and coding times. effort: latent refinement steps."""
     t0 = time.perf_counter()
-    data, stats = codec.encode_with_stats(rgb, quality, steps)
+    data, stats = codec.encode_with_stats(rgb, quality, steps, effort=effort)
     t1 = time.perf_counter()
     header, tokens = codec.decode_tokens(data)
     rec = codec.render(header, tokens)
@@ -34,12 +34,13 @@ def code_one(codec, rgb: np.ndarray, quality: int, steps: int) -> dict:
                 encode_s=t1 - t0, decode_s=t2 - t1)
 
 
-def run_level(codec, identity: dict, images, quality: int, steps: int, cache) -> list[dict]:
-    """Per-image rows (image name added) at one quality level."""
+def run_level(codec, identity: dict, images, quality: int, steps: int, cache, effort: int = 0) -> list[dict]:
+    """Per-image rows (image name added) at one quality level (and `effort`, refine.py)."""
     rows = []
-    for name, rgb in tqdm(images, desc=f"pqcodec q{quality}", leave=False):
-        key = dict(codec="pqcodec", **identity, quality=quality, steps=steps, image=image_key(rgb))
-        rows.append(dict(cache.get_or_compute(key, lambda: code_one(codec, rgb, quality, steps)), image=name))
+    for name, rgb in tqdm(images, desc=f"pqcodec q{quality}" + (f" effort {effort}" if effort else ""), leave=False):
+        key = dict(codec="pqcodec", **identity, quality=quality, steps=steps, image=image_key(rgb),
+                   **({"effort": effort} if effort else {}))
+        rows.append(dict(cache.get_or_compute(key, lambda: code_one(codec, rgb, quality, steps, effort)), image=name))
     return rows
 
 

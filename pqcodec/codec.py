@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from PIL import Image
 
-from . import bitstream, rdoq
+from . import bitstream, rdoq, refine
 from .bitstream import Generated, Header
 from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
@@ -134,10 +134,11 @@ class Codec:
                 yield core, (max(0, y0 - TILE_HALO), min(h, core[1] + TILE_HALO),
                              max(0, x0 - TILE_HALO), min(w, core[3] + TILE_HALO))
 
-    def image_to_tokens(self, rgb: np.ndarray, active: int, candidates: int = 0):
+    def image_to_tokens(self, rgb: np.ndarray, active: int, candidates: int = 0, effort: int = 0):
         """uint8 (H, W, 3) -> indices (active, ceil(H/s), ceil(W/s)); edges padded by replication.
         candidates > 0: an rdoq.Analysis instead, the indices with each sub-vector's `candidates`
-        nearest codewords and their latent squared errors (for RDOQ and rate control)."""
+        nearest codewords and their latent squared errors (for RDOQ and rate control).
+        effort > 0: the latent refined by that many steps first (refine.py), tile by tile."""
         s = self.config.stride
         H, W = rgb.shape[:2]
         h, w = self.grid_size(H, W)
@@ -152,11 +153,16 @@ class Codec:
                 x = torch.from_numpy(np.array(crop)).permute(2, 0, 1)[None].float().div_(255)  # a writable copy
                 x = F.pad(x, (0, -x.shape[3] % s, 0, -x.shape[2] % s), mode="replicate")
                 core = np.s_[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
-                if not candidates:
+                if not candidates and not effort:
                     t = self.model.image_to_tokens(x, active)[0]
-                else:  # model.image_to_tokens, with the candidates from the same distances
-                    t, i, d = (r[0] for r in self.model.quantizer.encode(self.model.encoder(x), active, count))
-                    cand[:, y0:y1, x0:x1], dist[:, y0:y1, x0:x1] = i[(slice(None), *core)].numpy(), d[(slice(None), *core)].numpy()
+                else:  # model.image_to_tokens, from a refined latent, with the candidates from the same distances
+                    z = refine.refine_latent(self.model, x, active, effort) if effort else self.model.encoder(x)
+                    if not candidates:
+                        t = self.model.quantizer.encode(z, active)[0]
+                    else:
+                        t, i, d = (r[0] for r in self.model.quantizer.encode(z, active, count))
+                        cand[:, y0:y1, x0:x1] = i[(slice(None), *core)].numpy()
+                        dist[:, y0:y1, x0:x1] = d[(slice(None), *core)].numpy()
                 tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].numpy()
         return rdoq.Analysis(tokens, cand, dist) if candidates else tokens
 
@@ -189,20 +195,22 @@ class Codec:
 
     def encode_with_stats(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
                           *, name: str | None = None, rd_lambda: float = 0.0,
-                          distortion: str = "latent") -> tuple[bytes, CodingStats]:
+                          distortion: str = "latent", effort: int = 0) -> tuple[bytes, CodingStats]:
         """image: any source image.load_image takes; errors name it `name` (default: its path,
         <bytes>, ...). quality: None for the model's default; steps: None for DEFAULT_STEPS.
         rd_lambda > 0: RDOQ (rdoq.py), the encoder trades distortion for bits at that λ
-        (`distortion` "latent" or "pixel"); 0 is the plain quantizer. The decoder is the same."""
+        (`distortion` "latent" or "pixel"); 0 is the plain quantizer. effort > 0: that many steps
+        of latent refinement first (refine.py). The decoder is the same."""
         quality = self.default_quality if quality is None else quality
         _check_level("quality", quality, self.levels())
         steps = self._check_steps(steps)
         rd_lambda = rdoq.check_lambda(rd_lambda)
+        effort = refine.check_effort(effort)
         rgb, grey = load_image(image, name)
         active = self.active_at(quality)
         if rd_lambda == 0:
-            return self.encode_analysed(self.image_to_tokens(rgb, active), rgb.shape[:2], grey, steps)
-        analysis = self.image_to_tokens(rgb, active, candidates=rdoq.CANDIDATES)
+            return self.encode_analysed(self.image_to_tokens(rgb, active, effort=effort), rgb.shape[:2], grey, steps)
+        analysis = self.image_to_tokens(rgb, active, candidates=rdoq.CANDIDATES, effort=effort)
         choose = rdoq.chooser(self, analysis, active, rd_lambda, distortion)
         return self.encode_analysed(analysis.tokens, rgb.shape[:2], grey, steps, choose)
 
@@ -299,10 +307,11 @@ class Codec:
         return self._nets64[net](self._quantizer64.decode(tokens, active)).clamp(0, 1)
 
     def encode(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, *,
-               name: str | None = None, rd_lambda: float = 0.0) -> bytes:
-        """rd_lambda: RDOQ's λ at this quality (rdoq.py). A size instead of a quality (max_bytes,
-        bpp): ratecontrol.encode_to_size, or pqcodec.encode."""
-        return self.encode_with_stats(image, quality, steps, name=name, rd_lambda=rd_lambda)[0]
+               name: str | None = None, rd_lambda: float = 0.0, effort: int = 0) -> bytes:
+        """rd_lambda: RDOQ's λ at this quality (rdoq.py); effort: steps of latent refinement
+        (refine.py). A size instead of a quality (max_bytes, bpp): ratecontrol.encode_to_size, or
+        pqcodec.encode."""
+        return self.encode_with_stats(image, quality, steps, name=name, rd_lambda=rd_lambda, effort=effort)[0]
 
     def decode_tokens(self, data: bytes) -> tuple[Header, np.ndarray]:
         header, payload = bitstream.unpack(data)

@@ -25,6 +25,7 @@ class CodingOptions:
     bpp: float | None = None
     generative: bool = False        # below the lowest level, partly drawn grids (extreme.py)
     decoder: str = "mse"            # decode: which decoder (decoders.py)
+    effort: int = 0                 # encode: steps of latent refinement (refine.py)
 
 
 def encode_image(source, name: str, options: CodingOptions, notes: list | None = None) -> bytes:
@@ -32,7 +33,8 @@ def encode_image(source, name: str, options: CodingOptions, notes: list | None =
     With a size (max_bytes or bpp), a line on what the search chose and cost goes to `notes`."""
     import pqcodec
     if options.max_bytes is None and options.bpp is None:
-        return pqcodec.encode(source, quality=options.quality, steps=options.steps, model=options.model, name=name)
+        return pqcodec.encode(source, quality=options.quality, steps=options.steps, model=options.model, name=name,
+                              effort=options.effort)
     from .ratecontrol import encode_to_size
     from .zoo import codec_to_encode
     result = encode_to_size(codec_to_encode(options.model), source, max_bytes=options.max_bytes, bpp=options.bpp,

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""What `pqcodec encode --effort N` (encoder-side latent refinement, pqcodec/refine.py) earns: every
+level coded plain and with each effort, on a folder of images; per level the mean bpp, PSNR, MS-SSIM
+and encode time, and the BD-rate of each effort's curve against the plain levels' (negative: fewer
+bits for the same quality). Bytes are real files', quality that of the files decoded.
+
+    python eval/effort.py ../shared/data/kodak --effort 5 [--levels 1 2 3 4 5] [--out docs/results]
+
+Per-image results are cached in eval/.cache like eval/rd.py's (the plain levels are the same
+entries). Writes TAG-effort.md and TAG-effort.json to --out (default ./results).
+"""
+import argparse
+import json
+import time
+
+import numpy as np
+
+import torch
+
+import pqcodec_eval
+from bdrate import bd_rate_of
+from common import CACHE, ResultCache, load_rgb_images, mean_curve
+from result_paths import add_output_args, output_location
+from pqcodec import DEFAULT_STEPS
+from pqcodec.metrics import ms_ssim_db
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder")
+    ap.add_argument("--effort", type=int, nargs="+", default=[5], help="refinement steps to measure (default 5)")
+    ap.add_argument("--levels", type=int, nargs="*", help="quality levels (default: all)")
+    ap.add_argument("--model", help="weights file (default: the shipped default model)")
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    add_output_args(ap, "the folder")
+    args = ap.parse_args()
+    t0 = time.time()
+    cache = ResultCache(CACHE)
+    images = load_rgb_images(args.folder)
+    if not images:
+        raise SystemExit(f"effort.py: error: no images under {args.folder}")
+    codec, identity = pqcodec_eval.load(args.model)
+    levels = args.levels or list(range(1, codec.levels() + 1))
+    out, args.tag = output_location(args.out, args.tag, args.folder)
+    curves = {}
+    for effort in [0] + args.effort:
+        points = [(q, pqcodec_eval.run_level(codec, identity, images, q, args.steps, cache, effort)) for q in levels]
+        curve = mean_curve("pqcodec" + (f" effort {effort}" if effort else ""), points)
+        curve["encode_s"] = [float(np.mean([r["encode_s"] for r in rows])) for _, rows in points]
+        curve["per_image"] = {str(q): rows for q, rows in points}
+        curves[effort] = curve
+    plain = curves[0]
+    lines = [f"{len(images)} images of {args.folder}; levels {', '.join(map(str, levels))}; bpp from file bytes; "
+             f"encode time with {torch.get_num_threads()} torch threads.", "",
+             "| effort | level | bpp | PSNR (dB) | MS-SSIM (dB) | encode s |", "|---|---|---|---|---|---|"]
+    for effort, c in curves.items():
+        r = c["results"]
+        for i, q in enumerate(levels):
+            ms = f"{ms_ssim_db(r['ms-ssim'][i]):.2f}" if "ms-ssim" in r else "—"
+            lines.append(f"| {effort} | {q} | {r['bpp'][i]:.4f} | {r['psnr-rgb'][i]:.2f} | {ms} | {c['encode_s'][i]:.2f} |")
+    lines.append("")
+    for effort in args.effort:
+        bd = {m: bd_rate_of(plain, curves[effort], m) for m in ("psnr-rgb", "ms-ssim")}
+        shown = ", ".join(f"{m}: {'—' if v is None else f'{v:+.1f} %'}" for m, v in bd.items())
+        lines.append(f"BD-rate of effort {effort} against the plain levels: {shown}")
+    report = "\n".join(lines)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.tag}-effort.md").write_text(report + "\n")
+    (out / f"{args.tag}-effort.json").write_text(json.dumps({str(e): c for e, c in curves.items()}, indent=1))
+    print(report)
+    print(f"\nwall time {time.time() - t0:.0f} s; outputs in {out}")
+
+
+if __name__ == "__main__":
+    main()
