@@ -43,6 +43,7 @@ def main():
     levels = args.levels or list(range(1, codec.levels() + 1))
     out, args.tag = output_location(args.out, args.tag, args.folder)
     curves = {}
+    args.effort = sorted(set(args.effort) - {0})
     for effort in [0] + args.effort:
         points = [(q, pqcodec_eval.run_level(codec, identity, images, q, args.steps, cache, effort)) for q in levels]
         curve = mean_curve("pqcodec" + (f" effort {effort}" if effort else ""), points)

@@ -37,7 +37,7 @@ def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
     decoder draw the rest from the prior (PQ-MIM's hybrid mode).
     rd_lambda: RDOQ's λ at `quality` (0: plain quantization; the decoder is the same).
     effort (with a quality): steps of encoder-side latent refinement (refine.py; 0: none, 5: ~+0.2 dB
-    at the same rate for ~5x the encode time; the decoder is the same)."""
+    at the same rate for ~4x the encode time; the decoder is the same)."""
     codec = codec_to_encode(model)
     if max_bytes is None and bpp is None:
         if generative:

@@ -164,7 +164,7 @@ def map_weights(windows: int, choices: int) -> np.ndarray:
 
 # The longest a file can be: MAX_PIXELS at stride 8, 15 sub-quantizers. Readers refuse longer inputs
 # before reading them whole.
-MAX_FILE_BYTES = 64 + max_payload_bytes(15 * (MAX_PIXELS // 64 + 2 * MAX_SIDE // 8 + 1))
+MAX_FILE_BYTES = 64 + max_payload_bytes(16 * (MAX_PIXELS // 64 + 2 * MAX_SIDE // 8 + 1))  # 15 + a level map's
 
 
 def model_hash_of(sha256_hex: str) -> bytes:

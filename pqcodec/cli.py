@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"coding steps per window (default {DEFAULT_STEPS})")
     e.add_argument("--effort", type=_effort, default=0, metavar="N",
                    help="with --quality: N steps of encoder-side refinement (0-100; 5: closer pixels at about the "
-                   "same rate, ~5x the encode time; the decoder and the format do not change; docs/cli.md)")
+                   "same rate, ~4x the encode time; the decoder and the format do not change; docs/cli.md)")
     e.add_argument("--model", help="weights file outside the shipped zoo (research use; decode needs it too)")
     e.add_argument("-f", "--force", action="store_true", help="replace an existing output (a regular file only)")
     e.set_defaults(run=cmd_encode)

@@ -175,6 +175,10 @@ class Codec:
         net = self.decoder_net(decoder)
         s = self.config.stride
         active, h, w = tokens.shape
+        if tokens.size and tokens.min() < 0:
+            used = tokens >= 0
+            if not np.array_equal(used, np.arange(active)[:, None, None] < used.sum(0)):
+                raise PQCodecError(f"unused indices ({bitstream.UNUSED}) must follow the used ones at every position")
         out = np.empty((height, width, 3), dtype=np.uint8)
         synthesis = self._synthesis64 if precise else self.model.tokens_to_image
         with numerics_fence():
@@ -327,8 +331,8 @@ class Codec:
         symbols = header.active * h * w + (math.ceil(h / self.config.window) * math.ceil(w / self.config.window)
                                            if header.mapped else 0)  # a level map's symbols
         if len(payload) > bitstream.max_payload_bytes(symbols):
-            raise CorruptFileError(f"payload of {len(payload)} bytes is longer than {header.active * h * w} "
-                                   "indices can take (file damaged)")
+            raise CorruptFileError(f"payload of {len(payload)} bytes is longer than {symbols} symbols can take "
+                                   f"({bitstream.max_payload_bytes(symbols)} bytes; file damaged)")
         tokens = self.tokens.decompress(payload, header.active, h, w, header.steps, header.generated, header.mapped)
         if bitstream.token_checksum(tokens) != header.checksum:
             raise CorruptFileError("token checksum mismatch: the file is damaged or truncated")

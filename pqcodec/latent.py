@@ -139,7 +139,7 @@ class TokenCoder:
                                                  for c in range(0, len(valid), WINDOW_CHUNK)]
         chunks = []
         for c in sorted(set(counts.tolist())):
-            group = torch.from_numpy(np.nonzero(counts == c)[0]).to(valid.device)
+            group = torch.from_numpy(np.nonzero(counts == c)[0])  # CPU indices: they index CPU and device tensors
             chunks += [(c, group[i:i + WINDOW_CHUNK]) for i in range(0, len(group), WINDOW_CHUNK)]
         return valid, self.schedule(steps), chunks
 
@@ -224,7 +224,11 @@ class TokenCoder:
         if mapped:
             windows = math.ceil(h / self.window) * math.ceil(w / self.window)
             choices = self._map_choices(active)
+            if choices < 2:
+                raise CorruptFileError(f"a mapped file's count ({active}) must be above the lowest level")
             counts = np.array(self.levels)[dec.decode(map_weights(windows, choices))]
+            if len(set(counts.tolist())) < 2:  # the encoder writes one level as a plain file
+                raise CorruptFileError("the level map has one level (file damaged or forged)")
         valid, schedule, chunks = self._layout(h, w, steps, active, counts)
         draws = Draws(generated) if generated is not None else None
         windows = torch.full((*valid.shape, active), UNUSED, dtype=torch.int16)  # K <= 2^15; 16 MB at the size limit

@@ -150,3 +150,26 @@ def test_window_sse_sums_each_windows_pixels():
     dec[39, 69, 1] = 3                             # the clipped corner window: 9
     out = levelmap.window_sse(rgb, dec, 32)
     assert out.shape == (2, 3) and out[0, 0] == 12 and out[1, 2] == 9 and out.sum() == 21
+
+
+def test_a_map_of_one_level_is_refused(tiny_codec):
+    """The encoder writes one level as a plain file; a mapped file that decodes to one level (or whose
+    header count leaves the map one symbol) is damage, so a decoded file always re-encodes to its bytes."""
+    from pqcodec.latent import TokenCoder
+    coder = tiny_codec.tokens
+    assert isinstance(coder, TokenCoder)
+    with pytest.raises(CorruptFileError, match="above the lowest level"):
+        coder.decompress(b"\0" * 8, 1, 8, 8, 12, mapped=True)
+    # a valid payload of a one-level map, made by hand: the map's symbols, then a plain level-2 chunk
+    from pqcodec.entropy import RangeEncoder
+    enc = RangeEncoder()
+    enc.encode(np.zeros(4, dtype=np.int64) + 1, bitstream.map_weights(4, 2))   # every window at level 2
+    with pytest.raises(CorruptFileError, match="one level"):
+        coder.decompress(enc.payload(), 2, 8, 8, 12, mapped=True)
+
+
+def test_unused_indices_must_follow_the_used_ones_to_decode(tiny_codec):
+    tokens = tiny_codec.image_to_tokens(BIG, 2)
+    tokens[0, 0, 0] = UNUSED
+    with pytest.raises(PQCodecError, match="must follow"):
+        tiny_codec.tokens_to_image(tokens, 200, 200)
