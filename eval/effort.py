@@ -19,8 +19,8 @@ import torch
 
 import pqcodec_eval
 from bdrate import bd_rate_of
-from common import CACHE, ResultCache, load_rgb_images, mean_curve
-from result_paths import add_output_args, output_location
+from common import CACHE, ResultCache, mean_curve
+from result_paths import add_output_args
 from pqcodec import DEFAULT_STEPS
 from pqcodec.metrics import ms_ssim_db
 
@@ -36,12 +36,7 @@ def main():
     args = ap.parse_args()
     t0 = time.time()
     cache = ResultCache(CACHE)
-    images = load_rgb_images(args.folder)
-    if not images:
-        raise SystemExit(f"effort.py: error: no images under {args.folder}")
-    codec, identity = pqcodec_eval.load(args.model)
-    levels = args.levels or list(range(1, codec.levels() + 1))
-    out, args.tag = output_location(args.out, args.tag, args.folder)
+    images, codec, identity, levels, out = pqcodec_eval.level_run(args, "effort.py")
     curves = {}
     args.effort = sorted(set(args.effort) - {0})
     for effort in [0] + args.effort:

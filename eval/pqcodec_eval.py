@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common import ROOT, image_key, quality_row, source_fingerprint
+from common import ROOT, image_key, load_rgb_images, quality_row, source_fingerprint
+from result_paths import output_location
 
 
 def load(model_path: str | None):
@@ -18,6 +19,19 @@ def load(model_path: str | None):
     else:
         codec, weights = load_codec(DEFAULT_MODEL), ZOO[DEFAULT_MODEL].sha256
     return codec, dict(weights=weights, code=source_fingerprint(ROOT / "pqcodec"))
+
+
+def level_run(args, tool: str):
+    """What a script coding the levels of a folder (args.folder, .model, .levels, .out, .tag) starts
+    from: (images, codec, identity, levels, output folder); args.tag is filled in. No images: a
+    one-line exit naming `tool`."""
+    images = load_rgb_images(args.folder)
+    if not images:
+        raise SystemExit(f"{tool}: error: no images under {args.folder}")
+    codec, identity = load(args.model)
+    levels = args.levels or list(range(1, codec.levels() + 1))
+    out, args.tag = output_location(args.out, args.tag, args.folder)
+    return images, codec, identity, levels, out
 
 
 def code_one(codec, rgb: np.ndarray, quality: int, steps: int, effort: int = 0) -> dict:

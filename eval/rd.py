@@ -28,9 +28,9 @@ import numpy as np
 
 from baselines import SWEEPS, psnr_at_rate, sweep
 from bdrate import bd_rate_of
-from common import CACHE, ResultCache, enable_lpips, load_rgb_images, mean_curve
+from common import CACHE, ResultCache, enable_lpips, mean_curve
 from published import PUBLISHED_KODAK
-from result_paths import add_output_args, output_location
+from result_paths import add_output_args
 import pqcodec_eval
 from pqcodec import DEFAULT_STEPS
 from pqcodec.metrics import ms_ssim_db
@@ -178,12 +178,7 @@ def main():
         except PerceptualError as e:
             raise SystemExit(f"rd.py: error: {e}")
     cache = ResultCache(None if args.no_cache else CACHE)
-    images = load_rgb_images(args.folder)
-    if not images:
-        raise SystemExit(f"rd.py: error: no images under {args.folder}")
-    codec, identity = pqcodec_eval.load(args.model)
-    levels = args.levels or list(range(1, codec.levels() + 1))
-    out, args.tag = output_location(args.out, args.tag, args.folder)
+    images, codec, identity, levels, out = pqcodec_eval.level_run(args, "rd.py")
     if args.classic_from:
         classic = [json.loads((Path(args.classic_from) / f"{args.tag}-{name.lower()}.json").read_text())
                    for name in args.classic]

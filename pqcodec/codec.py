@@ -22,7 +22,7 @@ from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
 from .files import sha256_of
 from .image import load_image, to_pil
-from .latent import Coded, TokenCoder, numerics_fence
+from .latent import Coded, TokenCoder, numerics_fence, position_counts
 from .model import PQCodecModel
 from .sources import coded_input
 
@@ -153,16 +153,14 @@ class Codec:
                 x = torch.from_numpy(np.array(crop)).permute(2, 0, 1)[None].float().div_(255)  # a writable copy
                 x = F.pad(x, (0, -x.shape[3] % s, 0, -x.shape[2] % s), mode="replicate")
                 core = np.s_[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
-                if not candidates and not effort:
-                    t = self.model.image_to_tokens(x, active)[0]
-                else:  # model.image_to_tokens, from a refined latent, with the candidates from the same distances
-                    z = refine.refine_latent(self.model, x, active, effort) if effort else self.model.encoder(x)
-                    if not candidates:
-                        t = self.model.quantizer.encode(z, active)[0]
-                    else:
-                        t, i, d = (r[0] for r in self.model.quantizer.encode(z, active, count))
-                        cand[:, y0:y1, x0:x1] = i[(slice(None), *core)].numpy()
-                        dist[:, y0:y1, x0:x1] = d[(slice(None), *core)].numpy()
+                # model.image_to_tokens, from a refined latent, with the candidates from the same distances
+                z = refine.refine_latent(self.model, x, active, effort) if effort else self.model.encoder(x)
+                if not candidates:
+                    t = self.model.quantizer.encode(z, active)[0]
+                else:
+                    t, i, d = (r[0] for r in self.model.quantizer.encode(z, active, count))
+                    cand[:, y0:y1, x0:x1] = i[(slice(None), *core)].numpy()
+                    dist[:, y0:y1, x0:x1] = d[(slice(None), *core)].numpy()
                 tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].numpy()
         return rdoq.Analysis(tokens, cand, dist) if candidates else tokens
 
@@ -175,17 +173,18 @@ class Codec:
         net = self.decoder_net(decoder)
         s = self.config.stride
         active, h, w = tokens.shape
+        counts = None                                             # (h, w) per position: a mapped file's tokens
         if tokens.size and tokens.min() < 0:
-            used = tokens >= 0
-            if not np.array_equal(used, np.arange(active)[:, None, None] < used.sum(0)):
-                raise PQCodecError(f"unused indices ({bitstream.UNUSED}) must follow the used ones at every position")
+            try:
+                counts = torch.from_numpy(position_counts(tokens))
+            except ValueError as e:
+                raise PQCodecError(str(e)) from None
         out = np.empty((height, width, 3), dtype=np.uint8)
         synthesis = self._synthesis64 if precise else self.model.tokens_to_image
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
                 t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1]))[None]
-                counts = (t >= 0).sum(1) if bool((t < 0).any()) else active   # (1, h, w): a level map
-                x = synthesis(t, counts, net)[0]
+                x = synthesis(t, active if counts is None else counts[None, Y0:Y1, X0:X1], net)[0]
                 x = x[:, (y0 - Y0) * s:(y1 - Y0) * s, (x0 - X0) * s:(x1 - X0) * s]
                 rows, cols = min(y1 * s, height) - y0 * s, min(x1 * s, width) - x0 * s
                 out[y0 * s:y0 * s + rows, x0 * s:x0 * s + cols] = (
@@ -271,7 +270,7 @@ class Codec:
         or what `choose` chose, or with a generated file's draws)"""
         c = self.tokens.compress(tokens, steps, choose, generated)
         header = Header(self.model_hash, c.tokens.shape[0], steps, height, width, greyscale,
-                        bitstream.token_checksum(c.tokens), generated, mapped=bool((c.tokens < 0).any()))
+                        bitstream.token_checksum(c.tokens), generated, c.mapped)
         return bitstream.pack(header, c.payload), c
 
     def encode_generated(self, tokens: np.ndarray, size: tuple[int, int], greyscale: bool, steps: int,

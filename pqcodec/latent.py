@@ -80,6 +80,17 @@ class Draws:
         return symbols
 
 
+def position_counts(tokens: np.ndarray) -> np.ndarray:
+    """(h, w) the sub-quantizers each position of `tokens` (active, h, w) uses: its leading indices
+    that are not UNUSED (a mapped file's, bitstream.py). ValueError where an unused index comes
+    before a used one."""
+    used = tokens >= 0
+    counts = used.sum(0)
+    if not np.array_equal(used, np.arange(tokens.shape[0])[:, None, None] < counts):
+        raise ValueError(f"unused indices ({UNUSED}) must follow the used ones at every position")
+    return counts
+
+
 @dataclass
 class Coded:
     """What `TokenCoder.compress` made."""
@@ -88,6 +99,7 @@ class Coded:
     window_bits: np.ndarray   # (windows,) the same per window, windows row-major
     tokens: np.ndarray        # the tokens coded (active, h, w): the input, or what `choose` chose,
                               # or with a generated file's draws
+    mapped: bool              # a level per window: the payload starts with the level map
 
 
 class TokenCoder:
@@ -109,11 +121,8 @@ class TokenCoder:
         """(windows,) the sub-quantizers each window of `tokens` (active, h, w) uses: the leading
         indices that are not UNUSED, the same at every position of a window. ValueError otherwise,
         or for a count that is no level of the model."""
-        active, h, w = tokens.shape
-        used = tokens >= 0
-        counts = used.sum(0)                                                             # (h, w)
-        if not np.array_equal(used, np.arange(active)[:, None, None] < counts):
-            raise ValueError(f"unused indices ({UNUSED}) must follow the used ones at every position")
+        _, h, w = tokens.shape
+        counts = position_counts(tokens)                                                 # (h, w)
         per_window = to_windows(torch.from_numpy(counts)[None], self.window)[..., 0]      # (windows, N)
         valid = window_validity(h, w, self.window)
         first = per_window[:, 0]
@@ -212,7 +221,7 @@ class TokenCoder:
                     check = chunk_check(coded[chunk][..., :count][valid[chunk]].cpu().numpy())
                     enc.encode(check, uniform_weights(CHUNK_CHECK_BYTES))
         result = from_windows(coded.cpu(), h, w, self.window).numpy().astype(np.int64) if changes else tokens
-        return Coded(enc.payload(), float(window_bits.sum()), window_bits, result)
+        return Coded(enc.payload(), float(window_bits.sum()), window_bits, result, counts is not None)
 
     def decompress(self, payload: bytes, active: int, h: int, w: int, steps: int,
                    generated: Generated | None = None, mapped: bool = False) -> np.ndarray:

@@ -80,24 +80,24 @@ def allocate(bits: np.ndarray, sse: np.ndarray, budget_bits: float) -> np.ndarra
     return choice.reshape(bits.shape[1:])
 
 
-def fit(codec, rgb: np.ndarray, plain: dict, code_plain, code_mapped, N: int, top: int):
+def fit(codec, rgb: np.ndarray, plain_pass, plain_image, code_mapped, N: int, top: int):
     """A mapped file of levels 1..top that fits in N bytes, by the allocation above:
     (file, the tokens coded (UNUSED beyond each window's count), levels per window (1-based,
     (windows high, windows wide))), or None when no map with two levels or more fits.
-    plain: quality -> (file, CodingStats) of the plain passes made so far, completed with
-    code_plain(quality) -> the same for the levels 1..top it lacks; code_mapped(counts (windows
-    high, windows wide) sub-quantizers) -> (file, CodingStats): Codec.encode_mapped of the image.
+    plain_pass(quality) -> (file, CodingStats) and plain_image(quality) -> its decoded image: the
+    plain files of the image (rate control makes each once); code_mapped(counts (windows high,
+    windows wide) sub-quantizers) -> (file, CodingStats): Codec.encode_mapped of the image.
     Up to ATTEMPTS mapped files are coded: a file over N (the estimate of the coder's last words
     was short) lowers the budget by its excess."""
-    H, W = rgb.shape[:2]
-    levels = range(1, top + 1)
-    stats = [(plain[q] if q in plain else code_plain(q))[1] for q in levels]
-    windows = stats[0].window_bits.size
-    if windows < 2:
+    h, w = codec.grid_size(*rgb.shape[:2])
+    windows = math.ceil(h / codec.config.window) * math.ceil(w / codec.config.window)
+    if windows < 2:  # nothing to map: no plain pass or decode is made for it
         return None
+    levels = range(1, top + 1)
+    stats = [plain_pass(q)[1] for q in levels]
     bits = np.stack([s.window_bits for s in stats])                                    # (L, nh, nw)
     window_px = codec.config.window * codec.config.stride
-    sse = np.stack([window_sse(rgb, codec.tokens_to_image(s.tokens, H, W), window_px) for s in stats])
+    sse = np.stack([window_sse(rgb, plain_image(q), window_px) for q in levels])        # (L, nh, nw)
     # what a payload costs beyond its windows' ideal bits: the coder's last words (and a plain
     # file's own checks, counted again below for the map's groups: a safe overestimate)
     slack = max(8 * (s.file_bytes - s.header_bytes) - s.bits_model for s in stats)

@@ -87,6 +87,19 @@ class RateResult:
                 f"{self.encodes} encodes in {self.seconds:.2f} s")
 
 
+@dataclass
+class _Candidate:
+    """A file the search found that fits, and what RateResult says of it."""
+    quality: int
+    rd_lambda: float
+    data: bytes
+    tokens: np.ndarray | None = None         # to decode it (None: `psnr` is known)
+    window_levels: np.ndarray | None = None
+    generated: Generated | None = None
+    image: np.ndarray | None = None          # decoded already (a plain level the level map decoded)
+    psnr: float | None = None
+
+
 def budget(max_bytes=None, bpp=None, height: int = 0, width: int = 0) -> int:
     """N: max_bytes, or floor(bpp * height * width / 8). Exactly one of the two."""
     if (max_bytes is None) == (bpp is None):
@@ -115,43 +128,43 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
     H, W = rgb.shape[:2]
     with named(name or image_source_name(image)):
         N = budget(max_bytes, bpp, H, W)
-    # 1.-2. the levels, unless N is hopelessly small for them (a large image in a few hundred bytes:
+    # 1.-3. the levels, unless N is hopelessly small for them (a large image in a few hundred bytes:
     #    the full-size analysis would be wasted)
     h, w = codec.grid_size(H, W)
     candidates, encodes, smallest = [], 0, None
     if 8 * N >= MIN_BITS_PER_INDEX * h * w * codec.active_at(1):
         candidates, encodes, smallest = _level_candidates(codec, rgb, grey, N, steps, distortion)
-    # 3. below the lowest level: the extreme mode
-    extreme = None
-    if not any(lam == 0 for _, lam, _, _, _ in candidates):
+    # 4. below the lowest level: the extreme mode
+    if not any(c.rd_lambda == 0 for c in candidates):
         search = GeneratedSearch(codec, rgb, grey, N, steps, hybrid=generative)
         extreme = search.run()
         encodes += search.passes
         smallest = min(s for s in (smallest, search.smallest) if s is not None)
-    if not candidates and extreme is None:
+        if extreme is not None:
+            level = codec.config.active_levels.index(extreme.active) + 1
+            candidates.append(_Candidate(level, 0.0, extreme.data, generated=extreme.generated, psnr=extreme.psnr))
+    if not candidates:
         shown = name or image_source_name(image)
         raise RateError(f"{shown}: cannot fit in {N} bytes: the smallest file this model reaches is {smallest} bytes")
-    # 4. the best candidate by PSNR (decoded only when there is a choice)
-    choice = len(candidates) + (extreme is not None) > 1
-    scored = [(psnr(rgb, codec.tokens_to_image(tokens, H, W)) if choice else None, quality, lam, data, None, levels)
-              for quality, lam, data, tokens, levels in candidates]
-    if extreme is not None:
-        level = codec.config.active_levels.index(extreme.active) + 1
-        scored.append((extreme.psnr, level, 0.0, extreme.data, extreme.generated, None))
-    best_psnr, quality, lam, data, generated, levels = max(scored, key=lambda s: -math.inf if s[0] is None else s[0])
-    assert len(data) <= N
-    return RateResult(data, N, quality, lam, encodes, time.perf_counter() - start, best_psnr, generated, steps, levels)
+    # 5. the best candidate by PSNR (decoded only when there is a choice)
+    if len(candidates) > 1:
+        for c in candidates:
+            if c.psnr is None:
+                c.psnr = psnr(rgb, c.image if c.image is not None else codec.tokens_to_image(c.tokens, H, W))
+    best = max(candidates, key=lambda c: -math.inf if c.psnr is None else c.psnr)
+    assert len(best.data) <= N
+    return RateResult(best.data, N, best.quality, best.rd_lambda, encodes, time.perf_counter() - start, best.psnr,
+                      best.generated, steps, best.window_levels)
 
 
 def _level_candidates(codec: Codec, rgb, grey, N: int, steps: int, distortion: str):
-    """Steps 1 to 3: ([(quality, λ, data, tokens, levels per window or None)] of the files found
-    that fit: the highest level at λ = 0, the level above it with RDOQ, the level map; the coder
-    passes made; the smallest size met)."""
+    """Steps 1 to 3: ([_Candidate] of the files found that fit: the highest level at λ = 0, the
+    level above it with RDOQ, the level map; the coder passes made; the smallest size met)."""
     H, W = rgb.shape[:2]
     levels = codec.levels()
     analysis = codec.image_to_tokens(rgb, codec.active_at(levels), candidates=rdoq.CANDIDATES)
     encodes, choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
-    plain = {}                 # quality -> (file, CodingStats) at λ = 0
+    plain, decoded = {}, {}    # quality -> (file, CodingStats) at λ = 0, and its decoded image: made once each
 
     def code(quality: int, lam: float):
         nonlocal encodes
@@ -163,56 +176,58 @@ def _level_candidates(codec: Codec, rgb, grey, N: int, steps: int, distortion: s
                 choosers[active] = rdoq.chooser(codec, analysis, active, lam, distortion)
             choose = choosers[active]
             choose.rd_lambda = lam
-        data, stats = codec.encode_analysed(analysis.tokens[:active], (H, W), grey, steps, choose)
-        if lam == 0:
-            plain[quality] = (data, stats)
-        return data, stats.tokens
+        return codec.encode_analysed(analysis.tokens[:active], (H, W), grey, steps, choose)
+
+    def plain_pass(quality: int):
+        if quality not in plain:
+            plain[quality] = code(quality, 0.0)
+        return plain[quality]
+
+    def plain_image(quality: int) -> np.ndarray:
+        if quality not in decoded:
+            decoded[quality] = codec.tokens_to_image(plain_pass(quality)[1].tokens, H, W)
+        return decoded[quality]
+
+    def size(quality: int) -> int:
+        return len(plain_pass(quality)[0])
 
     # 1. the highest level that fits at λ = 0 (sizes grow with the level): level 1 first, then bisection
-    fits, sizes, lo, hi = {}, {}, 0, levels + 1   # level lo fits (0: none known), level hi does not (levels+1: past the top)
-    mid = 1
+    lo, hi, mid = 0, levels + 1, 1   # level lo fits (0: none known), level hi does not (levels+1: past the top)
     while hi - lo > 1:
-        data, tokens = code(mid, 0.0)
-        sizes[mid] = len(data)
-        if len(data) <= N:
-            lo, fits[mid] = mid, (data, tokens)
-        else:
-            hi = mid
+        lo, hi = (mid, hi) if size(mid) <= N else (lo, mid)
         mid = (lo + hi) // 2
-    candidates = [(lo, 0.0, *fits[lo], None)] if lo else []
-    smallest = sizes[1]
+    candidates, smallest = [], size(1)
     # 2. the level above it, with RDOQ (below level 1 only where RDOQ can reach N: it saves at most
     #    ~30 % of a level's bytes, docs/ratecontrol.md)
-    if hi <= levels and (lo > 0 or N >= RDOQ_REACH * sizes[1]):
-        found, smallest_rdoq = _lambda_search(code, hi, N, sizes[hi])
+    if hi <= levels and (lo > 0 or N >= RDOQ_REACH * size(1)):
+        found, smallest_rdoq = _lambda_search(code, hi, N, size(hi))
         if found:
-            candidates.append((hi, *found, None))
+            candidates.append(_Candidate(hi, *found))
         smallest = min(smallest, smallest_rdoq or smallest)
     # 3. a level per window, levels 1 to the one above the next (levelmap.py)
     if lo and hi <= levels:
-        def code_plain(quality: int):
-            code(quality, 0.0)
-            return plain[quality]
-
         def code_mapped(counts):
             nonlocal encodes
             encodes += 1
             return codec.encode_mapped(analysis.tokens, counts, (H, W), grey, steps)
 
-        found = levelmap.fit(codec, rgb, plain, code_plain, code_mapped, N, min(levels, hi + 1))
+        found = levelmap.fit(codec, rgb, plain_pass, plain_image, code_mapped, N, min(levels, hi + 1))
         if found:
             data, tokens, window_levels = found
-            candidates.append((int(window_levels.max()), 0.0, data, tokens, window_levels))
+            candidates.append(_Candidate(int(window_levels.max()), 0.0, data, tokens, window_levels))
+    if lo:  # the plain level (decoded already when the level map ran)
+        candidates.insert(0, _Candidate(lo, 0.0, plain[lo][0], plain[lo][1].tokens, image=decoded.get(lo)))
     return candidates, encodes, smallest
 
 
 def _lambda_search(code, quality: int, N: int, plain_size: int):
     """((λ, data, tokens) of the smallest λ found whose file at `quality` fits in N, or None;
-    the smallest size met). plain_size: the file's size at λ = 0, known to be over N."""
-    data, tokens = code(quality, LAMBDA_MAX)
+    the smallest size met). code(quality, λ) -> (file, CodingStats); plain_size: the file's size at
+    λ = 0, known to be over N."""
+    data, stats = code(quality, LAMBDA_MAX)
     if len(data) > N:
         return None, len(data)
-    best = (LAMBDA_MAX, data, tokens)
+    best = (LAMBDA_MAX, data, stats.tokens)
     # bracket in log λ: lo does not fit (λ = 0 is taken as LAMBDA_MIN), hi fits
     lo, hi = (math.log(LAMBDA_MIN), plain_size), (math.log(LAMBDA_MAX), len(data))
     last_side = None
@@ -226,12 +241,12 @@ def _lambda_search(code, quality: int, N: int, plain_size: int):
             x = lo[0] + (hi[0] - lo[0]) * (ylo - t) / (ylo - yhi) if ylo > yhi else (lo[0] + hi[0]) / 2
             x = min(max(x, lo[0] + 0.05 * (hi[0] - lo[0])), hi[0] - 0.05 * (hi[0] - lo[0]))
         lam = math.exp(x)
-        data, tokens = code(quality, lam)
+        data, stats = code(quality, lam)
         side = "hi" if len(data) <= N else "lo"
         if side == "hi":
             hi = (x, len(data))
             if lam < best[0]:
-                best = (lam, data, tokens)
+                best = (lam, data, stats.tokens)
         else:
             lo = (x, len(data))
         last_side = (side, last_side[1] + 1 if last_side and last_side[0] == side else 1)

@@ -83,29 +83,20 @@ class ProductQuantizer(nn.Module):
         return idx, grid(cand), grid(dist.clamp_min_(0))
 
     def decode(self, indices: torch.Tensor, active: int | torch.Tensor | None = None) -> torch.Tensor:
-        """Indices (B, M', h, w) with M' >= active -> quantized latent (B, D, h, w); sub-vectors at or
-        beyond `active` (default: all M) get the learned filler whatever their index says. `active`
-        may also be a tensor: (B,) a count per sample (training at mixed levels; M' = M then), or
-        (B, h, w) a count per position (a file whose windows have levels of their own, bitstream.py);
-        indices beyond it are ignored (and may be negative)."""
+        """Indices (B, M', h, w) -> quantized latent (B, D, h, w): the codewords of the first `active`
+        sub-quantizers (default: all M; M' >= active), the learned filler beyond, whatever the
+        indices say there (they may be negative). `active` may be a count for all, a (B,) tensor of
+        counts per sample (training at mixed levels), or (B, h, w) counts per position (a file whose
+        windows have levels of their own, bitstream.py)."""
         B, Mi, h, w = indices.shape
-        active = self.M if active is None else active
-        if isinstance(active, torch.Tensor):
-            counts = active.view(B, 1, 1, 1) if active.dim() == 1 else active[:, None]        # (B, 1, h|1, w|1)
-            keep = torch.arange(Mi, device=indices.device)[None, :, None, None] < counts       # (B, M', h, w)
-            words = torch.stack([self.codebooks[m][indices[:, m].clamp(min=0)] for m in range(Mi)], 1)  # (B, M', h, w, d)
-            fill = self.filler[None, :Mi, None, None, :]
-            words = torch.where(keep[..., None], words, fill)
-            if Mi < self.M:
-                words = torch.cat([words, self.filler[None, Mi:, None, None, :].expand(B, -1, h, w, -1)], 1)
-            return words.permute(0, 1, 4, 2, 3).reshape(B, self.dim, h, w)
-        parts = []
-        for m in range(self.M):
-            if m < active:
-                parts.append(self.codebooks[m][indices[:, m]])  # (B, h, w, d)
-            else:
-                parts.append(self.filler[m].expand(B, h, w, self.d))
-        return torch.cat(parts, -1).permute(0, 3, 1, 2)
+        counts = torch.as_tensor(self.M if active is None else active, device=indices.device)
+        counts = counts.view(-1, 1, 1, 1) if counts.dim() <= 1 else counts[:, None]        # (B|1, 1, h|1, w|1)
+        top = min(Mi, int(counts.max()))                                                  # codebooks looked up
+        words = torch.stack([self.codebooks[m][indices[:, m].clamp(min=0)] for m in range(top)], 1)  # (B, top, h, w, d)
+        keep = torch.arange(top, device=indices.device)[None, :, None, None] < counts     # (B|1, top, h|1, w|1)
+        words = torch.where(keep[..., None], words, self.filler[None, :top, None, None, :])
+        rest = self.filler[None, top:, None, None, :].expand(B, -1, h, w, -1)              # (B, M - top, h, w, d)
+        return torch.cat([words, rest], 1).permute(0, 1, 4, 2, 3).reshape(B, self.dim, h, w)
 
     def forward(self, z: torch.Tensor, active: torch.Tensor | None = None):
         """Training/analysis pass. z: (B, D, h, w); active: (B,) number of sub-quantizers in use per
