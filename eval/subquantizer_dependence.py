@@ -82,8 +82,11 @@ def main():
         return seen["f"].half()
 
     t0 = time.time()
-    train_grids = image_tokens(model, args.train, W, progress=True)
-    test_grids = image_tokens(model, args.folder, W, progress=True)
+    try:
+        train_grids = image_tokens(model, args.train, W, progress=True)
+        test_grids = image_tokens(model, args.folder, W, progress=True)
+    except (FileNotFoundError, ValueError) as e:  # no images, or none a window in size
+        raise SystemExit(f"subquantizer_dependence.py: error: {e}")
     print(f"tokenised {len(train_grids)} training and {len(test_grids)} test images, {time.time() - t0:.0f} s", flush=True)
 
     sampler = WindowSampler(train_grids, W, seed=args.seed + 1, mask_index=prior.MASK)
@@ -99,9 +102,9 @@ def main():
     # test windows: whole windows only (the probe leaves edge windows out), the coding schedule
     test = torch.cat([to_windows(g.long(), W) for g in test_grids if g.shape[1] % W == 0 and g.shape[2] % W == 0])
     step_of = torch.from_numpy(Schedule(W, args.steps, c.schedule_seed).step_of())
-    f_test = {a: torch.cat([features(test[i:i + 32], torch.full((len(test[i:i + 32]),), a),
-                                     step_of.expand(len(test[i:i + 32]), -1)).flatten(0, 1)
-                            for i in range(0, len(test), 32)]) for a in levels}
+    batches = test.split(32)
+    f_test = {a: torch.cat([features(b, torch.full((len(b),), a), step_of.expand(len(b), -1)).flatten(0, 1)
+                            for b in batches]) for a in levels}
     t_test = test.flatten(0, 1)
     print(f"features: {len(t_train)} training positions, {len(t_test)} test positions, {time.time() - t0:.0f} s", flush=True)
 
@@ -117,9 +120,8 @@ def main():
     def test_bits(head):  # {level's count: (M,) bits per index per sub-quantizer}
         out = {}
         for a in levels:
-            total = torch.zeros(M)
-            for i in range(0, len(t_test), 8192):
-                total += nats(f_test[a][i:i + 8192], t_test[i:i + 8192], torch.full((len(t_test[i:i + 8192]),), a), head)[0]
+            total = sum(nats(f, t, torch.full((len(t),), a), head)[0]
+                        for f, t in zip(f_test[a].split(8192), t_test.split(8192)))
             out[a] = total / len(t_test) / math.log(2)
         return out
 

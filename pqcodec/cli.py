@@ -276,14 +276,13 @@ def _positive_int(text: str) -> int:
 
 
 def _effort(text: str) -> int:
-    from .refine import MAX_EFFORT
+    from .refine import check_effort
     try:
-        n = int(text)
+        return check_effort(int(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if not 0 <= n <= MAX_EFFORT:
-        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_EFFORT}, got {n}")
-    return n
+    except PQCodecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive_float(text: str) -> float:

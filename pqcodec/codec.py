@@ -22,7 +22,7 @@ from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
 from .files import sha256_of
 from .image import load_image, to_pil
-from .latent import Coded, TokenCoder, numerics_fence, position_counts
+from .latent import Coded, TokenCoder, numerics_fence, position_counts, window_grid
 from .model import PQCodecModel
 from .sources import coded_input
 
@@ -327,7 +327,7 @@ class Codec:
         if header.steps > self.max_steps():
             raise CorruptFileError(f"file claims {header.steps} steps; the model's windows allow {self.max_steps()}")
         h, w = header.grid()
-        symbols = header.active * h * w + (math.ceil(h / self.config.window) * math.ceil(w / self.config.window)
+        symbols = header.active * h * w + (math.prod(window_grid(h, w, self.config.window))
                                            if header.mapped else 0)  # a level map's symbols
         if len(payload) > bitstream.max_payload_bytes(symbols):
             raise CorruptFileError(f"payload of {len(payload)} bytes is longer than {symbols} symbols can take "

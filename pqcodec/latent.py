@@ -25,10 +25,15 @@ from .errors import CorruptFileError
 from .nets.integer_prior import IntegerPrior
 
 
+def window_grid(h: int, w: int, window: int) -> tuple[int, int]:
+    """(windows high, windows wide) that cover an h x w token grid, the last ones cut at its edges."""
+    return math.ceil(h / window), math.ceil(w / window)
+
+
 def to_windows(grid: torch.Tensor, window: int) -> torch.Tensor:
     """(C, h, w) -> (windows, window*window, C): zero-padded to whole windows, windows row-major."""
     C, h, w = grid.shape
-    nh, nw = math.ceil(h / window), math.ceil(w / window)
+    nh, nw = window_grid(h, w, window)
     padded = grid.new_zeros(C, nh * window, nw * window)
     padded[:, :h, :w] = grid
     return padded.view(C, nh, window, nw, window).permute(1, 3, 2, 4, 0).reshape(nh * nw, window * window, C)
@@ -42,7 +47,7 @@ def window_validity(h: int, w: int, window: int) -> torch.Tensor:
 def from_windows(windows: torch.Tensor, h: int, w: int, window: int) -> torch.Tensor:
     """Inverse of to_windows: (windows, window*window, C) -> (C, h, w)."""
     C = windows.shape[-1]
-    nh, nw = math.ceil(h / window), math.ceil(w / window)
+    nh, nw = window_grid(h, w, window)
     grid = windows.view(nh, nw, window, window, C).permute(4, 0, 2, 1, 3)
     return grid.reshape(C, nh * window, nw * window)[:, :h, :w]
 
@@ -231,7 +236,7 @@ class TokenCoder:
         dec = RangeDecoder(payload)
         counts = None
         if mapped:
-            windows = math.ceil(h / self.window) * math.ceil(w / self.window)
+            windows = math.prod(window_grid(h, w, self.window))
             choices = self._map_choices(active)
             if choices < 2:
                 raise CorruptFileError(f"a mapped file's count ({active}) must be above the lowest level")

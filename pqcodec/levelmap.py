@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from .bitstream import CHUNK_CHECK_BYTES, WINDOW_CHUNK
+from .latent import window_grid
 
 MU_STEPS = 60   # bisection steps on log mu (numpy on a few hundred windows: microseconds each)
 ATTEMPTS = 3    # mapped files coded at most, each after one over N lowered the budget
@@ -90,7 +91,7 @@ def fit(codec, rgb: np.ndarray, plain_pass, plain_image, code_mapped, N: int, to
     Up to ATTEMPTS mapped files are coded: a file over N (the estimate of the coder's last words
     was short) lowers the budget by its excess."""
     h, w = codec.grid_size(*rgb.shape[:2])
-    windows = math.ceil(h / codec.config.window) * math.ceil(w / codec.config.window)
+    windows = math.prod(window_grid(h, w, codec.config.window))
     if windows < 2:  # nothing to map: no plain pass or decode is made for it
         return None
     levels = range(1, top + 1)
