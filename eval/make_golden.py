@@ -10,13 +10,14 @@ of sampler (the most probable symbol, draws of p and p^2, nothing sent at all), 
 one of two window chunks with draws before the chunk check. Version 5 (mapped files, a level per
 window): what `--max-bytes 15000` writes for kodim23, and hand-made maps: two levels in one chunk,
 three levels whose groups are separate chunks, a group of more than one chunk, a map that skips
-levels, and a greyscale one.
+levels, and a greyscale one. Version 6 (every file of a model with a conditional head): the three
+sets above, each file's name prefixed by its kind (plain-, generated-, mapped-).
 
 Run it once per format version and shipped model (the files of earlier versions stay, for the
 release that reads them; a model's files go in a folder of its name, except those of the version's
 first model, and golden.json keeps the other models' entries):
 
-    python eval/make_golden.py --version 5                            # the default model
+    python eval/make_golden.py --version 6                            # the default model
     python eval/make_golden.py --version 3 --model pq-s8-m12k256-v4   # a named one
 """
 import argparse
@@ -98,8 +99,10 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "tests" / "data" / "golden"))
     ap.add_argument("--model", default=pqcodec.DEFAULT_MODEL, help="a shipped model's name")
     ap.add_argument("--version", type=int, default=bitstream.FORMAT_VERSION,
-                    choices=[bitstream.PLAIN_VERSION, bitstream.GENERATED_VERSION, bitstream.MAPPED_VERSION],
-                    help="which set: 3, plain files; 4, generated files; 5, mapped files")
+                    choices=[bitstream.PLAIN_VERSION, bitstream.GENERATED_VERSION, bitstream.MAPPED_VERSION,
+                             bitstream.CONDITIONAL_VERSION],
+                    help="which set: 3, plain files; 4, generated files; 5, mapped files; 6, all three of a "
+                         "model with a conditional head")
     args = ap.parse_args()
     out = Path(args.out) / f"v{args.version}"
     out.mkdir(parents=True, exist_ok=True)
@@ -108,13 +111,20 @@ def main():
     sub = f"{args.model}/" if entries else ""  # the version's first model keeps the top folder
     (out / sub).mkdir(exist_ok=True)
     codec = pqcodec.load_codec(args.model)
+    if codec.config.conditional != (args.version == bitstream.CONDITIONAL_VERSION):
+        raise SystemExit(f"make_golden.py: error: model {args.model} writes no version {args.version} files")
+    plain = lambda: {f"{name}-q{q}": codec.encode(img, q, steps)  # noqa: E731
+                     for name, (img, levels, steps) in plain_sources().items() for q in levels}
     if args.version == bitstream.PLAIN_VERSION:
-        files = {f"{name}-q{q}": codec.encode(img, q, steps)
-                 for name, (img, levels, steps) in plain_sources().items() for q in levels}
+        files = plain()
     elif args.version == bitstream.GENERATED_VERSION:
         files = generated_files(codec)
-    else:
+    elif args.version == bitstream.MAPPED_VERSION:
         files = mapped_files(codec)
+    else:
+        files = {f"{kind}-{name}": data for kind, made in (("plain", plain), ("generated", generated_files),
+                                                           ("mapped", mapped_files))
+                 for name, data in (made(codec) if kind != "plain" else made()).items()}
     for name, data in files.items():
         header, tokens = codec.decode_tokens(data)
         assert header.version == args.version, f"{name} is a version {header.version} file"

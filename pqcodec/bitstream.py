@@ -7,12 +7,12 @@ FORMAT_VERSION and keep the golden files of tests/data/golden decoding (tests/te
     version    1 byte    FORMAT_VERSION
     model      4 bytes   the first 4 bytes of the SHA-256 of the weights file that made it
     mode       1 byte    bits 0-3: sub-quantizers in use (1..15; a mapped file: the most any window
-                         uses); bit 4: source was greyscale; bit 5: generated (version 4 only);
-                         bit 6: mapped (version 5 only); bit 7: reserved, must be 0
+                         uses); bit 4: source was greyscale; bit 5: generated (versions 4 and 6);
+                         bit 6: mapped (versions 5 and 6; not with bit 5); bit 7: reserved, must be 0
     steps      1 byte    coding steps of the schedule, 1..255
     height     varint    LEB128, 1..MAX_SIDE
     width      varint    LEB128, 1..MAX_SIDE
-  generated files only (mode bit 5, version 4):
+  generated files only (mode bit 5):
     grid h     varint    token rows of the coded (shrunken) image, 1..ceil(height/8)
     grid w     varint    token columns, 1..ceil(width/8)
     sent       1 byte    schedule steps whose indices the payload holds, 0..steps
@@ -44,6 +44,14 @@ windows in row-major order within a group, WINDOW_CHUNK at a time, a chunk check
 but the payload's last. In the decoded token array (and its checksum) the indices a window does not
 use are -1 (0xFFFF as uint16). Files that need neither are written as version 3, which earlier
 releases read.
+
+Version 6 (pqcodec 0.10.0 and later) is the format of models with a conditional head
+(nets/conditional.py; ModelConfig.conditional), and only of theirs: the header is version 5's, plain,
+generated or mapped; in the payload, each step's indices are coded sub-quantizer by sub-quantizer:
+at a step, first sub-quantizer 0's indices of every position revealed there (windows in order, then
+positions in schedule order), then sub-quantizer 1's, and so on, each table from the prior's logits
+plus the head's term from the indices of the lower sub-quantizers at the same position
+(nets/integer_conditional.py). A generated file's draws follow the same order.
 """
 import math
 import struct
@@ -61,10 +69,11 @@ CHUNK_CHECK_BYTES = 2    # low bytes of the CRC-32 of a chunk's tokens, coded as
 PROB_BITS = 24           # every frequency table totals 2^24 (constriction's default precision)
 
 MAGIC = b"PQ"
-FORMAT_VERSION = 5       # the newest version; a file is written as the lowest version that holds it
+FORMAT_VERSION = 6       # the newest version; a file is written as the lowest version that holds it
 PLAIN_VERSION = 3        # files without generated indices or a level map (pqcodec 0.4.0 and later read them)
 GENERATED_VERSION = 4    # generated files, the extreme mode (pqcodec 0.7.0 and later)
 MAPPED_VERSION = 5       # a level per window, rate control's level map (pqcodec 0.9.0 and later)
+CONDITIONAL_VERSION = 6  # a model with a conditional head: sub-quantizer by sub-quantizer (pqcodec 0.10.0 and later)
 # earlier versions, and the release that reads them
 RETIRED_VERSIONS = {1: "pqcodec 0.1.0 (a one-byte model id)",
                     2: "pqcodec 0.3.0 (a float prior: its files decode only on the CPU family that made them)"}
@@ -114,10 +123,13 @@ class Header:
     checksum: int
     generated: Generated | None = None  # a generated file's fields (version 4)
     mapped: bool = False               # a level per window, `active` the most any uses (version 5)
+    conditional: bool = False          # coded with a conditional head (version 6)
 
     @property
     def version(self) -> int:
         """The lowest format version that holds this header."""
+        if self.conditional:
+            return CONDITIONAL_VERSION
         return MAPPED_VERSION if self.mapped else GENERATED_VERSION if self.generated else PLAIN_VERSION
 
     def image_grid(self) -> tuple[int, int]:
@@ -232,14 +244,15 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if version in RETIRED_VERSIONS:
         raise UnsupportedFileError(f"format version {version} was written by {RETIRED_VERSIONS[version]}; "
                                    "decode it with that release")
-    if version not in (PLAIN_VERSION, GENERATED_VERSION, MAPPED_VERSION):
+    if version not in (PLAIN_VERSION, GENERATED_VERSION, MAPPED_VERSION, CONDITIONAL_VERSION):
         raise UnsupportedFileError(f"format version {version} is not supported (this pqcodec reads versions "
                                    f"{PLAIN_VERSION} to {FORMAT_VERSION}: a newer pqcodec wrote it?)")
     pos = 3 + MODEL_HASH_BYTES
     if len(data) < pos + 2:
         raise CorruptFileError("file ends inside the header")
     model_hash, mode, steps = data[3:pos], data[pos], data[pos + 1]
-    if mode & 0x80 or mode & _MAPPED and version != MAPPED_VERSION or mode & _GENERATED and version != GENERATED_VERSION:
+    if (mode & 0x80 or mode & _MAPPED and version not in (MAPPED_VERSION, CONDITIONAL_VERSION)
+            or mode & _GENERATED and version not in (GENERATED_VERSION, CONDITIONAL_VERSION)):
         raise CorruptFileError("reserved mode bits are set")
     if version == MAPPED_VERSION and not mode & _MAPPED:
         raise CorruptFileError(f"a version {version} file without a level map (those are written as version {PLAIN_VERSION})")
@@ -261,7 +274,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if data[pos + 4:pos + 6] != header_check(data[:pos + 4]):
         raise CorruptFileError("header is damaged (header check mismatch)")
     header = Header(bytes(model_hash), mode & 0x0F, steps, height, width, bool(mode & _GREY), checksum, generated,
-                    bool(mode & _MAPPED))
+                    bool(mode & _MAPPED), version == CONDITIONAL_VERSION)
     try:
         header.validate()
     except ValueError as e:

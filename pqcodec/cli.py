@@ -207,7 +207,9 @@ def cmd_info(args):
     with _about(name, args.debug):
         data, _ = coded_input(_coded_source(args.input), name)
         h, payload = unpack(data)
-    rows = [("model", f"{h.model_hash.hex()} ({describe_model(h.model_hash)})"),
+    rows = [("format", f"version {h.version}" + (", sub-quantizers coded in order with the model's conditional head"
+                                                 if h.conditional else "")),
+            ("model", f"{h.model_hash.hex()} ({describe_model(h.model_hash)})"),
             ("image", f"{h.width} x {h.height}" + (" greyscale" if h.greyscale else " RGB")),
             ("sub-quantizers", f"up to {h.active} in use, a level per window (the level map, set by rate control)"
                                if h.mapped else f"{h.active} in use (set by the quality level)"),

@@ -72,7 +72,11 @@ class Codec:
         if not model.can_code():
             raise UnsupportedFileError("these weights have no calibrated integer prior, which coding needs "
                                        "(make one: pqcodec-train quantize --init WEIGHTS ...)")
-        self.tokens = TokenCoder(model.int_prior, self.config.window, self.config.schedule_seed, self.config.active_levels)
+        if self.config.conditional and not bool(model.int_cond.calibrated):
+            raise UnsupportedFileError("these weights' conditional head has no integer counterpart, which coding "
+                                       "needs (make one: pqcodec-train conditional --epochs 0 --init WEIGHTS ...)")
+        self.tokens = TokenCoder(model.int_prior, self.config.window, self.config.schedule_seed, self.config.active_levels,
+                                 model.int_cond if self.config.conditional else None)
 
     def levels(self) -> int:
         return len(self.config.active_levels)
@@ -110,9 +114,11 @@ class Codec:
                                        "(set PQCODEC_MODELS_DIR to the folder holding them)")
         if sha is not None and sha256_of(path) != sha:
             raise UnsupportedFileError(f"{path} does not match the SHA-256 recorded for the {decoder} decoder of {self.name}")
-        if self.weights_sha256 is None:
+        # a decoder pairs with the weights file holding the autoencoder: a head file's base (model.py)
+        autoencoder_sha256 = self.model.base_sha256 or self.weights_sha256
+        if autoencoder_sha256 is None:
             raise UnsupportedFileError(f"{self.name}: its weights' SHA-256 is unknown, so no decoder file can pair with it")
-        net = load_decoder(path, self.weights_sha256, self.config.channels, self.model.quantizer.dim, decoder,
+        net = load_decoder(path, autoencoder_sha256, self.config.channels, self.model.quantizer.dim, decoder,
                            self.config.padding)
         self._decoders[decoder] = net.to(next(self.model.parameters()).device)
         return self._decoders[decoder]
@@ -270,7 +276,7 @@ class Codec:
         or what `choose` chose, or with a generated file's draws)"""
         c = self.tokens.compress(tokens, steps, choose, generated)
         header = Header(self.model_hash, c.tokens.shape[0], steps, height, width, greyscale,
-                        bitstream.token_checksum(c.tokens), generated, c.mapped)
+                        bitstream.token_checksum(c.tokens), generated, c.mapped, self.config.conditional)
         return bitstream.pack(header, c.payload), c
 
     def encode_generated(self, tokens: np.ndarray, size: tuple[int, int], greyscale: bool, steps: int,
@@ -321,6 +327,9 @@ class Codec:
         if header.model_hash != self.model_hash:
             raise UnsupportedFileError(f"file was made with model {header.model_hash.hex()}, not with this "
                                        f"codec's {self.model_hash.hex()}")
+        if header.conditional != self.config.conditional:
+            raise CorruptFileError(f"a format {header.version} file of a model {'without' if self.config.conditional else 'with'}"
+                                   " a conditional head (damaged or forged)")
         if header.active not in self.config.active_levels:
             raise CorruptFileError(f"file uses {header.active} sub-quantizers; the model's levels use "
                                    f"{', '.join(map(str, self.config.active_levels))}")

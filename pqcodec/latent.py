@@ -8,7 +8,9 @@ thread count, instruction set or device, so a chunk's windows go through it as o
 core torch has. Encoder and decoder run the same step-by-step loop with cached keys and values
 (`_code_chunk`): the encoder could get the same integers in one teacher-forced pass
 (`IntegerPrior.frequencies`), but the step-causal loop computes only the attention it needs and
-is faster.
+is faster. With a conditional head (format 6), each step's indices go sub-quantizer by
+sub-quantizer, each table from the prior's logits plus the head's term from the lower indices
+(`_code_conditional`).
 """
 import contextlib
 import functools
@@ -22,6 +24,7 @@ from .bitstream import (CHUNK_CHECK_BYTES, PROB_BITS, UNUSED, WINDOW_CHUNK, Gene
                         map_weights, sample_symbols)
 from .entropy import RangeDecoder, RangeEncoder, uniform_weights
 from .errors import CorruptFileError
+from .nets.integer_conditional import IntConditionalHead
 from .nets.integer_prior import IntegerPrior
 
 
@@ -108,10 +111,13 @@ class Coded:
 
 
 class TokenCoder:
-    def __init__(self, prior: IntegerPrior, window: int, schedule_seed: int, levels: tuple[int, ...]):
+    def __init__(self, prior: IntegerPrior, window: int, schedule_seed: int, levels: tuple[int, ...],
+                 head: IntConditionalHead | None = None):
         """levels: the model's level table (sub-quantizers per level), the alphabet of a mapped
-        file's level map."""
-        self.prior, self.window, self.seed = prior, window, schedule_seed
+        file's level map. head: the model's conditional head, if it has one: each step's indices are
+        then coded sub-quantizer by sub-quantizer, each with the tables the lower ones' indices at the
+        same position give (format 6, bitstream.py)."""
+        self.prior, self.window, self.seed, self.head = prior, window, schedule_seed, head
         self.M, self.K = prior.M, prior.K
         self.levels = tuple(levels)
 
@@ -160,11 +166,12 @@ class TokenCoder:
     def _code_chunk(self, chunk_valid: torch.Tensor, active: int, schedule: Schedule, code_step,
                     draws: Draws | None = None) -> torch.Tensor:
         """Runs the schedule over one chunk's windows with cached keys and values. At each step,
-        code_step(weights (m, K) float64, pos, sel) gets the frequency tables of the indices revealed
-        there (windows in order, then positions in schedule order, then sub-quantizers) and returns
-        their symbols (m,): the encoder's true ones, once coded, or the decoder's decoded ones; from
-        step draws.sent on (a generated file), `draws` gives them instead.
-        Returns the chunk's tokens (b, N, active), MASK outside the image."""
+        code_step(weights (m, K) float64, pos, sel, subq) gets the frequency tables of the indices
+        revealed there of the sub-quantizers `subq` (a slice: all in use at once, windows in order,
+        then positions in schedule order, then sub-quantizers; with a conditional head one at a time,
+        windows then positions) and returns their symbols (m,): the encoder's true ones, once coded,
+        or the decoder's decoded ones; from step draws.sent on (a generated file), `draws` gives them
+        instead. Returns the chunk's tokens (b, N, active), MASK outside the image."""
         prior, device = self.prior, chunk_valid.device
         b, N = chunk_valid.shape
         tokens = torch.zeros(b, N, active, dtype=torch.long, device=device)
@@ -172,9 +179,16 @@ class TokenCoder:
         for t in range(schedule.steps):
             pos = torch.from_numpy(schedule.positions(t)).to(device)
             sel = chunk_valid[:, pos]                                                     # (b, n)
-            weights = _inside(prior.predict(cache, active, pos), sel)                     # (m, active, K)
-            weights = weights.reshape(-1, self.K).cpu().numpy()
-            symbols = draws(weights) if draws is not None and t >= draws.sent else code_step(weights, pos, sel)
+            drawn = draws if draws is not None and t >= draws.sent else None
+            if self.head is None:
+                weights = _inside(prior.predict(cache, active, pos), sel)                 # (m, active, K)
+                weights = weights.reshape(-1, self.K).cpu().numpy()
+                symbols = drawn(weights) if drawn else code_step(weights, pos, sel, slice(0, active))
+            else:
+                logits, f = prior.predict_logits(cache, active, pos)
+                symbols = self._code_conditional(_inside(logits, sel).reshape(-1, active, self.K),
+                                                 _inside(f, sel).reshape(-1, f.shape[-1]),
+                                                 lambda w, j: drawn(w) if drawn else code_step(w, pos, sel, slice(j, j + 1)))
             revealed = torch.full((*sel.shape, self.M), prior.ABSENT, dtype=torch.long, device=device)
             revealed[..., :active] = prior.MASK  # padding positions: never attended
             revealed[..., :active][sel] = torch.from_numpy(symbols).to(device).view(-1, active)
@@ -183,14 +197,34 @@ class TokenCoder:
                 prior.reveal(cache, revealed, pos, sel)
         return tokens
 
+    def _code_conditional(self, logits: torch.Tensor, f: torch.Tensor, code) -> np.ndarray:
+        """One step's indices sub-quantizer by sub-quantizer: logits (m, active, K) and features
+        (m, C) of the positions revealed; code(weights (m, K), j) codes sub-quantizer j's and returns
+        them (m,). -> (m active,) the symbols, positions then sub-quantizers."""
+        m, active = logits.shape[:2]
+        head = self.head
+        symbols = np.zeros((m, active), dtype=np.int64)
+        if m == 0:  # no position of these windows inside the image at this step: nothing coded
+            return symbols.reshape(-1)
+        pre = head.features(f, active) if active > 1 else None
+        lower = None
+        for j in range(active):
+            lj = logits[:, j] if j == 0 else logits[:, j].to(torch.float64).add_(head.term(pre, lower, j))
+            symbols[:, j] = code(self.prior.to_frequencies(lj).cpu().numpy(), j)
+            if j + 1 < active:
+                row = head.embedding(j, torch.from_numpy(symbols[:, j]).to(f.device))
+                lower = row if lower is None else lower.add_(row)
+        return symbols.reshape(-1)
+
     def compress(self, tokens: np.ndarray, steps: int, choose=None,
                  generated: Generated | None = None) -> Coded:
         """tokens (active, h, w) -> Coded. Tokens holding UNUSED make a mapped file's payload (a level
         per window, `window_counts`), the level map first. choose: None codes `tokens` as they are;
-        else an encoder-side hook (rdoq.py) called at each step as choose(windows (a slice of the
-        window range), pos, sel, weights, symbols) with code_step's arguments and the symbols
-        `tokens` holds there; it returns the symbols to code instead (m,), which the decoder reads
-        like any others: the format does not change. generated: a generated file's steps from
+        else an encoder-side hook (rdoq.py) called at each step (with a conditional head: at each
+        step and sub-quantizer) as choose(windows (a slice of the window range), pos, sel, weights,
+        symbols, subq) with code_step's arguments and the symbols `tokens` holds there; it returns
+        the symbols to code instead (m,), which the decoder reads like any others: the format does
+        not change. generated: a generated file's steps from
         `sent` on are drawn (Draws), not coded; the tokens returned hold the draws there."""
         active, h, w = tokens.shape
         counts = self.window_counts(tokens) if (tokens < 0).any() else None
@@ -207,12 +241,13 @@ class TokenCoder:
             level_map = np.array([self.levels.index(c) for c in counts], dtype=np.int64)
             enc.encode(level_map, map_weights(len(level_map), self._map_choices(active)))
 
-        def code_step(chunk, count, weights, pos, sel):
-            symbols = _inside(truth[chunk][:, pos][..., :count], sel).reshape(-1).cpu().numpy()
+        def code_step(chunk, count, weights, pos, sel, subq):
+            symbols = _inside(truth[chunk][:, pos][..., subq], sel).reshape(-1).cpu().numpy()
             if choose is not None:
-                symbols = np.ascontiguousarray(choose(chunk, pos, sel, weights, symbols), dtype=np.int64)
+                symbols = np.ascontiguousarray(choose(chunk, pos, sel, weights, symbols, subq), dtype=np.int64)
             enc.encode(symbols, weights)
-            where = np.repeat(window_ids[chunk].numpy()[np.nonzero(sel.cpu().numpy())[0]], count)  # each symbol's window
+            per_position = len(range(count)[subq])
+            where = np.repeat(window_ids[chunk].numpy()[np.nonzero(sel.cpu().numpy())[0]], per_position)  # each symbol's window
             bits = PROB_BITS - np.log2(weights[np.arange(len(symbols)), symbols] + 1)
             window_bits[:] += np.bincount(where, weights=bits, minlength=len(window_bits))
             return symbols

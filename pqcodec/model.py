@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from safetensors.torch import load_file, save_file, safe_open
 
-from .nets import Decoder, Encoder, IntegerPrior, MIMPrior, ProductQuantizer
+from .files import sha256_of
+from .nets import ConditionalHead, Decoder, Encoder, IntConditionalHead, IntegerPrior, MIMPrior, ProductQuantizer
 from .nets.autoencoder import PADDINGS
 
 
@@ -33,6 +34,10 @@ class ModelConfig:
     # How the conv transforms see beyond an image's border: "zeros" (every model up to v4) or
     # "replicate" (nets/autoencoder.py; docs/quality.md: zeros darken flat images' edges)
     padding: str = "zeros"
+    # The conditional head (nets/conditional.py): each sub-quantizer's distribution given the lower
+    # ones' indices at the same position; 0: none (every model up to v4). Its files are format 6.
+    cond_embed: int = 0
+    cond_hidden: int = 0
 
     def __post_init__(self):
         lv = self.active_levels
@@ -40,6 +45,14 @@ class ModelConfig:
             raise ValueError(f"levels {lv} must increase within 1..{self.num_subvectors}")
         if self.padding not in PADDINGS:
             raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
+        if (self.cond_embed > 0) != (self.cond_hidden > 0) or min(self.cond_embed, self.cond_hidden) < 0:
+            raise ValueError(f"cond_embed and cond_hidden must both be 0 or both positive, "
+                             f"got {self.cond_embed} and {self.cond_hidden}")
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model has a conditional head (and codes format 6)."""
+        return self.cond_hidden > 0
 
     @property
     def active_levels(self) -> tuple[int, ...]:
@@ -75,11 +88,13 @@ class ModelConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
     def to_json(self) -> str:
-        """The config as JSON; `padding` only when not "zeros", so that weights with zero padding
-        stay readable by releases before the field."""
+        """The config as JSON; `padding` only when not "zeros" and the conditional head's fields only
+        when there is one, so that weights without them stay readable by releases before the fields."""
         fields = dataclasses.asdict(self)
         if fields["padding"] == "zeros":
             del fields["padding"]
+        if not self.conditional:
+            del fields["cond_embed"], fields["cond_hidden"]
         return json.dumps(fields, sort_keys=True)
 
 
@@ -100,6 +115,11 @@ class PQCodecModel(nn.Module):
         # the prior the coder runs: integer-exact, made from `prior` by calibration (train/quantize.py)
         self.int_prior = IntegerPrior(c.num_subvectors, c.codebook_size, c.window, c.prior_dim,
                                       c.prior_layers, c.prior_heads)
+        self.base_sha256: str | None = None  # a head file's base weights (`load`): its autoencoder's file
+        if c.conditional:  # float (trains) and integer (codes, calibrated from it: train/conditional.py)
+            self.cond = ConditionalHead(c.num_subvectors, c.codebook_size, c.prior_dim, c.cond_embed, c.cond_hidden)
+            self.int_cond = IntConditionalHead(c.num_subvectors, c.codebook_size, c.prior_dim, c.cond_embed,
+                                               c.cond_hidden)
 
     @torch.no_grad()
     def image_to_tokens(self, x: torch.Tensor, active: int | None = None) -> torch.Tensor:
@@ -113,18 +133,32 @@ class PQCodecModel(nn.Module):
         model's own, MSE-trained one; another is e.g. a perceptual decoder, decoders.py)."""
         return (decoder or self.decoder)(self.quantizer.decode(tokens, active)).clamp(0, 1)
 
-    def save(self, path: str | Path, extra_metadata: dict | None = None, without_prior: bool = False):
+    def save(self, path: str | Path, extra_metadata: dict | None = None, without_prior: bool = False,
+             base: str | Path | None = None, float16: tuple[str, ...] = ()):
         """without_prior: the autoencoder and quantizer alone (40 % of the bytes), e.g. to carry to a
-        training machine; such a file trains (`pqcodec-train ae --init`) but does not code."""
+        training machine; such a file trains (`pqcodec-train ae --init`) but does not code.
+        base: a weights file this model grew from (e.g. by a conditional head): write only the
+        tensors it lacks, and its name and SHA-256, which `load` finds it by; ValueError if a tensor
+        they share differs. float16: prefixes of the tensor names whose float tensors are stored in
+        float16 (loaded as float32)."""
         meta = {"config": self.config.to_json(), **(extra_metadata or {})}
         state = {k: v.contiguous() for k, v in self.state_dict().items()
                  if not (without_prior and k.startswith(("prior.", "int_prior.")))}
+        if base is not None:
+            shared = load_file(str(base))
+            differ = [k for k, v in shared.items() if k not in state or not torch.equal(state[k], v)]
+            if differ:
+                raise ValueError(f"{base}: not this model's base ({len(differ)} tensors differ, e.g. {differ[0]})")
+            state = {k: v for k, v in state.items() if k not in shared}
+            meta.update(base_file=Path(base).name, base_sha256=sha256_of(Path(base)))
+        if float16:
+            state = {k: v.half() if k.startswith(float16) and v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(path), metadata=meta)
 
     @staticmethod
     def file_has_prior(path: str | Path) -> bool:
-        with safe_open(str(path), "pt") as f:
-            return any(k.startswith("prior.") for k in f.keys())
+        with safe_open(str(path), "pt") as f:  # a head file's base holds its prior
+            return any(k.startswith("prior.") for k in f.keys()) or "base_sha256" in (f.metadata() or {})
 
     def can_code(self) -> bool:
         """Whether the integer prior the coder runs has been calibrated."""
@@ -161,20 +195,31 @@ class PQCodecModel(nn.Module):
         return new
 
     @classmethod
-    def load(cls, path: str | Path, without_prior: bool = False) -> "PQCodecModel":
+    def load(cls, path: str | Path, without_prior: bool = False, search: tuple = ()) -> "PQCodecModel":
         """without_prior: take only the autoencoder and quantizer from the file (the priors keep
         their fresh initialisation), to train a new prior on a trained autoencoder. A file without
         an integer prior (a training checkpoint, or weights of pqcodec 0.3.0 and before) loads with
-        an uncalibrated one: it trains, but does not code until `pqcodec-train quantize`."""
+        an uncalibrated one: it trains, but does not code until `pqcodec-train quantize`. A head file
+        (`save`'s base) loads with its base, found beside it or in one of the folders `search`."""
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         if "config" not in meta:
             raise ValueError(f"{path}: not a pqcodec weights file (no config in its metadata)")
         model = cls(ModelConfig.from_json(meta["config"]))
         state = load_file(str(path))
+        if "base_sha256" in meta:  # a file that holds only what its base lacks (`save`'s base)
+            name = Path(meta.get("base_file", "?")).name
+            found = [p for p in (Path(path).parent / name, *(Path(d) / name for d in search))
+                     if p.is_file() and sha256_of(p) == meta["base_sha256"]]
+            if not found:
+                where = " or ".join(str(d) for d in (Path(path).parent, *search))
+                raise ValueError(f"{path}: needs its base weights {name!r} (SHA-256 {meta['base_sha256'][:16]}...) "
+                                 f"in {where}")
+            state = {**load_file(str(found[0])), **state}
         fresh = ("prior.", "int_prior.") if without_prior else ("int_prior.",)
         if without_prior or not any(k.startswith("int_prior.") for k in state):
             state = {k: v for k, v in state.items() if not k.startswith(fresh)}
             state.update({k: v for k, v in model.state_dict().items() if k.startswith(fresh)})
         model.load_state_dict(state)
+        model.base_sha256 = meta.get("base_sha256")
         return model.eval()

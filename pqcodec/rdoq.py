@@ -100,10 +100,11 @@ class Chooser:
             return to_windows(x, window).view(-1, window * window, a, L)
         self.cand, self.dist = windows(analysis.cand), windows(dist)
 
-    def __call__(self, chunk: slice, pos: torch.Tensor, sel: torch.Tensor, weights: np.ndarray, symbols: np.ndarray):
+    def __call__(self, chunk: slice, pos: torch.Tensor, sel: torch.Tensor, weights: np.ndarray, symbols: np.ndarray,
+                 subq: slice):
         sel = sel.cpu()
-        cand = _inside(self.cand[chunk][:, pos.cpu()], sel).reshape(-1, self.L).numpy()
-        dist = _inside(self.dist[chunk][:, pos.cpu()], sel).reshape(-1, self.L).numpy()
+        cand = _inside(self.cand[chunk][:, pos.cpu()][..., subq, :], sel).reshape(-1, self.L).numpy()
+        dist = _inside(self.dist[chunk][:, pos.cpu()][..., subq, :], sel).reshape(-1, self.L).numpy()
         bits = PROB_BITS - np.log2(np.take_along_axis(weights, cand, 1) + 1)
         best = np.argmin(dist + self.rd_lambda * bits, axis=1)
         return cand[np.arange(len(cand)), best].astype(np.int64)

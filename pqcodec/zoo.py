@@ -33,6 +33,14 @@ class ZooEntry:
 
 
 ZOO = {e.name: e for e in [
+    # v4 plus the conditional head (models/pq-s8-m12k256-v5.md): a file of the head alone, its base
+    # v4's weights beside it; its files are format 6. The perceptual decoder pairs with v4's
+    # autoencoder, which v5 shares
+    ZooEntry("pq-s8-m12k256-v5", "pq-s8-m12k256-v5.safetensors",
+             "f2b5d9f9f7feef28d2e1e628b5763410353d787632f0035c78d20009a997067a", default_quality=3,
+             decoders=(DecoderFile("perceptual", "pq-s8-m12k256-v4-perceptual.safetensors",
+                                   "ebf705e6afaf81e810f705f312a9cb838e9868cc29f75c69729b09f92d78365d"),)),
+    # pqcodec 0.6.0-0.9.0's default: its files (formats 3-5) still decode
     ZooEntry("pq-s8-m12k256-v4", "pq-s8-m12k256-v4.safetensors",
              "41652e7b33abcb50bb7faecd26e5beaf0ce754cee7e1eb01c760fc9025a8a388", default_quality=3,
              # the perceptual decoder (issue 13; models/pq-s8-m12k256-v4-perceptual.md): same files
@@ -42,7 +50,7 @@ ZOO = {e.name: e for e in [
     ZooEntry("pq-s8-m12k256-v3", "pq-s8-m12k256-v3.safetensors",
              "ba5c6133abe8efa39c0d5b3bf1fe3c481a1c697558b8145a3ed443579b15c7cd", default_quality=3),
 ]}
-DEFAULT_MODEL = "pq-s8-m12k256-v4"
+DEFAULT_MODEL = "pq-s8-m12k256-v5"
 # models earlier releases shipped, by the hash prefix their files carry: named by describe_model
 # (their weights stay in the git history under models/)
 RETIRED = {"a945f74d": "pq-s8-m12k256 of pqcodec 0.2.0", "d7a48780": "pq-s8-m12k256-v2 of pqcodec 0.3.0"}
@@ -96,7 +104,7 @@ def load_custom_codec(path: str):
     if not p.is_file():
         raise UnsupportedFileError(f"{p}: no such weights file")
     try:
-        model = PQCodecModel.load(p)
+        model = PQCodecModel.load(p, search=(models_dir(),))  # a head file's base: beside it or shipped
     except Exception as e:  # safetensors raises its own types on a non-weights file
         raise UnsupportedFileError(f"{p}: not pqcodec weights ({e})") from None
     sha = sha256_of(p)

@@ -32,7 +32,7 @@ def test_encode_decode_info(tiny_weights, png, tmp_path):
     assert Image.open(tmp_path / "a.png").size == (50, 30)
     r = run_cli("info", tmp_path / "a.bin")
     out = r.stdout.decode()
-    assert r.returncode == 0 and "50 x 30" in out and "bpp" in out and "steps" in out
+    assert r.returncode == 0 and "50 x 30" in out and "bpp" in out and "steps" in out and "version 3" in out
 
 
 def test_stdin_stdout(tiny_weights, png):

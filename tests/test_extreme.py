@@ -107,8 +107,8 @@ def test_version_and_mode_bit_must_agree():
         unpack(patched(g, 7, g[7] | 0x40))
     with pytest.raises(CorruptFileError, match="reserved mode bits"):
         unpack(g[:2] + b"\x05" + g[3:])                  # the generated bit in a version 5 file
-    with pytest.raises(UnsupportedFileError, match="versions 3 to 5"):
-        unpack(g[:2] + b"\x06" + g[3:])
+    with pytest.raises(UnsupportedFileError, match="versions 3 to 6"):
+        unpack(g[:2] + b"\x07" + g[3:])
 
 
 # -- coding --------------------------------------------------------------------------------------

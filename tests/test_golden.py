@@ -1,5 +1,5 @@
 """Golden files (eval/make_golden.py): files each format version this pqcodec writes (3: plain, 4:
-generated, 5: mapped) made with each shipped model decode to the recorded tokens (and pixels, on the kernel
+generated, 5: mapped, 6: all three of a model with a conditional head) made with each shipped model decode to the recorded tokens (and pixels, on the kernel
 family that recorded them), and re-encoding their tokens gives back their bytes. A change that
 breaks existing files fails here; it needs a new format version (bitstream.py)."""
 import hashlib
@@ -13,7 +13,7 @@ import torch
 from pqcodec import bitstream
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
-VERSIONS = (bitstream.PLAIN_VERSION, bitstream.GENERATED_VERSION, bitstream.MAPPED_VERSION)
+VERSIONS = (bitstream.PLAIN_VERSION, bitstream.GENERATED_VERSION, bitstream.MAPPED_VERSION, bitstream.CONDITIONAL_VERSION)
 META = {v: json.loads((GOLDEN / f"v{v}" / "golden.json").read_text()) for v in VERSIONS}
 ENTRIES = [dict(e, version=v) for v in VERSIONS for e in META[v]["files"]]
 
@@ -23,10 +23,14 @@ def _codec(entry):
     return load_codec(entry["model"])
 
 
-@pytest.mark.parametrize("model", sorted({e["model"] for e in ENTRIES if e["version"] == bitstream.PLAIN_VERSION}))
-def test_golden_files_cover_every_level_and_a_chunk_check(model):
+PLAIN_SETS = sorted({(e["model"], e["version"]) for e in ENTRIES if not e.get("generated") and "window_levels" not in e})
+
+
+@pytest.mark.parametrize("model, version", PLAIN_SETS)
+def test_golden_files_cover_every_level_and_a_chunk_check(model, version):
     from pqcodec.zoo import DEFAULT_MODEL, load_codec
-    entries = [e for e in ENTRIES if e["model"] == model and e["version"] == bitstream.PLAIN_VERSION]
+    entries = [e for e in ENTRIES if e["model"] == model and e["version"] == version
+               and not e.get("generated") and "window_levels" not in e]
     assert {e["quality"] for e in entries} == set(range(1, load_codec(model).levels() + 1))
     windows = [-(-e["width"] // 128) * -(-e["height"] // 128) for e in entries]
     assert max(windows) > bitstream.WINDOW_CHUNK
@@ -35,17 +39,17 @@ def test_golden_files_cover_every_level_and_a_chunk_check(model):
 
 
 
-def test_generated_golden_files_cover_every_sampler_and_a_chunk_check():
-    from pqcodec.zoo import DEFAULT_MODEL
-    generated = [e["generated"] for e in ENTRIES if e["version"] == bitstream.GENERATED_VERSION and e["model"] == DEFAULT_MODEL]
+@pytest.mark.parametrize("version", [bitstream.GENERATED_VERSION, bitstream.CONDITIONAL_VERSION])
+def test_generated_golden_files_cover_every_sampler_and_a_chunk_check(version):
+    generated = [e["generated"] for e in ENTRIES if e["version"] == version and e.get("generated")]
     assert {g["sharpen"] for g in generated if g["sent"] < 12} >= {0, 1, 2}
     assert any(g["sent"] == 0 for g in generated) and any(g["sent"] == 12 for g in generated)
     assert max(-(-g["grid_height"] // 16) * -(-g["grid_width"] // 16) for g in generated if g["sent"] < 12) > bitstream.WINDOW_CHUNK
 
 
-def test_mapped_golden_files_cover_rate_control_groups_of_several_chunks_and_skipped_levels():
-    from pqcodec.zoo import DEFAULT_MODEL
-    mapped = [e for e in ENTRIES if e["version"] == bitstream.MAPPED_VERSION and e["model"] == DEFAULT_MODEL]
+@pytest.mark.parametrize("version", [bitstream.MAPPED_VERSION, bitstream.CONDITIONAL_VERSION])
+def test_mapped_golden_files_cover_rate_control_groups_of_several_chunks_and_skipped_levels(version):
+    mapped = [e for e in ENTRIES if e["version"] == version and "window_levels" in e]
     assert any("max15000" in e["file"] for e in mapped)          # what rate control writes
     groups = [np.unique(e["window_levels"], return_counts=True) for e in mapped]
     assert any(len(levels) >= 3 for levels, _ in groups)

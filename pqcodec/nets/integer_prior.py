@@ -400,10 +400,16 @@ class IntegerPrior(_IntModule):
         row[:active] = self.MASK
         return self._embed(row.expand(batch, len(positions), -1), positions)
 
-    def _frequencies(self, hq, active: int) -> torch.Tensor:
-        """Query stream (..., C) -> frequencies (..., active, K) minus one: integers >= 0 summing
-        to 2^PROB_BITS - K in each row (the range coder adds one to every symbol)."""
-        logits = self.head.accumulate(self.ln_f(hq), rows=slice(0, active * self.K)).unflatten(-1, (active, self.K))
+    def _logits(self, hq, active: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query stream (..., C) -> logits (..., active, K) float32 integers in the head's unit, and
+        the final LayerNorm's output (..., C) operands, which a conditional head reads."""
+        f = self.ln_f(hq)
+        return self.head.accumulate(f, rows=slice(0, active * self.K)).unflatten(-1, (active, self.K)), f
+
+    def to_frequencies(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (..., K) (float32 or float64 integers in the head's unit; the caller's tensor is
+        overwritten) -> frequencies minus one: integers >= 0 summing to 2^PROB_BITS - K in each row
+        (the range coder adds one to every symbol)."""
         e = _lookup(self.table("prob_exp"), torch.sub(logits.amax(-1, keepdim=True), logits, out=logits))
         free = float((1 << PROB_BITS) - self.K)
         # c = floor(e floor(free 2^24 / sum e) / 2^24) <= e free / sum e: every product below 2^53
@@ -415,14 +421,16 @@ class IntegerPrior(_IntModule):
         return c
 
     # -- whole windows in one pass ----------------------------------------------------------------
-    def frequencies(self, tokens: torch.Tensor, active: int, step_of: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def frequencies(self, tokens: torch.Tensor, active: int, step_of: torch.Tensor, valid: torch.Tensor,
+                    head=None) -> torch.Tensor:
         """tokens (B, N, M) true indices, ABSENT beyond `active`; step_of (N,) the step revealing each
-        position; valid (B, N) positions inside the image. -> (B, N, active, K) frequencies minus
-        one, each position's from the content of earlier steps only: the integers the coder's
-        step-by-step `predict` gives."""
+        position; valid (B, N) positions inside the image; head: a conditional head
+        (IntConditionalHead) or None. -> (B, N, active, K) frequencies minus one, each position's
+        from the content of earlier steps only (and, with a head, from the indices below it at the
+        same position): the integers the coder's step-by-step loop gives (latent.py)."""
         B, N, _ = tokens.shape
         if B > BATCH:  # bounded memory, and tensors small enough for the allocator's fast path
-            return torch.cat([self.frequencies(tokens[b:b + BATCH], active, step_of, valid[b:b + BATCH])
+            return torch.cat([self.frequencies(tokens[b:b + BATCH], active, step_of, valid[b:b + BATCH], head)
                               for b in range(0, B, BATCH)])
         pos = torch.arange(N, device=tokens.device)
         hc = torch.cat([self.start.to(torch.float64).expand(B, 1, -1), self._embed(tokens, pos)], 1)
@@ -436,7 +444,10 @@ class IntegerPrior(_IntModule):
             hq = blk.finish(hq, blk.attend(blk.query_of(hq), k, v, mask_q))
             if i + 1 < len(self.blocks):  # the last layer's content feeds nothing
                 hc = blk.finish(hc, blk.attend(q, k, v, mask_c))
-        return self._frequencies(hq, active)
+        logits, f = self._logits(hq, active)
+        if head is not None and active > 1:
+            logits = head.apply(logits.flatten(0, 1), f.flatten(0, 1), tokens.flatten(0, 1)).view(logits.shape)
+        return self.to_frequencies(logits)
 
     # -- step by step with cached keys and values (the coder) -------------------------------------
     def start_cache(self, batch: int) -> IntCache:
@@ -458,12 +469,17 @@ class IntegerPrior(_IntModule):
         mask = cache.mask[..., :L]
         return cache.keys[i][:, :, :L], cache.values[i][:, :, :L], mask if bool(mask.any()) else None
 
-    def predict(self, cache: IntCache, active: int, positions: torch.Tensor) -> torch.Tensor:
-        """Frequencies minus one (B, n, active, K) at `positions` (n,) given the cached content."""
+    def predict_logits(self, cache: IntCache, active: int, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, n, active, K) at `positions` (n,) given the cached content, and the features
+        (B, n, C) a conditional head reads (`_logits`)."""
         hq = self._query(cache.mask.shape[0], active, positions)
         for i, blk in enumerate(self.blocks):
             hq = blk.finish(hq, blk.attend(blk.query_of(hq), *self._cached(cache, i, cache.length)))
-        return self._frequencies(hq, active)
+        return self._logits(hq, active)
+
+    def predict(self, cache: IntCache, active: int, positions: torch.Tensor) -> torch.Tensor:
+        """Frequencies minus one (B, n, active, K) at `positions` (n,) given the cached content."""
+        return self.to_frequencies(self.predict_logits(cache, active, positions)[0])
 
     def reveal(self, cache: IntCache, tokens: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor):
         """Adds the content of `tokens` (B, n, M; ABSENT beyond the sub-quantizers in use) at

@@ -97,11 +97,12 @@ class MIMPrior(nn.Module):
 
     # -- training: both streams of a whole window in one pass -------------------------------------
     def forward(self, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.Tensor,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+                valid: torch.Tensor | None = None, with_features: bool = False):
         """tokens (B, N, M) true indices; active (B,) sub-quantizers in use; step_of (B, N) the step at
         which each position is revealed; valid (B, N) the positions inside the image (default all):
         as in coding, the others are never attended. Returns logits (B, N, M, K), each position's
-        from the content of earlier steps only."""
+        from the content of earlier steps only; with_features: and the final features (B, N, C) a
+        conditional head reads (nets/conditional.py)."""
         B, N, _ = tokens.shape
         in_use = torch.arange(self.M, device=tokens.device) < active[:, None]
         content = torch.where(in_use[:, None, :], tokens, self.ABSENT)
@@ -116,6 +117,9 @@ class MIMPrior(nn.Module):
             visible_c, visible_q = visible_c & key_inside, visible_q & key_inside
         for blk in self.blocks:
             hc, hq = blk(hc, hq, visible_c, visible_q)
+        if with_features:
+            f = self.ln_f(hq)
+            return self.head(f).unflatten(-1, (self.M, self.K)), f
         return self._logits(hq)
 
     def loss(self, tokens, active, step_of, valid=None):

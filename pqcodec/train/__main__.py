@@ -1,9 +1,11 @@
 """pqcodec-train: stage 1 `ae` (autoencoder + quantizer), stage 2 `prior` (MIM transformer on the
 stage-1 tokens; ends by calibrating the integer prior the coder runs, which `quantize` also does
-alone), `perceptual` (a second decoder for the same files, fine-tuned with an adversarial loss).
-All resume from OUT's checkpoint and log to OUT/log.jsonl; `ae` and `prior` also run under
-`torchrun --nproc_per_node=N` as well as plain python. docs/training.md has the recipe."""
+alone), `perceptual` (a second decoder for the same files, fine-tuned with an adversarial loss),
+`conditional` (a head predicting each sub-quantizer from the lower ones, on the frozen prior).
+All log to OUT/log.jsonl, and all but `conditional` (minutes) resume from OUT's checkpoint; `ae`
+and `prior` also run under `torchrun --nproc_per_node=N` as well as plain python. docs/training.md has the recipe."""
 import argparse
+import os
 import sys
 
 
@@ -87,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="channels of the quantized latent the discriminator sees (0: unconditional)")
     pe.add_argument("--disc-width", type=int, default=32)
     pe.add_argument("--scales", type=int, default=2, help="discriminator scales (1x, 1/2x, ...)")
+    co = sub.add_parser("conditional", help="the conditional head on a trained model's frozen prior (each "
+                        "sub-quantizer given the lower ones at the same position), calibrated; minutes on a CPU")
+    co.add_argument("--init", required=True, help="weights file with a calibrated prior (or a head to recalibrate)")
+    co.add_argument("--data", required=True, help="folder of training images")
+    co.add_argument("--out", required=True, help="run folder: log.jsonl, model.safetensors (the head; --init its base)")
+    co.add_argument("--windows", type=int, default=16384, help="training windows (256 positions each; 2 GB of "
+                    "features in memory at the default)")
+    co.add_argument("--epochs", type=float, default=2.5, help="passes over their positions (0: calibrate only)")
+    co.add_argument("--batch", type=int, default=2048, help="positions per step")
+    co.add_argument("--lr", type=float, default=1e-3)
+    co.add_argument("--weight-decay", type=float, default=0.0)
+    co.add_argument("--embed", type=int, default=128, help="embedding width E")
+    co.add_argument("--hidden", type=int, default=256, help="hidden width per sub-quantizer")
+    co.add_argument("--held-out", type=int, default=512, help="fresh windows the head is measured on")
+    co.add_argument("--calibration-windows", type=int, default=512)
+    co.add_argument("--seed", type=int, default=0)
     qu = sub.add_parser("quantize", help="the integer prior the coder runs, calibrated from the float prior")
     qu.add_argument("--init", required=True, help="weights file with a trained prior")
     qu.add_argument("--data", required=True, help="folder of training images (calibration windows)")
@@ -105,13 +123,35 @@ def main(argv=None):
             from .prior import train
         elif args.stage == "perceptual":
             from .perceptual import train
+        elif args.stage == "conditional":
+            from .conditional import train
         else:
             from .quantize import train
         train(args)
     except KeyboardInterrupt:
+        if args.stage == "conditional":  # its one file is written whole at the end
+            sys.exit("interrupted: nothing written to --out (the conditional stage does not resume: rerun it)")
         sys.exit("interrupted: the last checkpoint in --out is kept; rerun the same command to resume")
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"pqcodec-train: error: {e}")
+    _leave_process_group()
+
+
+def _leave_process_group():
+    """Under torchrun, once the run's files are written: leave the process group and end the process
+    without the interpreter's teardown. Gloo's worker threads can still hold work objects then, and
+    destroying them during finalization aborts the process now and then ("terminate called without
+    an active exception", SIGABRT, after the model was saved: 1 run in 12 of the two-process test;
+    pytorch/pytorch#190489), which torchrun reports as a failed run. Nothing is left to do at that
+    point but flush the output."""
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

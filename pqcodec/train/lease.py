@@ -66,6 +66,11 @@ def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int
     photos as one zip, stored uncompressed (JPEGs: nothing to gain), out/train.zip. Returns the folder's
     bytes; refuses a folder over `limit`."""
     from ..data import list_images
+    with safe_open(str(model), "pt") as f:
+        base = (f.metadata() or {}).get("base_file")
+    if base:  # a conditional head's file (model.py): the networks a lease trains are in its base
+        raise SystemExit(f"{model}: holds only a conditional head; give its base ({base}) to train on a GPU, "
+                         "then train a new head on the result on the CPU (pqcodec-train conditional)")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

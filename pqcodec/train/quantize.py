@@ -56,11 +56,16 @@ def prior_bits(model: PQCodecModel, windows: torch.Tensor, active: int, step_of:
     x = torch.full((B, N, model.config.num_subvectors), model.prior.ABSENT)
     x[..., :active] = windows[..., :active]
     truth = x[..., :active, None]
+    conditional = model.config.conditional  # with the model's conditional head, as it codes
     if integer:
-        freq = model.int_prior.frequencies(x, active, step_of, valid)
+        freq = model.int_prior.frequencies(x, active, step_of, valid, model.int_cond if conditional else None)
         bits = -torch.log2((freq.gather(-1, truth) + 1) / 2 ** PROB_BITS)[..., 0]
     else:  # positions outside the image: never attended, as in coding
-        logits = model.prior(x, torch.full((B,), active), step_of.expand(B, -1), valid)[..., :active, :].double()
+        logits, f = model.prior(x, torch.full((B,), active), step_of.expand(B, -1), valid, with_features=True)
+        logits = logits[..., :active, :]
+        if conditional:
+            logits = logits + model.cond(f, x, active)
+        logits = logits.double()
         bits = -logits.log_softmax(-1).gather(-1, truth)[..., 0] / math.log(2)
     return float(bits[valid].sum()), int(valid.sum()) * active
 
