@@ -115,7 +115,9 @@ class PQCodecModel(nn.Module):
         # the prior the coder runs: integer-exact, made from `prior` by calibration (train/quantize.py)
         self.int_prior = IntegerPrior(c.num_subvectors, c.codebook_size, c.window, c.prior_dim,
                                       c.prior_layers, c.prior_heads)
-        self.base_sha256: str | None = None  # a head file's base weights (`load`): its autoencoder's file
+        # a head file's base weights (`load`), the file holding its autoencoder: path and SHA-256
+        self.base_path: Path | None = None
+        self.base_sha256: str | None = None
         if c.conditional:  # float (trains) and integer (codes, calibrated from it: train/conditional.py)
             self.cond = ConditionalHead(c.num_subvectors, c.codebook_size, c.prior_dim, c.cond_embed, c.cond_hidden)
             self.int_cond = IntConditionalHead(c.num_subvectors, c.codebook_size, c.prior_dim, c.cond_embed,
@@ -216,10 +218,10 @@ class PQCodecModel(nn.Module):
                 raise ValueError(f"{path}: needs its base weights {name!r} (SHA-256 {meta['base_sha256'][:16]}...) "
                                  f"in {where}")
             state = {**load_file(str(found[0])), **state}
+            model.base_path, model.base_sha256 = found[0], meta["base_sha256"]
         fresh = ("prior.", "int_prior.") if without_prior else ("int_prior.",)
         if without_prior or not any(k.startswith("int_prior.") for k in state):
             state = {k: v for k, v in state.items() if not k.startswith(fresh)}
             state.update({k: v for k, v in model.state_dict().items() if k.startswith(fresh)})
         model.load_state_dict(state)
-        model.base_sha256 = meta.get("base_sha256")
         return model.eval()

@@ -68,6 +68,7 @@ class IntConditionalHead(_IntModule):
         tokens (m, >= active) the true indices -> (m, active, K) float64 logits with the head's
         terms: the integers the coder's sub-quantizer-by-sub-quantizer loop gives."""
         out = logits.to(torch.float64)
+        tokens = tokens.clamp(max=self.K - 1)  # MASK at positions outside an image: any index (discarded)
         pre = self.features(f, logits.shape[1])
         lower = torch.zeros(len(f), self.embed.shape[1], dtype=torch.float32, device=f.device)
         for j in range(1, logits.shape[1]):

@@ -74,13 +74,7 @@ def train(args):
         raise ValueError(f"{args.init} has no calibrated integer prior (pqcodec-train quantize first)")
     c = base.config
     model = base if c.conditional else with_head(base, args.embed, args.hidden)
-    base_file = Path(args.init) if not c.conditional else None
-    if c.conditional:  # recalibrate / continue: its base is --init's own base
-        from safetensors import safe_open
-        with safe_open(args.init, "pt") as fh:
-            meta = fh.metadata() or {}
-        base_file = next((p for p in (Path(args.init).parent / meta.get("base_file", "?"), models_dir() / meta.get("base_file", "?"))
-                          if p.is_file()), None)
+    base_file = base.base_path if c.conditional else Path(args.init)   # a head's file names --init, or its base
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "log.jsonl", "a")

@@ -116,8 +116,8 @@ def train(args):
     device = run.device
     if run.world > 1:
         raise ValueError("the perceptual fine-tune runs in one process (no torchrun)")
-    base_sha = sha256_of(init)
     model = PQCodecModel.load(init, without_prior=not PQCodecModel.file_has_prior(init)).to(device).eval()
+    base_sha = model.base_sha256 or sha256_of(init)  # the file holding the autoencoder (a head file's base)
     for p in model.parameters():
         p.requires_grad_(False)
     mse_decoder = model.decoder
