@@ -20,14 +20,18 @@ TINY = ModelConfig(channels=8, num_subvectors=2, codebook_size=16, subvector_dim
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = PQCodecModel(TINY)
-    # spread the codebooks so that random images use many codes
-    model.quantizer.codebooks.normal_(0, 0.3)
-    calibrated(model)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    model.save(path)
+    tiny_model(TINY).save(path)
     return path
+
+
+def tiny_model(config: ModelConfig) -> PQCodecModel:
+    """A randomly initialised model of `config` (seed 0), its integer prior calibrated, its codebooks
+    spread so that random images use many codes."""
+    torch.manual_seed(0)
+    model = PQCodecModel(config)
+    model.quantizer.codebooks.normal_(0, 0.3)
+    return calibrated(model)
 
 
 @pytest.fixture(scope="session")

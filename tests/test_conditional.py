@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, calibrated, random_image
+from conftest import TINY, random_image, tiny_model
 from pqcodec import bitstream
 from pqcodec.bitstream import Schedule
 from pqcodec.errors import CorruptFileError
@@ -25,12 +25,8 @@ COND = dataclasses.replace(TINY, num_subvectors=4, levels=(1, 2, 4), cond_embed=
 
 @pytest.fixture(scope="module")
 def cond_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = PQCodecModel(COND)
-    model.quantizer.codebooks.normal_(0, 0.3)
-    conditional_untrained(calibrated(model))
     path = tmp_path_factory.mktemp("cond") / "tiny-cond.safetensors"
-    model.save(path)
+    conditional_untrained(tiny_model(COND)).save(path)
     return path
 
 

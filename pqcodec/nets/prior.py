@@ -92,9 +92,6 @@ class MIMPrior(nn.Module):
         row = torch.where(in_use, self.MASK, self.ABSENT)
         return row[:, None, :].expand(-1, n, -1)
 
-    def _logits(self, hq):
-        return self.head(self.ln_f(hq)).unflatten(-1, (self.M, self.K))
-
     # -- training: both streams of a whole window in one pass -------------------------------------
     def forward(self, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.Tensor,
                 valid: torch.Tensor | None = None, with_features: bool = False):
@@ -117,10 +114,9 @@ class MIMPrior(nn.Module):
             visible_c, visible_q = visible_c & key_inside, visible_q & key_inside
         for blk in self.blocks:
             hc, hq = blk(hc, hq, visible_c, visible_q)
-        if with_features:
-            f = self.ln_f(hq)
-            return self.head(f).unflatten(-1, (self.M, self.K)), f
-        return self._logits(hq)
+        f = self.ln_f(hq)
+        logits = self.head(f).unflatten(-1, (self.M, self.K))
+        return (logits, f) if with_features else logits
 
     def loss(self, tokens, active, step_of, valid=None):
         """Mean cross-entropy in bits per coded index (positions inside the image x sub-quantizers in
