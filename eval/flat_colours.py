@@ -2,11 +2,13 @@
 """Flat colours through the codec (issue 14): six solid 256x256 images and the same colours as
 64x64 patches pasted into two Kodak images, encoded to bytes and decoded at every level. Prints the
 decoded mean per channel and the largest deviation from the true colour (solid: whole image, and
-without a 16 px border; patches: their 48x48 interior); the goal is every deviation within ±2.
+without a 16 px border; patches: their 48x48 interior); the goal is every deviation within ±2. The files carry the flat layer (pqcodec/flat.py)
+unless --no-flat: then the table is the transforms' own (docs/quality.md, section 3).
 
     python eval/flat_colours.py                                   # the default model
     python eval/flat_colours.py --model pq-s8-m12k256-v3 --kodak ../shared/data/kodak
     python eval/flat_colours.py --model runs/ae/model.safetensors      # a training run's weights
+    python eval/flat_colours.py --no-flat                         # the model alone, without the layer
 """
 import argparse
 from pathlib import Path
@@ -26,14 +28,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=pqcodec.DEFAULT_MODEL, help="a shipped model's name, or a weights file")
     ap.add_argument("--kodak", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"))
+    ap.add_argument("--no-flat", action="store_true", help="files without the flat layer (the transforms alone)")
     a = ap.parse_args()
     codec = load_custom_codec(a.model) if a.model.endswith(".safetensors") else load_codec(a.model)
 
+    total = {}  # level -> file bytes, every case
+
     def round_trip(rgb, q):
-        data = codec.encode(rgb, q)
+        data = codec.encode(rgb, q, flat=not a.no_flat)
+        total[q] = total.get(q, 0) + len(data)
         return np.asarray(codec.decode(data).convert("RGB")).astype(int), len(data)
 
-    print(f"model {a.model}; mean decoded colour, max |deviation| (solid: whole / inside a 16 px border)")
+    print(f"model {a.model}{' without the flat layer' if a.no_flat else ''}; mean decoded colour, max |deviation| (solid: whole / inside a 16 px border)")
     print("| case | colour | " + " | ".join(f"level {q}" for q in range(1, codec.levels() + 1)) + " |")
     print("|---|---|" + "---|" * codec.levels())
     worst = 0
@@ -60,6 +66,7 @@ def main():
                 cells.append(f"({', '.join(f'{v:.0f}' for v in p.reshape(-1, 3).mean(0))}) {np.abs(p - col).max()}")
             print(f"| {kname} patch | {name} | " + " | ".join(cells) + " |")
     print(f"largest deviation: {worst} (goal: 2)")
+    print("file bytes, all cases, levels 1-5: " + " / ".join(str(total[q]) for q in sorted(total)))
 
 
 if __name__ == "__main__":

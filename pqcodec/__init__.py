@@ -16,12 +16,12 @@ from .model import ModelConfig, PQCodecModel
 from .sources import coded_input
 from .zoo import DEFAULT_MODEL, codec_for_file, codec_to_encode, load_codec, load_custom_codec
 
-__version__ = "0.10.0"
+__version__ = "0.11.0"
 
 
 def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, model: str | None = None,
            *, name: str | None = None, max_bytes: int | None = None, bpp: float | None = None,
-           rd_lambda: float = 0.0, generative: bool = False, effort: int = 0) -> bytes:
+           rd_lambda: float = 0.0, generative: bool = False, effort: int = 0, flat: bool = True) -> bytes:
     """Compress an image into .bin bytes. image: a path (str or pathlib.Path), file contents (bytes,
     bytearray, memoryview), a binary file object, a PIL image, or a numpy array (uint8, uint16, bool, or
     float in [0, 1]; (H, W) or (H, W, 1|3|4)); docs/inputs.md has the whole contract.
@@ -37,18 +37,21 @@ def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
     decoder draw the rest from the prior (PQ-MIM's hybrid mode).
     rd_lambda: RDOQ's λ at `quality` (0: plain quantization; the decoder is the same).
     effort (with a quality): steps of encoder-side latent refinement (refine.py; 0: none, 5: ~+0.2 dB
-    at the same rate for ~4x the encode time; the decoder is the same)."""
+    at the same rate for ~4x the encode time; the decoder is the same).
+    flat: send the image's flat 8x8 blocks, which the decoder paints back exact (flat.py; False: a
+    file without them, as pqcodec 0.10.0 wrote)."""
     codec = codec_to_encode(model)
     if max_bytes is None and bpp is None:
         if generative:
             raise PQCodecError("generative needs a size (max_bytes or bpp)")
-        return codec.encode(image, quality, steps, name=name, rd_lambda=rd_lambda, effort=effort)
+        return codec.encode(image, quality, steps, name=name, rd_lambda=rd_lambda, effort=effort, flat=flat)
     if quality is not None or rd_lambda:
         raise PQCodecError("give either a size (max_bytes or bpp) or a quality/rd_lambda, not both")
     if effort:
         raise PQCodecError("effort works with a quality, not with a size (max_bytes or bpp) yet")
     from .ratecontrol import encode_to_size
-    return encode_to_size(codec, image, max_bytes=max_bytes, bpp=bpp, steps=steps, name=name, generative=generative).data
+    return encode_to_size(codec, image, max_bytes=max_bytes, bpp=bpp, steps=steps, name=name, generative=generative,
+                          flat=flat).data
 
 
 def decode(source, model: str | None = None, *, name: str | None = None, decoder: str = "mse"):

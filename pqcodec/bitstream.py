@@ -17,6 +17,12 @@ FORMAT_VERSION and keep the golden files of tests/data/golden decoding (tests/te
     grid w     varint    token columns, 1..ceil(width/8)
     sent       1 byte    schedule steps whose indices the payload holds, 0..steps
     sampler    1 byte    bits 0-2: sharpening n (0: the most probable symbol); bits 3-7: seed
+  version 7 only (a file with flat blocks):
+    features   1 byte    bit 0: coded with a conditional head (as version 6); bit 1: flat blocks,
+                         set in every version 7 file; bits 2-7 reserved, 0
+    flat len   varint    LEB128, 1..4 bytes: the flat layer's bytes, 1..flat.max_bytes(blocks)
+    flat layer           the flat blocks (pqcodec/flat.py: 8x8 blocks of one colour, painted over
+                         the decoded image)
     checksum   4 bytes   CRC-32 of the decoded token array (little-endian)
     check      2 bytes   low 16 bits of the CRC-32 of the header bytes before it (little-endian)
     payload    rest      range-coder words, uint32 little-endian
@@ -52,6 +58,14 @@ at a step, first sub-quantizer 0's indices of every position revealed there (win
 positions in schedule order), then sub-quantizer 1's, and so on, each table from the prior's logits
 plus the head's term from the indices of the lower sub-quantizers at the same position
 (nets/integer_conditional.py). A generated file's draws follow the same order.
+
+Version 7 (pqcodec 0.11.0 and later) is the format of files with **flat blocks** (pqcodec/flat.py),
+and only of theirs: the blocks of the image grid (GRID_STRIDE pixels a side) whose every channel
+spans at most flat.FLAT_SPREAD levels, with their colours, which the decoder paints over the
+decoded image. The header is version 6's (plain, generated or mapped; with or without a conditional
+head, said by the features byte) with the features byte and the flat layer before the checksums,
+so the header check covers the layer; the payload is what version 3, 4, 5 or 6 would hold. A file
+of an image without a flat block is written as that version, byte for byte.
 """
 import math
 import struct
@@ -69,11 +83,12 @@ CHUNK_CHECK_BYTES = 2    # low bytes of the CRC-32 of a chunk's tokens, coded as
 PROB_BITS = 24           # every frequency table totals 2^24 (constriction's default precision)
 
 MAGIC = b"PQ"
-FORMAT_VERSION = 6       # the newest version; a file is written as the lowest version that holds it
+FORMAT_VERSION = 7       # the newest version; a file is written as the lowest version that holds it
 PLAIN_VERSION = 3        # files without generated indices or a level map (pqcodec 0.4.0 and later read them)
 GENERATED_VERSION = 4    # generated files, the extreme mode (pqcodec 0.7.0 and later)
 MAPPED_VERSION = 5       # a level per window, rate control's level map (pqcodec 0.9.0 and later)
 CONDITIONAL_VERSION = 6  # a model with a conditional head: sub-quantizer by sub-quantizer (pqcodec 0.10.0 and later)
+FLAT_VERSION = 7         # a file with flat blocks painted over the image (pqcodec/flat.py; pqcodec 0.11.0 and later)
 # earlier versions, and the release that reads them
 RETIRED_VERSIONS = {1: "pqcodec 0.1.0 (a one-byte model id)",
                     2: "pqcodec 0.3.0 (a float prior: its files decode only on the CPU family that made them)"}
@@ -84,6 +99,8 @@ MAX_PIXELS = 1 << 25  # 33.5 MP: the transforms are tiled, but the image, token 
 _GREY = 0x10
 _GENERATED = 0x20
 _MAPPED = 0x40
+_FEATURE_CONDITIONAL = 0x01  # version 7's features byte
+_FEATURE_FLAT = 0x02
 UNUSED = -1              # a decoded index a window of a mapped file does not use (0xFFFF in the checksum)
 SHARPEN_MAX = 7          # sampler byte: bits 0-2
 SEED_MAX = 31            # sampler byte: bits 3-7
@@ -124,10 +141,13 @@ class Header:
     generated: Generated | None = None  # a generated file's fields (version 4)
     mapped: bool = False               # a level per window, `active` the most any uses (version 5)
     conditional: bool = False          # coded with a conditional head (version 6)
+    flat: bytes | None = None          # the flat layer (version 7; pqcodec/flat.py)
 
     @property
     def version(self) -> int:
         """The lowest format version that holds this header."""
+        if self.flat:
+            return FLAT_VERSION
         if self.conditional:
             return CONDITIONAL_VERSION
         return MAPPED_VERSION if self.mapped else GENERATED_VERSION if self.generated else PLAIN_VERSION
@@ -157,6 +177,20 @@ class Header:
             if self.mapped:
                 raise ValueError("a file cannot be both generated and mapped")
             self.generated.validate(self.steps, self.image_grid())
+        if self.flat is not None and not 1 <= len(self.flat) <= self.max_flat_bytes():
+            raise ValueError(f"flat layer of {len(self.flat)} bytes outside 1..{self.max_flat_bytes()}")
+
+    def max_flat_bytes(self) -> int:
+        """The longest flat layer of this image's grid of blocks."""
+        return max_flat_bytes(math.prod(self.image_grid()), 1 if self.greyscale else 3)
+
+
+def max_flat_bytes(blocks: int, channels: int) -> int:
+    """The longest flat layer (pqcodec/flat.py's syntax) over `blocks` blocks of `channels` coded
+    channels: every block a run of its own (a kind bit, an exp-Golomb length, exp-Golomb colours of
+    at most 17 bits each)."""
+    golomb = 2 * max(int(blocks), 1).bit_length() + 1
+    return -(-blocks * (1 + golomb + channels * 17) // 8) + 1
 
 
 def max_payload_bytes(indices: int) -> int:
@@ -176,7 +210,8 @@ def map_weights(windows: int, choices: int) -> np.ndarray:
 
 # The longest a file can be: MAX_PIXELS at stride 8, 15 sub-quantizers. Readers refuse longer inputs
 # before reading them whole.
-MAX_FILE_BYTES = 64 + max_payload_bytes(16 * (MAX_PIXELS // 64 + 2 * MAX_SIDE // 8 + 1))  # 15 + a level map's
+MAX_FILE_BYTES = (64 + max_payload_bytes(16 * (MAX_PIXELS // 64 + 2 * MAX_SIDE // 8 + 1))  # 15 + a level map's
+                  + max_flat_bytes(MAX_PIXELS // 64 + 2 * MAX_SIDE // 8 + 1, 3))
 
 
 def model_hash_of(sha256_hex: str) -> bytes:
@@ -199,9 +234,9 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
+def _read_varint(data: bytes, pos: int, what: str, longest: int = 3) -> tuple[int, int]:
     n = shift = 0
-    for i in range(3):  # MAX_SIDE fits in 3 LEB128 bytes
+    for i in range(longest):  # MAX_SIDE fits in 3 LEB128 bytes, a flat layer's length in 4
         if pos >= len(data):
             raise CorruptFileError(f"file ends inside the header ({what})")
         b = data[pos]
@@ -228,6 +263,9 @@ def pack(header: Header, payload: bytes) -> bytes:
             + _varint(header.height) + _varint(header.width))
     if g:
         head += _varint(g.grid_height) + _varint(g.grid_width) + bytes([g.sent, g.sharpen | g.seed << 3])
+    if header.flat:
+        head += bytes([_FEATURE_FLAT | (_FEATURE_CONDITIONAL if header.conditional else 0)])
+        head += _varint(len(header.flat)) + header.flat
     head += struct.pack("<I", header.checksum)
     return head + header_check(head) + payload
 
@@ -244,15 +282,15 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if version in RETIRED_VERSIONS:
         raise UnsupportedFileError(f"format version {version} was written by {RETIRED_VERSIONS[version]}; "
                                    "decode it with that release")
-    if version not in (PLAIN_VERSION, GENERATED_VERSION, MAPPED_VERSION, CONDITIONAL_VERSION):
+    if version not in (PLAIN_VERSION, GENERATED_VERSION, MAPPED_VERSION, CONDITIONAL_VERSION, FLAT_VERSION):
         raise UnsupportedFileError(f"format version {version} is not supported (this pqcodec reads versions "
                                    f"{PLAIN_VERSION} to {FORMAT_VERSION}: a newer pqcodec wrote it?)")
     pos = 3 + MODEL_HASH_BYTES
     if len(data) < pos + 2:
         raise CorruptFileError("file ends inside the header")
     model_hash, mode, steps = data[3:pos], data[pos], data[pos + 1]
-    if (mode & 0x80 or mode & _MAPPED and version not in (MAPPED_VERSION, CONDITIONAL_VERSION)
-            or mode & _GENERATED and version not in (GENERATED_VERSION, CONDITIONAL_VERSION)):
+    if (mode & 0x80 or mode & _MAPPED and version not in (MAPPED_VERSION, CONDITIONAL_VERSION, FLAT_VERSION)
+            or mode & _GENERATED and version not in (GENERATED_VERSION, CONDITIONAL_VERSION, FLAT_VERSION)):
         raise CorruptFileError("reserved mode bits are set")
     if version == MAPPED_VERSION and not mode & _MAPPED:
         raise CorruptFileError(f"a version {version} file without a level map (those are written as version {PLAIN_VERSION})")
@@ -268,13 +306,25 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         pos += 2
     elif version == GENERATED_VERSION:
         raise CorruptFileError(f"a version {version} file without generated indices (those are written as version {PLAIN_VERSION})")
+    conditional, flat = version == CONDITIONAL_VERSION, None
+    if version == FLAT_VERSION:
+        if len(data) < pos + 1:
+            raise CorruptFileError("file ends inside the header (features)")
+        features = data[pos]
+        if features & ~(_FEATURE_CONDITIONAL | _FEATURE_FLAT) or not features & _FEATURE_FLAT:
+            raise CorruptFileError(f"invalid features byte {features:#04x} in a version {version} file")
+        conditional = bool(features & _FEATURE_CONDITIONAL)
+        length, pos = _read_varint(data, pos + 1, "flat layer length", longest=4)
+        if not 1 <= length <= len(data) - pos:
+            raise CorruptFileError(f"file ends inside the flat layer ({length} bytes claimed)")
+        flat, pos = bytes(data[pos:pos + length]), pos + length
     if len(data) < pos + 6:
         raise CorruptFileError("file ends inside the header (checksums)")
     (checksum,) = struct.unpack_from("<I", data, pos)
     if data[pos + 4:pos + 6] != header_check(data[:pos + 4]):
         raise CorruptFileError("header is damaged (header check mismatch)")
     header = Header(bytes(model_hash), mode & 0x0F, steps, height, width, bool(mode & _GREY), checksum, generated,
-                    bool(mode & _MAPPED), version == CONDITIONAL_VERSION)
+                    bool(mode & _MAPPED), conditional, flat)
     try:
         header.validate()
     except ValueError as e:

@@ -137,7 +137,7 @@ def _options(args) -> CodingOptions:
     return CodingOptions(model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None),
                          max_bytes=getattr(args, "max_bytes", None), bpp=getattr(args, "bpp", None),
                          generative=getattr(args, "generative", False), decoder=getattr(args, "decoder", None) or "mse",
-                         effort=getattr(args, "effort", 0))
+                         effort=getattr(args, "effort", 0), flat=not getattr(args, "no_flat", False))
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -214,6 +214,12 @@ def cmd_info(args):
             ("sub-quantizers", f"up to {h.active} in use, a level per window (the level map, set by rate control)"
                                if h.mapped else f"{h.active} in use (set by the quality level)"),
             ("steps", str(h.steps))]
+    if h.flat:
+        from .flat import of_header
+        with _about(name, args.debug):
+            blocks = of_header(h)
+        rows.append(("flat blocks", f"{blocks.count} of {blocks.mask.size} blocks of 8 x 8 px painted in one colour "
+                                    f"({len(h.flat)} bytes of the header)"))
     if h.generated:
         g = h.generated
         rows += [("generated", f"coded as a {g.grid_width} x {g.grid_height} token grid, resized to the image"),
@@ -337,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--effort", type=_effort, default=0, metavar="N",
                    help="with --quality: N steps of encoder-side refinement (0-100; 5: closer pixels at about the "
                    "same rate, ~4x the encode time; the decoder and the format do not change; docs/cli.md)")
+    e.add_argument("--no-flat", action="store_true",
+                   help="do not send the image's flat 8x8 blocks (by default blocks of one colour are sent as that "
+                   "colour and come back exact, costing a few bytes; docs/cli.md)")
     e.add_argument("--model", help="weights file outside the shipped zoo (research use; decode needs it too)")
     e.add_argument("-f", "--force", action="store_true", help="replace an existing output (a regular file only)")
     e.set_defaults(run=cmd_encode)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from PIL import Image
 
-from . import bitstream, rdoq, refine
+from . import bitstream, flat as flat_blocks, rdoq, refine
 from .bitstream import Generated, Header
 from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
@@ -44,6 +44,7 @@ class CodingStats:
     header_bytes: int
     tokens: np.ndarray     # the coded indices (sub-quantizers in use, ceil(H/8), ceil(W/8))
     window_bits: np.ndarray | None = None  # (windows high, windows wide) bits_model per prior window
+    flat_bytes: int = 0    # the flat layer's bytes (flat.py), part of header_bytes
 
 
 class Codec:
@@ -204,12 +205,13 @@ class Codec:
 
     def encode_with_stats(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
                           *, name: str | None = None, rd_lambda: float = 0.0,
-                          distortion: str = "latent", effort: int = 0) -> tuple[bytes, CodingStats]:
+                          distortion: str = "latent", effort: int = 0, flat: bool = True) -> tuple[bytes, CodingStats]:
         """image: any source image.load_image takes; errors name it `name` (default: its path,
         <bytes>, ...). quality: None for the model's default; steps: None for DEFAULT_STEPS.
         rd_lambda > 0: RDOQ (rdoq.py), the encoder trades distortion for bits at that λ
         (`distortion` "latent" or "pixel"); 0 is the plain quantizer. effort > 0: that many steps
-        of latent refinement first (refine.py). The decoder is the same."""
+        of latent refinement first (refine.py). The decoder is the same. flat: send the image's
+        flat blocks (flat.py; a file without them when False)."""
         quality = self.default_quality if quality is None else quality
         _check_level("quality", quality, self.levels())
         steps = self._check_steps(steps)
@@ -217,27 +219,30 @@ class Codec:
         effort = refine.check_effort(effort)
         rgb, grey = load_image(image, name)
         active = self.active_at(quality)
+        layer = flat_blocks.layer_of(rgb, grey) if flat else None
         if rd_lambda == 0:
-            return self.encode_analysed(self.image_to_tokens(rgb, active, effort=effort), rgb.shape[:2], grey, steps)
+            return self.encode_analysed(self.image_to_tokens(rgb, active, effort=effort), rgb.shape[:2], grey, steps,
+                                        flat=layer)
         analysis = self.image_to_tokens(rgb, active, candidates=rdoq.CANDIDATES, effort=effort)
         choose = rdoq.chooser(self, analysis, active, rd_lambda, distortion)
-        return self.encode_analysed(analysis.tokens, rgb.shape[:2], grey, steps, choose)
+        return self.encode_analysed(analysis.tokens, rgb.shape[:2], grey, steps, choose, flat=layer)
 
     def encode_analysed(self, tokens: np.ndarray, size: tuple[int, int], greyscale: bool, steps: int,
-                        choose=None) -> tuple[bytes, CodingStats]:
+                        choose=None, flat: bytes | None = None) -> tuple[bytes, CodingStats]:
         """The file of an image's plain tokens (active, h, w), its size (H, W), coded as they are or
-        as `choose` (an rdoq.Chooser) picks; CodingStats.tokens are the tokens coded."""
-        data, c = self._pack(tokens, size[0], size[1], greyscale, steps, choose)
+        as `choose` (an rdoq.Chooser) picks, with the image's flat layer `flat` (flat.layer_of;
+        None: none); CodingStats.tokens are the tokens coded."""
+        data, c = self._pack(tokens, size[0], size[1], greyscale, steps, choose, flat=flat)
         grid = math.ceil(c.tokens.shape[1] / self.config.window), math.ceil(c.tokens.shape[2] / self.config.window)
         return data, CodingStats(c.bits, int((c.tokens >= 0).sum()), len(data), len(data) - len(c.payload), c.tokens,
-                                 c.window_bits.reshape(grid))
+                                 c.window_bits.reshape(grid), len(flat or b""))
 
     def encode_tokens(self, tokens: np.ndarray, height: int, width: int, greyscale: bool = False,
-                      steps: int = DEFAULT_STEPS, generated: Generated | None = None) -> bytes:
+                      steps: int = DEFAULT_STEPS, generated: Generated | None = None, flat: bytes | None = None) -> bytes:
         """The file of given tokens (sub-quantizers in use, ceil(height/s), ceil(width/s), or a
         generated file's grid; a mapped file's, UNUSED beyond each window's count): what `encode`
-        writes for an image with these tokens. Re-encoding a decoded file's tokens (with its header's
-        `generated`) gives back its bytes, on any machine."""
+        writes for an image with these tokens, and the flat layer `flat`. Re-encoding a decoded
+        file's tokens (with its header's `generated` and `flat`) gives back its bytes, on any machine."""
         tokens = np.asarray(tokens)
         grid = (generated.grid_height, generated.grid_width) if generated else self.grid_size(height, width)
         if tokens.ndim != 3 or tokens.shape[0] not in self.config.active_levels or tokens.shape[1:] != grid:
@@ -252,17 +257,20 @@ class Codec:
             except ValueError as e:
                 raise PQCodecError(f"tokens with unused indices: {e}") from None
         steps = self._check_steps(steps)
-        return self._pack(tokens, height, width, greyscale, steps, generated=generated)[0]
+        if flat is not None:
+            flat_blocks.decode(flat, self.grid_size(height, width), 1 if greyscale else 3)  # a layer a reader takes
+        return self._pack(tokens, height, width, greyscale, steps, generated=generated, flat=flat)[0]
 
     def encode_mapped(self, tokens: np.ndarray, counts: np.ndarray, size: tuple[int, int], greyscale: bool,
-                      steps: int) -> tuple[bytes, CodingStats]:
+                      steps: int, flat: bytes | None = None) -> tuple[bytes, CodingStats]:
         """The file of an image's plain tokens (>= the highest count, h, w) with a level per prior
         window: counts (windows high, windows wide) sub-quantizers, each a level of the model. A
-        mapped file (format version 5) unless every window has the same count (a plain file)."""
+        mapped file (format version 5) unless every window has the same count (a plain file).
+        flat: as encode_analysed."""
         top = int(counts.max())
         grid = np.kron(counts, np.ones((self.config.window,) * 2, dtype=np.int64))[:tokens.shape[1], :tokens.shape[2]]
         mapped = np.where(np.arange(top)[:, None, None] < grid, tokens[:top], bitstream.UNUSED)
-        return self.encode_analysed(mapped, size, greyscale, steps)
+        return self.encode_analysed(mapped, size, greyscale, steps, flat=flat)
 
     def _check_steps(self, steps: int | None) -> int:
         """steps, or DEFAULT_STEPS for None, once checked to be a whole number the model's windows allow."""
@@ -270,28 +278,38 @@ class Codec:
         _check_level("steps", steps, self.max_steps())
         return steps
 
-    def _pack(self, tokens, height, width, greyscale, steps, choose=None,
-              generated: Generated | None = None) -> tuple[bytes, Coded]:
+    def _pack(self, tokens, height, width, greyscale, steps, choose=None, generated: Generated | None = None,
+              flat: bytes | None = None) -> tuple[bytes, Coded]:
         """(file, what the token coder made: its payload, ideal bits, and the tokens coded: `tokens`,
-        or what `choose` chose, or with a generated file's draws)"""
+        or what `choose` chose, or with a generated file's draws); flat: the header's flat layer"""
         c = self.tokens.compress(tokens, steps, choose, generated)
         header = Header(self.model_hash, c.tokens.shape[0], steps, height, width, greyscale,
-                        bitstream.token_checksum(c.tokens), generated, c.mapped, self.config.conditional)
+                        bitstream.token_checksum(c.tokens), generated, c.mapped, self.config.conditional, flat)
         return bitstream.pack(header, c.payload), c
 
     def encode_generated(self, tokens: np.ndarray, size: tuple[int, int], greyscale: bool, steps: int,
-                         generated: Generated) -> tuple[bytes, np.ndarray]:
+                         generated: Generated, flat: bytes | None = None) -> tuple[bytes, np.ndarray]:
         """A generated file (extreme.py): `tokens` (active, grid h, grid w) are the plain indices of
         the image shrunk to 8 x the grid, size (H, W) the image's; the steps from generated.sent on
-        are drawn. Returns the file and the whole grid the decoder will have (drawn indices included)."""
-        data, c = self._pack(tokens, size[0], size[1], greyscale, steps, generated=generated)
+        are drawn; flat: as encode_analysed. Returns the file and the whole grid the decoder will
+        have (drawn indices included)."""
+        data, c = self._pack(tokens, size[0], size[1], greyscale, steps, generated=generated, flat=flat)
         return data, c.tokens
 
     def render(self, header: Header, tokens: np.ndarray, decoder: str = DEFAULT_DECODER) -> np.ndarray:
-        """The uint8 (height, width, 3) image of a file's decoded tokens, by the decoder so named."""
-        if header.generated:
-            return self.render_generated(tokens, header.height, header.width, decoder)
-        return self.tokens_to_image(tokens, header.height, header.width, decoder)
+        """The uint8 (height, width, 3) image of a file's decoded tokens, by the decoder so named,
+        with the file's flat blocks painted over it."""
+        image = self.synthesis(tokens, header.height, header.width, header.generated, decoder)
+        blocks = flat_blocks.of_header(header)
+        return image if blocks is None else flat_blocks.paint(image, blocks)
+
+    def synthesis(self, tokens: np.ndarray, height: int, width: int, generated: Generated | None = None,
+                  decoder: str = DEFAULT_DECODER) -> np.ndarray:
+        """The uint8 (height, width, 3) image of decoded tokens, a generated file's grid when
+        `generated`, before any flat block is painted."""
+        if generated:
+            return self.render_generated(tokens, height, width, decoder)
+        return self.tokens_to_image(tokens, height, width, decoder)
 
     def render_generated(self, tokens: np.ndarray, height: int, width: int, decoder: str = DEFAULT_DECODER) -> np.ndarray:
         """A generated file's image: its grid (active, grid h, grid w) decoded in float64, then
@@ -316,11 +334,12 @@ class Codec:
         return self._nets64[net](self._quantizer64.decode(tokens, active)).clamp(0, 1)
 
     def encode(self, image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, *,
-               name: str | None = None, rd_lambda: float = 0.0, effort: int = 0) -> bytes:
+               name: str | None = None, rd_lambda: float = 0.0, effort: int = 0, flat: bool = True) -> bytes:
         """rd_lambda: RDOQ's λ at this quality (rdoq.py); effort: steps of latent refinement
-        (refine.py). A size instead of a quality (max_bytes, bpp): ratecontrol.encode_to_size, or
-        pqcodec.encode."""
-        return self.encode_with_stats(image, quality, steps, name=name, rd_lambda=rd_lambda, effort=effort)[0]
+        (refine.py); flat: send the flat blocks (flat.py). A size instead of a quality (max_bytes,
+        bpp): ratecontrol.encode_to_size, or pqcodec.encode."""
+        return self.encode_with_stats(image, quality, steps, name=name, rd_lambda=rd_lambda, effort=effort,
+                                      flat=flat)[0]
 
     def decode_tokens(self, data: bytes) -> tuple[Header, np.ndarray]:
         header, payload = bitstream.unpack(data)
@@ -335,6 +354,7 @@ class Codec:
                                    f"{', '.join(map(str, self.config.active_levels))}")
         if header.steps > self.max_steps():
             raise CorruptFileError(f"file claims {header.steps} steps; the model's windows allow {self.max_steps()}")
+        flat_blocks.of_header(header)  # a damaged flat layer fails before the tokens' work
         h, w = header.grid()
         symbols = header.active * h * w + (math.prod(window_grid(h, w, self.config.window))
                                            if header.mapped else 0)  # a level map's symbols

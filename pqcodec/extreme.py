@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bitstream
+from . import bitstream, flat as flat_blocks
 from .bitstream import Generated
 from .codec import Codec, resize
 from .metrics import psnr
@@ -58,8 +58,10 @@ class GeneratedSearch:
     """One image's search (see the module's docstring); `passes` counts coder passes."""
 
     def __init__(self, codec: Codec, rgb: np.ndarray, greyscale: bool, max_bytes: int, steps: int,
-                 hybrid: bool = False):
+                 hybrid: bool = False, flat: flat_blocks.FlatBlocks | None = None):
+        """flat: the image's flat blocks, which every file carries (flat.py), or None."""
         self.codec, self.rgb, self.grey, self.N, self.steps = codec, rgb, greyscale, max_bytes, steps
+        self.flat, self.layer = flat, flat_blocks.encode(flat) if flat is not None else None
         self.hybrid_only = hybrid
         self.H, self.W = rgb.shape[:2]
         self.full = codec.grid_size(self.H, self.W)
@@ -77,7 +79,7 @@ class GeneratedSearch:
         self.passes += 1
         generated = Generated(grid[0], grid[1], sent, sharpen, seed)
         data, coded = self.codec.encode_generated(self.tokens(grid, active), (self.H, self.W), self.grey,
-                                                  self.steps, generated)
+                                                  self.steps, generated, self.layer)
         self.smallest = len(data) if self.smallest is None else min(self.smallest, len(data))
         return data, coded
 
@@ -86,6 +88,8 @@ class GeneratedSearch:
         if len(data) > self.N:
             return None
         image = self.codec.render_generated(coded, self.H, self.W)
+        if self.flat is not None:
+            flat_blocks.paint(image, self.flat)
         return Candidate(data, psnr(self.rgb, image), active, Generated(*grid, sent, sharpen, seed))
 
     def plain(self, active) -> tuple[int, Candidate | None]:

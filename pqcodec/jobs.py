@@ -26,6 +26,7 @@ class CodingOptions:
     generative: bool = False        # below the lowest level, partly drawn grids (extreme.py)
     decoder: str = "mse"            # decode: which decoder (decoders.py)
     effort: int = 0                 # encode: steps of latent refinement (refine.py)
+    flat: bool = True               # encode: send the flat blocks (flat.py)
 
 
 def encode_image(source, name: str, options: CodingOptions, notes: list | None = None) -> bytes:
@@ -34,11 +35,11 @@ def encode_image(source, name: str, options: CodingOptions, notes: list | None =
     import pqcodec
     if options.max_bytes is None and options.bpp is None:
         return pqcodec.encode(source, quality=options.quality, steps=options.steps, model=options.model, name=name,
-                              effort=options.effort)
+                              effort=options.effort, flat=options.flat)
     from .ratecontrol import encode_to_size
     from .zoo import codec_to_encode
     result = encode_to_size(codec_to_encode(options.model), source, max_bytes=options.max_bytes, bpp=options.bpp,
-                            steps=options.steps, name=name, generative=options.generative)
+                            steps=options.steps, name=name, generative=options.generative, flat=options.flat)
     if notes is not None:
         notes.append(result.summary())
     return result.data

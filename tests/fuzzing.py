@@ -25,9 +25,10 @@ def make_weights(path):
     return path
 
 
-def make_corpus(codec, count: int = 12, mapped: int = 4) -> list[bytes]:
+def make_corpus(codec, count: int = 12, mapped: int = 4, flat: int = 3) -> list[bytes]:
     """Valid files: noisy gradients of several sizes, both levels, several step counts, RGB and grey;
-    and `mapped` mapped files (format version 5: a level per window, both levels in each)."""
+    `mapped` mapped files (format version 5: a level per window, both levels in each); and `flat`
+    files with flat blocks (format version 7: rectangles of one colour pasted in, one greyscale)."""
     rng = np.random.default_rng(0)
     files = []
     for i in range(count):
@@ -47,6 +48,16 @@ def make_corpus(codec, count: int = 12, mapped: int = 4) -> list[bytes]:
         counts.flat[:2] = codec.config.active_levels       # both levels
         tokens = codec.image_to_tokens(rgb, codec.config.active_levels[-1])
         files.append(codec.encode_mapped(tokens, counts, (h, w), False, 1 + i % 8)[0])
+    for i in range(flat):
+        h, w = int(rng.integers(17, 70)), int(rng.integers(17, 70))
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for _ in range(3):
+            y, x = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
+            rgb[y:y + int(rng.integers(9, 30)), x:x + int(rng.integers(9, 30))] = rng.integers(0, 256, 3)
+        if i == flat - 1:
+            rgb = np.repeat(rgb[..., :1], 3, -1)
+        files.append(codec.encode(rgb, quality=1 + i % 2, steps=1 + i % 8))
+        assert files[-1][2] == bitstream.FLAT_VERSION
     return files
 
 

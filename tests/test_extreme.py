@@ -107,8 +107,8 @@ def test_version_and_mode_bit_must_agree():
         unpack(patched(g, 7, g[7] | 0x40))
     with pytest.raises(CorruptFileError, match="reserved mode bits"):
         unpack(g[:2] + b"\x05" + g[3:])                  # the generated bit in a version 5 file
-    with pytest.raises(UnsupportedFileError, match="versions 3 to 6"):
-        unpack(g[:2] + b"\x07" + g[3:])
+    with pytest.raises(UnsupportedFileError, match="versions 3 to 7"):
+        unpack(g[:2] + b"\x08" + g[3:])
 
 
 # -- coding --------------------------------------------------------------------------------------
@@ -173,7 +173,9 @@ def test_below_the_lowest_level_the_image_shrinks_to_fit(tiny_codec, shape):
         assert len(r.data) <= N
         assert tiny_codec.decode(r.data).size == (shape[1], shape[0])
         header = unpack(r.data)[0]
-        assert header.generated == r.generated and header.version == (4 if r.generated else 3)
+        assert header.generated == r.generated
+        assert header.version == (bitstream.FLAT_VERSION if header.flat else 4 if r.generated else 3)
+        assert (header.flat is not None) == (shape == (1, 1))   # a 1x1 image is one flat block
         if r.generated:
             g = r.generated
             assert g.sent == 12 and r.psnr is not None  # the plain shrink: nothing drawn by default

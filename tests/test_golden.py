@@ -1,5 +1,6 @@
 """Golden files (eval/make_golden.py): files each format version this pqcodec writes (3: plain, 4:
-generated, 5: mapped, 6: all three of a model with a conditional head) made with each shipped model decode to the recorded tokens (and pixels, on the kernel
+generated, 5: mapped, 6: all three of a model with a conditional head, 7: all three with flat
+blocks) made with each shipped model decode to the recorded tokens (and pixels, on the kernel
 family that recorded them), and re-encoding their tokens gives back their bytes. A change that
 breaks existing files fails here; it needs a new format version (bitstream.py)."""
 import hashlib
@@ -13,7 +14,8 @@ import torch
 from pqcodec import bitstream
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
-VERSIONS = (bitstream.PLAIN_VERSION, bitstream.GENERATED_VERSION, bitstream.MAPPED_VERSION, bitstream.CONDITIONAL_VERSION)
+VERSIONS = (bitstream.PLAIN_VERSION, bitstream.GENERATED_VERSION, bitstream.MAPPED_VERSION, bitstream.CONDITIONAL_VERSION,
+            bitstream.FLAT_VERSION)
 META = {v: json.loads((GOLDEN / f"v{v}" / "golden.json").read_text()) for v in VERSIONS}
 ENTRIES = [dict(e, version=v) for v in VERSIONS for e in META[v]["files"]]
 
@@ -39,7 +41,7 @@ def test_golden_files_cover_every_level_and_a_chunk_check(model, version):
 
 
 
-@pytest.mark.parametrize("version", [bitstream.GENERATED_VERSION, bitstream.CONDITIONAL_VERSION])
+@pytest.mark.parametrize("version", [bitstream.GENERATED_VERSION, bitstream.CONDITIONAL_VERSION, bitstream.FLAT_VERSION])
 def test_generated_golden_files_cover_every_sampler_and_a_chunk_check(version):
     generated = [e["generated"] for e in ENTRIES if e["version"] == version and e.get("generated")]
     assert {g["sharpen"] for g in generated if g["sent"] < 12} >= {0, 1, 2}
@@ -47,7 +49,7 @@ def test_generated_golden_files_cover_every_sampler_and_a_chunk_check(version):
     assert max(-(-g["grid_height"] // 16) * -(-g["grid_width"] // 16) for g in generated if g["sent"] < 12) > bitstream.WINDOW_CHUNK
 
 
-@pytest.mark.parametrize("version", [bitstream.MAPPED_VERSION, bitstream.CONDITIONAL_VERSION])
+@pytest.mark.parametrize("version", [bitstream.MAPPED_VERSION, bitstream.CONDITIONAL_VERSION, bitstream.FLAT_VERSION])
 def test_mapped_golden_files_cover_rate_control_groups_of_several_chunks_and_skipped_levels(version):
     mapped = [e for e in ENTRIES if e["version"] == version and "window_levels" in e]
     assert any("max15000" in e["file"] for e in mapped)          # what rate control writes
@@ -64,7 +66,8 @@ def test_golden_file_decodes_as_recorded(entry):
     assert hashlib.sha256(data).hexdigest() == entry["sha256"], "the golden file itself changed"
     header, tokens = codec.decode_tokens(data)
     assert f"{bitstream.token_checksum(tokens):08x}" == entry["token_crc32"]
-    assert codec.encode_tokens(tokens, header.height, header.width, header.greyscale, header.steps, header.generated) == data
+    assert codec.encode_tokens(tokens, header.height, header.width, header.greyscale, header.steps, header.generated,
+                               header.flat) == data
     pixels = np.asarray(codec.decode(data))
     assert list(pixels.shape) == entry["pixels_shape"]
     # the synthesis transform is float: its pixels are pinned on the kernel family that recorded them
