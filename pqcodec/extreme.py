@@ -89,7 +89,7 @@ class GeneratedSearch:
             return None
         image = self.codec.render_generated(coded, self.H, self.W)
         if self.flat is not None:
-            flat_blocks.paint(image, self.flat)
+            image = flat_blocks.paint(image, self.flat)  # a copy: the resized image is read-only
         return Candidate(data, psnr(self.rgb, image), active, Generated(*grid, sent, sharpen, seed))
 
     def plain(self, active) -> tuple[int, Candidate | None]:
