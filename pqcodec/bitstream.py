@@ -20,7 +20,7 @@ FORMAT_VERSION and keep the golden files of tests/data/golden decoding (tests/te
   version 7 only (a file with flat blocks):
     features   1 byte    bit 0: coded with a conditional head (as version 6); bit 1: flat blocks,
                          set in every version 7 file; bits 2-7 reserved, 0
-    flat len   varint    LEB128, 1..4 bytes: the flat layer's bytes, 1..flat.max_bytes(blocks)
+    flat len   varint    LEB128, 1..4 bytes: the flat layer's bytes, 1..max_flat_bytes(blocks)
     flat layer           the flat blocks (pqcodec/flat.py: 8x8 blocks of one colour, painted over
                          the decoded image)
     checksum   4 bytes   CRC-32 of the decoded token array (little-endian)

@@ -299,17 +299,11 @@ class Codec:
     def render(self, header: Header, tokens: np.ndarray, decoder: str = DEFAULT_DECODER) -> np.ndarray:
         """The uint8 (height, width, 3) image of a file's decoded tokens, by the decoder so named,
         with the file's flat blocks painted over it."""
-        image = self.synthesis(tokens, header.height, header.width, header.generated, decoder)
-        blocks = flat_blocks.of_header(header)
-        return image if blocks is None else flat_blocks.paint(image, blocks)
-
-    def synthesis(self, tokens: np.ndarray, height: int, width: int, generated: Generated | None = None,
-                  decoder: str = DEFAULT_DECODER) -> np.ndarray:
-        """The uint8 (height, width, 3) image of decoded tokens, a generated file's grid when
-        `generated`, before any flat block is painted."""
-        if generated:
-            return self.render_generated(tokens, height, width, decoder)
-        return self.tokens_to_image(tokens, height, width, decoder)
+        if header.generated:
+            image = self.render_generated(tokens, header.height, header.width, decoder)
+        else:
+            image = self.tokens_to_image(tokens, header.height, header.width, decoder)
+        return flat_blocks.paint(image, flat_blocks.of_header(header))
 
     def render_generated(self, tokens: np.ndarray, height: int, width: int, decoder: str = DEFAULT_DECODER) -> np.ndarray:
         """A generated file's image: its grid (active, grid h, grid w) decoded in float64, then

@@ -61,7 +61,7 @@ class GeneratedSearch:
                  hybrid: bool = False, flat: flat_blocks.FlatBlocks | None = None):
         """flat: the image's flat blocks, which every file carries (flat.py), or None."""
         self.codec, self.rgb, self.grey, self.N, self.steps = codec, rgb, greyscale, max_bytes, steps
-        self.flat, self.layer = flat, flat_blocks.encode(flat) if flat is not None else None
+        self.flat = flat
         self.hybrid_only = hybrid
         self.H, self.W = rgb.shape[:2]
         self.full = codec.grid_size(self.H, self.W)
@@ -78,8 +78,9 @@ class GeneratedSearch:
     def code(self, grid, active, sent, sharpen=0, seed=0) -> tuple[bytes, np.ndarray]:
         self.passes += 1
         generated = Generated(grid[0], grid[1], sent, sharpen, seed)
+        layer = None if self.flat is None else self.flat.layer
         data, coded = self.codec.encode_generated(self.tokens(grid, active), (self.H, self.W), self.grey,
-                                                  self.steps, generated, self.layer)
+                                                  self.steps, generated, layer)
         self.smallest = len(data) if self.smallest is None else min(self.smallest, len(data))
         return data, coded
 
@@ -87,9 +88,7 @@ class GeneratedSearch:
         data, coded = coded or self.code(grid, active, sent, sharpen, seed)
         if len(data) > self.N:
             return None
-        image = self.codec.render_generated(coded, self.H, self.W)
-        if self.flat is not None:
-            image = flat_blocks.paint(image, self.flat)  # a copy: the resized image is read-only
+        image = flat_blocks.paint(self.codec.render_generated(coded, self.H, self.W), self.flat)
         return Candidate(data, psnr(self.rgb, image), active, Generated(*grid, sent, sharpen, seed))
 
     def plain(self, active) -> tuple[int, Candidate | None]:

@@ -28,6 +28,7 @@ block above the run's first block if flat, else the previous flat run's colour, 
 after a flat run that is not the last, 1 bit: is the next run flat; zero padding to a byte. A reader
 refuses anything `encode` does not write, so a layer's bytes and its blocks are one-to-one.
 """
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,11 @@ class FlatBlocks:
     @property
     def count(self) -> int:
         return int(self.mask.sum())
+
+    @functools.cached_property
+    def layer(self) -> bytes:
+        """The layer's bytes (the syntax above), made once."""
+        return encode(self)
 
 
 def find(rgb: np.ndarray, greyscale: bool = False) -> FlatBlocks | None:
@@ -77,14 +83,20 @@ def find(rgb: np.ndarray, greyscale: bool = False) -> FlatBlocks | None:
 def layer_of(rgb: np.ndarray, greyscale: bool = False) -> bytes | None:
     """The flat layer of a uint8 (H, W, 3) image (what a file's header carries), or None: no flat block."""
     blocks = find(rgb, greyscale)
-    return None if blocks is None else encode(blocks)
+    return None if blocks is None else blocks.layer
 
 
 def of_header(header) -> FlatBlocks | None:
-    """The flat blocks of a file (its bitstream.Header), or None when it has none."""
+    """The flat blocks of a file (its bitstream.Header), or None when it has none. Parsed once per
+    layer (the decoder checks it before the tokens' work and paints it after)."""
     if header.flat is None:
         return None
-    return decode(header.flat, header.image_grid(), 1 if header.greyscale else 3)
+    return _parsed(header.flat, header.image_grid(), 1 if header.greyscale else 3)
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed(data: bytes, grid: tuple[int, int], channels: int) -> FlatBlocks:
+    return decode(data, grid, channels)
 
 
 def _runs(blocks: FlatBlocks):
@@ -108,7 +120,7 @@ def encode(blocks: FlatBlocks) -> bytes:
     for i, (start, length, colour) in enumerate(runs):
         bits.golomb(length - 1)
         if colour is not None:
-            pred = _predict(blocks, start, w, previous)
+            pred = _predict(blocks.mask, blocks.colours, start, w, previous)
             for c, p in zip(colour, pred):
                 d = (c - p + 128) % 256 - 128                                          # -128..127
                 bits.golomb(2 * d if d >= 0 else -2 * d - 1)                           # zigzag
@@ -133,7 +145,7 @@ def decode(data: bytes, grid: tuple[int, int], channels: int) -> FlatBlocks:
         if length > n - done:
             raise CorruptFileError(f"flat layer: a run of {length} blocks where {n - done} remain")
         if flat:
-            pred = _predict(FlatBlocks(mask, colours), done, w, previous)
+            pred = _predict(mask, colours, done, w, previous)
             colour = []
             for p in pred:
                 z = bits.golomb()
@@ -157,18 +169,20 @@ def decode(data: bytes, grid: tuple[int, int], channels: int) -> FlatBlocks:
     return FlatBlocks(mask, colours)
 
 
-def _predict(blocks: FlatBlocks, start: int, w: int, previous: tuple) -> tuple:
+def _predict(mask: np.ndarray, colours: np.ndarray, start: int, w: int, previous: tuple) -> tuple:
     """A flat run's predicted colour: the block above its first block if flat, else `previous`."""
     y, x = divmod(start, w)
-    if y > 0 and blocks.mask[y - 1, x]:
-        return tuple(int(v) for v in blocks.colours[y - 1, x])
+    if y > 0 and mask[y - 1, x]:
+        return tuple(int(v) for v in colours[y - 1, x])
     return previous
 
 
-def paint(rgb: np.ndarray, blocks: FlatBlocks) -> np.ndarray:
-    """Paints the flat blocks over a decoded uint8 (H, W, 3) image, in place (a copy when it is
-    read-only); returns it."""
+def paint(rgb: np.ndarray, blocks: FlatBlocks | None) -> np.ndarray:
+    """A decoded uint8 (H, W, 3) image as the decoder gives it: the flat blocks (if any) painted over
+    it, in place (on a copy when it is read-only, e.g. a generated file's resized image)."""
     s = GRID_STRIDE
+    if blocks is None:
+        return rgb
     if not rgb.flags.writeable:
         rgb = rgb.copy()
     H, W = rgb.shape[:2]

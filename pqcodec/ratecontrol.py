@@ -139,7 +139,7 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         N = budget(max_bytes, bpp, H, W)
     variants = [None]  # the flat blocks each search's files carry: none, and the image's when it has some
     blocks = flat_blocks.find(rgb, grey) if flat else None
-    if blocks is not None and len(flat_blocks.encode(blocks)) <= FLAT_SHARE * N:
+    if blocks is not None and len(blocks.layer) <= FLAT_SHARE * N:
         variants.insert(0, blocks)
     h, w = codec.grid_size(H, W)
     candidates, encodes, smallest, analysis = [], 0, None, None
@@ -169,16 +169,12 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
     if len(candidates) > 1:
         for c in candidates:
             if c.psnr is None:
-                c.psnr = psnr(rgb, c.image if c.image is not None else painted(codec.tokens_to_image(c.tokens, H, W), c.flat))
+                c.psnr = psnr(rgb, c.image if c.image is not None
+                              else flat_blocks.paint(codec.tokens_to_image(c.tokens, H, W), c.flat))
     best = max(candidates, key=lambda c: -math.inf if c.psnr is None else c.psnr)
     assert len(best.data) <= N
     return RateResult(best.data, N, best.quality, best.rd_lambda, encodes, time.perf_counter() - start, best.psnr,
                       best.generated, steps, best.window_levels)
-
-
-def painted(image: np.ndarray, blocks: flat_blocks.FlatBlocks | None) -> np.ndarray:
-    """A decoded image as the decoder gives it: with the flat blocks painted (in place)."""
-    return image if blocks is None else flat_blocks.paint(image, blocks)
 
 
 def _level_candidates(codec: Codec, analysis: rdoq.Analysis, rgb, grey, N: int, steps: int, distortion: str,
@@ -188,7 +184,7 @@ def _level_candidates(codec: Codec, analysis: rdoq.Analysis, rgb, grey, N: int, 
     analysis: the image's, at the top level; blocks: the flat blocks every file carries, or None."""
     H, W = rgb.shape[:2]
     levels = codec.levels()
-    layer = flat_blocks.encode(blocks) if blocks is not None else None
+    layer = None if blocks is None else blocks.layer
     encodes, choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
     plain, decoded = {}, {}    # quality -> (file, CodingStats) at λ = 0, and its decoded image: made once each
 
@@ -211,7 +207,7 @@ def _level_candidates(codec: Codec, analysis: rdoq.Analysis, rgb, grey, N: int, 
 
     def plain_image(quality: int) -> np.ndarray:
         if quality not in decoded:
-            decoded[quality] = painted(codec.tokens_to_image(plain_pass(quality)[1].tokens, H, W), blocks)
+            decoded[quality] = flat_blocks.paint(codec.tokens_to_image(plain_pass(quality)[1].tokens, H, W), blocks)
         return decoded[quality]
 
     def size(quality: int) -> int:
