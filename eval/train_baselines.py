@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Learned baselines trained here, so that the comparison with pqcodec is fair: CompressAI's
 bmshj2018_hyperprior (and mbt2018_mean) from scratch on the same training photos, the same 128 px
-random crops with flips (pqcodec.data.CropSampler), and by default the same number of crops seen as
-the shipped pqcodec model's autoencoder. Then each trained quality codes the test folder with
-CompressAI's real entropy coder (rate from the bytes of its strings) and the curve is written in
-CompressAI's results layout for `eval/rd.py --extra`.
+random crops with flips (pqcodec.data.CropSampler), by default as many crops per quality as
+pqcodec's v2/v3 autoencoder saw (928,000; the budget issue 14 names). v4's lease then added 446,592
+crops of 256 px (1.79 M crops of 128 px in pixels), so this default gives each hyperprior about a
+third of the pixels the shipped model's autoencoder saw: a baseline that favours pqcodec, never the
+reverse. Then each trained quality codes the test folder with CompressAI's real entropy coder (rate
+from the bytes of its strings) and the curve is written in CompressAI's results layout for
+`eval/rd.py --extra`, named with the crops each quality saw.
 
 CompressAI's recipe: loss = lambda * 255^2 * MSE + bpp (RateDistortionLoss), Adam lr 1e-4, a separate
 Adam (lr 1e-3) on the entropy bottleneck's quantiles (aux loss), lambda per quality from CompressAI.
 Runs need compressai (README: the eval environment), and use the GPU when there is one. Each quality
 resumes from OUT/<arch>-q<Q>/ckpt.pt and, once trained, leaves its test results beside it
-(eval-<tag>.json); the curve is drawn from every quality of OUT trained on the same number of crops,
-so qualities may be trained by separate processes at once (one --qualities each).
+(eval-<tag>.json); the curve is drawn from every quality of OUT, so qualities may be trained by
+separate processes at once (one --qualities each: what eval/baselines_lease.py does on a lent GPU,
+whose checkpoints `--no-train` then evaluates here).
 
     python eval/train_baselines.py --data ../shared/data/train --test ../shared/data/kodak \
         --out runs/baselines --arch bmshj2018-hyperprior --qualities 1 2 3 4 5
@@ -41,31 +45,42 @@ def build(arch: str, quality: int):
         quality=quality, pretrained=False)
 
 
-def train_one(net, run: Path, args, quality: int, device: torch.device):
+def train_one(net, run: Path, args, quality: int, device: torch.device, deadline: float | None = None) -> int:
+    """Trains `net` until it has seen args.crops crops (resuming from run/ckpt.pt) or until `deadline`
+    (time.time()), saving the checkpoint every 500 steps and at the end. Returns the crops seen.
+    A checkpoint holding only weights (eval/baselines_lease.py join) resumes with fresh optimisers."""
     from compressai.losses import RateDistortionLoss
     from pqcodec.data import CropSampler
     main_params = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
     opt, aux_opt = torch.optim.Adam(main_params, lr=args.lr), torch.optim.Adam(aux_params, lr=1e-3)
     ckpt = run / "ckpt.pt"
-    step, wall = 0, 0.0
+    step, wall, crops = 0, 0.0, 0
     state = load_checkpoint(ckpt)  # weights_only: tensors and plain values, never arbitrary objects
     if state:
         net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        aux_opt.load_state_dict(state["aux_opt"])
         step, wall = state["step"], state["wall"]
-    steps = args.crops // args.batch
-    if step >= steps:
-        return
+        crops = state.get("crops", step * args.batch)  # checkpoints before 0.12 counted steps only
+        if crops < args.crops and not args.no_train:
+            if "opt" in state:
+                opt.load_state_dict(state["opt"])
+                aux_opt.load_state_dict(state["aux_opt"])
+            else:
+                print(f"{ckpt}: weights only; training goes on with fresh optimisers")
+    if crops >= args.crops or args.no_train:
+        return crops
     criterion = RateDistortionLoss(lmbda=LAMBDAS[quality])
     data = CropSampler(args.data, args.crop, seed=quality * 1000 + step)
     net.train()
     log = open(run / "log.jsonl", "a")
-    bar = tqdm(total=steps, initial=step, desc=f"{run.name}")
+    bar = tqdm(total=args.crops, initial=crops, desc=f"{run.name} crops", unit_scale=True)
     t0 = time.time() - wall
-    while step < steps:
-        x = data.batch(args.batch, device)
+
+    def save():
+        save_checkpoint(ckpt, dict(net=net.state_dict(), opt=opt.state_dict(), aux_opt=aux_opt.state_dict(),
+                                   step=step, crops=crops, wall=time.time() - t0))
+    while crops < args.crops:
+        x = data.batch(min(args.batch, args.crops - crops), device)
         out = net(x)
         loss = criterion(out, x)
         opt.zero_grad()
@@ -75,16 +90,20 @@ def train_one(net, run: Path, args, quality: int, device: torch.device):
         aux_opt.zero_grad()
         net.aux_loss().backward()
         aux_opt.step()
-        step += 1
-        bar.update(1)
-        if step % 50 == 0 or step == steps:
-            log.write(json.dumps(dict(step=step, loss=loss["loss"].item(), bpp=loss["bpp_loss"].item(),
+        step, crops = step + 1, crops + len(x)
+        bar.update(len(x))
+        late = deadline is not None and time.time() >= deadline
+        if step % 50 == 0 or crops >= args.crops or late:
+            log.write(json.dumps(dict(step=step, crops=crops, loss=loss["loss"].item(), bpp=loss["bpp_loss"].item(),
                                       mse=loss["mse_loss"].item(), wall_s=round(time.time() - t0, 1))) + "\n")
             log.flush()
-        if step % 500 == 0 or step == steps:
-            save_checkpoint(ckpt, dict(net=net.state_dict(), opt=opt.state_dict(), aux_opt=aux_opt.state_dict(),
-                                       step=step, wall=time.time() - t0))
+        if step % 500 == 0 or crops >= args.crops or late:
+            save()
+        if late:
+            print(f"{run.name}: the deadline came at {crops} of {args.crops} crops")
+            break
     bar.close()
+    return crops
 
 
 @torch.inference_mode()
@@ -105,38 +124,74 @@ def evaluate(net, images, device: torch.device) -> list[dict]:
     return rows
 
 
-def main():
+def curve_name(arch: str, crops: list[int]) -> str:
+    """The curve's label says what its qualities were trained on."""
+    seen = f"{crops[0]:,}" if min(crops) == max(crops) else f"{min(crops):,} to {max(crops):,}"
+    return f"{arch} (trained here, {seen} crops per quality)"
+
+
+def main(argv=None):
+    started = time.time()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="training photos")
-    ap.add_argument("--test", required=True, help="test images (e.g. Kodak)")
+    ap.add_argument("--data", help="training photos (needed unless --no-train)")
+    ap.add_argument("--test", help="test images (e.g. Kodak; needed unless --train-only)")
     ap.add_argument("--out", required=True, help="run folder: one subfolder per trained quality")
     ap.add_argument("--arch", default="bmshj2018-hyperprior", choices=["bmshj2018-hyperprior", "mbt2018-mean"])
-    ap.add_argument("--qualities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--qualities", type=int, nargs="+",
+                    help="default: 1 to 5; with --no-train, every quality OUT has a checkpoint of")
     ap.add_argument("--crops", type=int, default=PQCODEC_CROPS, help="training crops per quality")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--minutes", type=float, help="stop training (and save) this many minutes after the start")
+    ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--train-only", action="store_true", help="train, evaluate nothing (a GPU lease)")
+    mode.add_argument("--no-train", action="store_true",
+                      help="evaluate the checkpoints as they are, whatever crops they have seen")
     add_output_args(ap, "--test", out_flag="--results")
-    args = ap.parse_args()
-    results, args.tag = output_location(args.results, args.tag, args.test)
+    args = ap.parse_args(argv)
+    if not args.no_train and not args.data:
+        ap.error("--data is needed to train (or give --no-train)")
+    if not args.train_only and not args.test:
+        ap.error("--test is needed to evaluate (or give --train-only)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.qualities is None:
+        found = sorted(int(p.parent.name.rsplit("-q", 1)[1]) for p in Path(args.out).glob(f"{args.arch}-q*/ckpt.pt"))
+        args.qualities = found if args.no_train else [1, 2, 3, 4, 5]
+        if not found and args.no_train:
+            ap.error(f"{args.out}: no {args.arch}-q<Q>/ckpt.pt to evaluate")
+    deadline = None if args.minutes is None else started + 60 * args.minutes
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
+    if args.train_only:
+        for q in args.qualities:
+            run = Path(args.out) / f"{args.arch}-q{q}"
+            run.mkdir(parents=True, exist_ok=True)
+            torch.manual_seed(q)
+            train_one(build(args.arch, q).to(device), run, args, q, device, deadline)
+        return
+    results, args.tag = output_location(args.results, args.tag, args.test)
     images = load_rgb_images(args.test)
     for q in args.qualities:
         run = Path(args.out) / f"{args.arch}-q{q}"
         run.mkdir(parents=True, exist_ok=True)
         result = run / f"eval-{args.tag}.json"
-        if result.is_file() and json.loads(result.read_text())["crops"] == args.crops:
-            continue
         torch.manual_seed(q)
         net = build(args.arch, q).to(device)
-        train_one(net, run, args, q, device)
+        crops = train_one(net, run, args, q, device, deadline)
+        if crops == 0:
+            raise SystemExit(f"{run}: no checkpoint to evaluate")
+        if result.is_file() and json.loads(result.read_text())["crops"] == crops:
+            continue
         rows = evaluate(net, images, device)
-        result.write_text(json.dumps(dict(crops=args.crops, quality=q, device=str(device), rows=rows), indent=1))
+        result.write_text(json.dumps(dict(crops=crops, quality=q, device=str(device), rows=rows), indent=1))
     done = sorted((json.loads(p.read_text()) for p in Path(args.out).glob(f"{args.arch}-q*/eval-{args.tag}.json")),
                   key=lambda r: r["quality"])
-    points = [(r["quality"], r["rows"]) for r in done if r["crops"] == args.crops]
-    curve = mean_curve(f"{args.arch} (trained here, {args.crops} crops)", points)
+    points = [(r["quality"], r["rows"]) for r in done]
+    curve = mean_curve(curve_name(args.arch, [r["crops"] for r in done]), points)
+    curve["crops"] = {str(r["quality"]): r["crops"] for r in done}
     curve["per_image"] = {str(q): rows for q, rows in points}
     path = results / f"{args.tag}-{args.arch}-trained.json"
     path.parent.mkdir(parents=True, exist_ok=True)

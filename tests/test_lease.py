@@ -78,3 +78,42 @@ def test_split_makes_parts_a_return_can_take(tmp_path):
     f.write_bytes(bytes(range(256)) * 100)
     names = lease.split(f, tmp_path, part_bytes=10_000)
     assert len(names) == 3 and b"".join((tmp_path / n).read_bytes() for n in names) == f.read_bytes()
+
+
+def test_trim_drops_only_what_git_gives_back(tmp_path):
+    """The device tool copies the working tree beside the carry (64 MiB in all): trim removes the
+    tracked files a lease does not run, untrim brings them back; a changed file stops it first."""
+    import subprocess
+    repo = tmp_path / "repo"
+    for path, size in (("pqcodec/a.py", 10), ("eval/b.py", 10), ("setup.cfg", 10), ("models/w.bin", 300_000),
+                       ("docs/img.png", 200_000), ("README.md", 10)):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_bytes(bytes([len(path)]) * size)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    (repo / "notes.txt").write_text("untracked, not ignored: it travels and stays")
+    carry = tmp_path / "carry"
+    carry.mkdir()
+    (carry / "train.zip").write_bytes(b"z" * 5000)
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}
+
+    with pytest.raises(SystemExit, match="over"):  # trimmed, the call is 4 files of 4 KiB + the carry's 8 KiB
+        lease.trim([carry], repo, limit=20_000)
+    with pytest.raises(SystemExit, match="no such folder"):
+        lease.trim([tmp_path / "absent"], repo)
+    (repo / "docs" / "img.png").write_bytes(b"changed")
+    with pytest.raises(SystemExit, match="docs/img.png: changed"):
+        lease.trim([carry], repo)
+    assert (repo / "models" / "w.bin").exists()  # nothing was removed by a refused trim
+    (repo / "docs" / "img.png").write_bytes(before[repo / "docs" / "img.png"])
+
+    assert lease.trim([carry], repo, limit=30_000, dry_run=True) == 4 * 4096 + 8192
+    assert (repo / "models" / "w.bin").exists()  # a dry run only measures
+    assert lease.trim([carry], repo, limit=30_000) == 4 * 4096 + 8192
+    left = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts)
+    assert left == ["eval/b.py", "notes.txt", "pqcodec/a.py", "setup.cfg"]
+    assert sorted(lease.untrim(repo)) == ["README.md", "docs/img.png", "models/w.bin"]
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts} == before
+    assert lease.untrim(repo) == []

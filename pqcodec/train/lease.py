@@ -38,7 +38,10 @@ from safetensors import safe_open
 
 from ..nets.autoencoder import PADDINGS
 
-CARRY_LIMIT = 63_000_000   # bytes for the carry folder: 64 MiB (67.1 MB) with the working tree (1.3 MB), margin kept
+CARRY_LIMIT = 63_000_000   # bytes for the carry folder: 64 MiB (67.1 MB) with the working tree, margin kept
+CALL_LIMIT = 66_000_000    # bytes of a whole call: the working tree (after trim) and every carried folder
+KEEP = ("pqcodec/", "eval/", "setup.cfg", "pyproject.toml")  # what a lease runs; trim drops the rest
+TRIMMED = "lease-trimmed"  # under .git: the paths trim removed, for untrim
 PART_BYTES = 15 * 2 ** 20  # a returned file may be 16 MiB
 INIT, PHOTOS = "init.safetensors", "train.zip"
 
@@ -47,7 +50,66 @@ def _carry_bytes(folder: Path) -> int:
     """Bytes as a file system holds them (4 KiB blocks): 1,439 loose photos take 1.7 MB more than
     their sizes (perhaps why a carry of 66.4 MB by size was refused); one stored zip of them, 0.2 MB
     (a tar, 2.4 MB: 512-byte headers and padding)."""
-    return sum(-(-p.stat().st_size // 4096) * 4096 for p in folder.rglob("*") if p.is_file())
+    return sum(_blocks(p) for p in folder.rglob("*") if p.is_file())
+
+
+def _blocks(path: Path) -> int:
+    return -(-path.stat().st_size // 4096) * 4096
+
+
+def _git(root: Path, *args: str) -> list[str]:
+    out = subprocess.run(["git", "-C", str(root), args[0], "-z", *args[1:]], capture_output=True, check=True).stdout
+    return [p for p in out.decode().split("\0") if p]
+
+
+def _git_dir(root: Path) -> Path:
+    out = subprocess.run(["git", "-C", str(root), "rev-parse", "--absolute-git-dir"], capture_output=True,
+                         text=True, check=True).stdout
+    return Path(out.strip())
+
+
+def trim(carry: list[Path], root: Path = Path("."), limit: int = CALL_LIMIT, dry_run: bool = False) -> int:
+    """Before a device call: the device tool copies the whole working tree (tracked files, untracked
+    ones git does not ignore) beside the carried folders, 64 MiB in all, and the tree is now 95 MB
+    (models/ 83 MB, docs/ images 7 MB). Removes every tracked file a lease does not run (outside KEEP)
+    from the working tree, only files git holds unchanged, so `untrim` (git checkout) gives each back
+    as it was; records them in .git/lease-trimmed. Returns the bytes the call will copy; refuses to
+    remove anything when a changed file would go or when the call would still be over `limit`;
+    `dry_run` only measures."""
+    missing = [str(c) for c in carry if not Path(c).is_dir()]
+    if missing:
+        raise SystemExit(f"{missing[0]}: no such folder to carry (prepare it first)")
+    tracked = _git(root, "ls-files")
+    drop = [p for p in tracked if not p.startswith(KEEP) and (root / p).is_file()]
+    changed = set(_git(root, "diff", "--name-only", "HEAD", "--", *drop)) if drop else set()
+    if changed and not dry_run:
+        raise SystemExit(f"{sorted(changed)[0]}: changed since the last commit ({len(changed)} such files); "
+                         "commit or stash them first: trim removes only files git can give back")
+    kept = [root / p for p in tracked if p.startswith(KEEP) and (root / p).is_file()]
+    kept += [root / p for p in _git(root, "ls-files", "--others", "--exclude-standard")]
+    size = sum(map(_blocks, kept)) + sum(_carry_bytes(Path(c)) for c in carry)
+    if size > limit:
+        raise SystemExit(f"the call would copy {size / 1e6:.1f} MB, over {limit / 1e6:.1f} MB even trimmed")
+    if dry_run:
+        return size
+    record = _git_dir(root) / TRIMMED
+    done = set(record.read_text().splitlines()) if record.exists() else set()
+    record.write_text("".join(f"{p}\n" for p in sorted(done | set(drop))))
+    for p in drop:
+        (root / p).unlink()
+    return size
+
+
+def untrim(root: Path = Path(".")) -> list[str]:
+    """After the call: every file trim removed, back from git as it was committed."""
+    record = _git_dir(root) / TRIMMED
+    if not record.exists():
+        return []
+    paths = [p for p in record.read_text().splitlines() if p and not (root / p).exists()]
+    if paths:
+        subprocess.run(["git", "-C", str(root), "checkout", "HEAD", "--", *paths], check=True)
+    record.unlink()
+    return paths
 
 
 def _rewrite(src: Path, dest: Path, halve, drop=lambda name: False):
@@ -63,9 +125,7 @@ def _rewrite(src: Path, dest: Path, halve, drop=lambda name: False):
 
 def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int:
     """Writes out/init.safetensors (the float weights, float16, no integer prior) and the training
-    photos as one zip, stored uncompressed (JPEGs: nothing to gain), out/train.zip. Returns the folder's
-    bytes; refuses a folder over `limit`."""
-    from ..data import list_images
+    photos (pack_photos). Returns the folder's bytes; refuses a folder over `limit`."""
     with safe_open(str(model), "pt") as f:
         base = (f.metadata() or {}).get("base_file")
     if base:  # a conditional head's file (model.py): the networks a lease trains are in its base
@@ -75,6 +135,14 @@ def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int
         shutil.rmtree(out)
     out.mkdir(parents=True)
     _rewrite(model, out / INIT, halve=lambda name: True, drop=lambda name: name.startswith("int_prior."))
+    return pack_photos(data, out, limit)
+
+
+def pack_photos(data: Path, out: Path, limit: int = CARRY_LIMIT) -> int:
+    """The training photos as one zip, stored uncompressed (JPEGs: nothing to gain), out/train.zip.
+    Returns out's bytes (4 KiB blocks); refuses a folder over `limit`."""
+    from ..data import list_images
+    out.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out / PHOTOS, "w", zipfile.ZIP_STORED) as z:
         for p in list_images(data):
             z.write(p, arcname=str(p.relative_to(data)))
@@ -82,6 +150,15 @@ def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int
     if size > limit:
         raise SystemExit(f"{out}: {size / 1e6:.1f} MB, over the carry budget of {limit / 1e6:.1f} MB")
     return size
+
+
+def unpack_photos(lease: Path, dest: Path) -> Path:
+    """There: the carried zip into dest (emptied first)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    with zipfile.ZipFile(lease / PHOTOS) as z:
+        z.extractall(dest)
+    return dest
 
 
 def _stage(args: list[str], log: Path) -> float:
@@ -118,11 +195,7 @@ def run(a) -> dict:
     lease, out, runs = Path(a.lease), Path(a.out), Path(a.runs)
     out.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
-    photos = runs / "photos"
-    if photos.exists():
-        shutil.rmtree(photos)
-    with zipfile.ZipFile(lease / PHOTOS) as z:
-        z.extractall(photos)
+    photos = unpack_photos(lease, runs / "photos")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     summary = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                "torch": torch.__version__, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -153,10 +226,8 @@ def run(a) -> dict:
     return summary
 
 
-def join(folder: Path, dest: Path, name: str = "model.safetensors") -> Path:
-    """Concatenates folder/<name>.partNN into dest after checking the SHA-256 `run` wrote; the
-    result must load as a model whose integer prior is calibrated."""
-    from ..model import PQCodecModel
+def joined(folder: Path, name: str) -> bytes:
+    """folder/<name>.partNN (split's output) concatenated, checked against folder/<name>.sha256."""
     parts = sorted(folder.glob(f"{name}.part*"))
     if not parts:
         raise SystemExit(f"{folder}: no {name}.partNN files")
@@ -164,6 +235,14 @@ def join(folder: Path, dest: Path, name: str = "model.safetensors") -> Path:
     expected = (folder / f"{name}.sha256").read_text().split()[0]
     if hashlib.sha256(data).hexdigest() != expected:
         raise SystemExit(f"{folder}: the parts of {name} do not match their SHA-256 (a part missing or cut?)")
+    return data
+
+
+def join(folder: Path, dest: Path, name: str = "model.safetensors") -> Path:
+    """Concatenates folder/<name>.partNN into dest after checking the SHA-256 `run` wrote; the
+    result must load as a model whose integer prior is calibrated."""
+    from ..model import PQCodecModel
+    data = joined(folder, name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(data)
     if not PQCodecModel.load(dest).can_code():
@@ -214,6 +293,11 @@ def main(argv=None):
     rn.add_argument("--no-bf16", dest="bf16", action="store_false")
     rn.add_argument("--log-every", type=int, default=100)
     rn.add_argument("--save-every", type=int, default=1000)
+    tr = sub.add_parser("trim", help="here, just before the device call: drop the tracked files a lease "
+                        "does not run from the working tree (git gives them back: untrim)")
+    tr.add_argument("--carry", nargs="+", default=["lease", ".whl"], help="the folders the call carries")
+    tr.add_argument("--dry-run", action="store_true", help="measure the call, remove nothing")
+    sub.add_parser("untrim", help="here, after the call: the files trim dropped, back from git")
     jn = sub.add_parser("join", help="here: join the returned parts into a weights file")
     jn.add_argument("folder", help="where the returned files lie (the device tool's files_at)")
     jn.add_argument("--out", required=True, help="weights file to write")
@@ -226,6 +310,12 @@ def main(argv=None):
         print(f"{a.lease}: {size / 1e6:.1f} MB to carry")
     elif a.cmd == "run":
         print(json.dumps(run(a), indent=1))
+    elif a.cmd == "trim":
+        size = trim([Path(c) for c in a.carry], dry_run=a.dry_run)
+        print(f"the call copies {size / 1e6:.1f} MB (limit {CALL_LIMIT / 1e6:.1f})"
+              + ("" if a.dry_run else "; after it: python -m pqcodec.train.lease untrim"))
+    elif a.cmd == "untrim":
+        print(f"{len(untrim())} files back from git")
     elif a.cmd == "join":
         print(join(Path(a.folder), Path(a.out)))
     else:

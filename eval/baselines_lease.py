@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""The same-budget hyperprior on a lent GPU (issue 14): one prepared command per lease, as
+pqcodec/train/lease.py is for pqcodec's own weights (docs/training.md, "The learned baseline on a lent
+GPU"). Three steps, two machines:
+
+    # here, before any GPU (seconds): the carry folder (the training photos as one stored zip); the
+    # wheels the GPU image lacks (compressai, pytorch-msssim, constriction) in .whl/; the tree trimmed
+    python eval/baselines_lease.py prepare --data ../shared/data/train
+    python -m pqcodec.train.lease trim --carry lease-baselines .whl
+    # there, one call (device tool: carry ["lease-baselines", ".whl"], timeout_s 580), and at once a
+    # second on the warm machine (carry [".whl"], --minutes 2.8) that goes on from the first's checkpoints
+    python3 eval/baselines_lease.py run --out $OUT --minutes 8.5 --qualities 1 2 3
+    # here again: the tree back, the returned weights into runs/baselines/<arch>-q<Q>/ckpt.pt, then
+    # Kodak with CompressAI's entropy coder on this CPU (rate from the bytes of its strings)
+    python -m pqcodec.train.lease untrim
+    python eval/baselines_lease.py join FILES_AT --out runs/baselines
+    python eval/train_baselines.py --no-train --out runs/baselines --test ../shared/data/kodak --results docs/results
+
+`run` trains each quality in its own process, all at once on the one GPU (a step at these sizes is
+partly launch-bound: on the H100 batch 128 took 1.5x batch 64's time, run "probe" in
+docs/experiments.md; side by side, one process's kernels can run while another's Python prepares its
+next launches; by how much is the first lease's measurement), each until it has
+seen its crops or until the deadline, whichever comes first; then it bundles every quality's float32
+weights into one file, split into parts a return can take, with a summary (crops, steps, seconds and
+the log of every quality). A quality the deadline stopped comes back labelled with the crops it saw;
+the curve's name says so. A second call on the still-warm machine (carrying only .whl) continues
+every quality from its checkpoint (weights and Adam state, kept in --runs); a later lease cannot (the
+Adam state, 2× the weights, does not fit beside the photos in the 64 MiB carry), so a quality
+unfinished when its lease ends is trained again from the start with fewer beside it.
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_baselines  # noqa: E402  (also puts the checkout on sys.path, through common)
+from pqcodec.train.common import load_checkpoint, save_checkpoint  # noqa: E402
+from pqcodec.train.lease import CARRY_LIMIT, PHOTOS, joined, pack_photos, split, unpack_photos  # noqa: E402
+
+BUNDLE = "baselines.safetensors"
+MAX_QUALITIES = 4  # 4 x 20.3 MB = 6 parts of 15 MiB, + SHA-256 + summary = the 8 files a return takes
+
+
+def run(a) -> dict:
+    started = time.time()
+    lease, out, runs = Path(a.lease), Path(a.out), Path(a.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    photos = runs / "photos"
+    if (lease / PHOTOS).exists():
+        unpack_photos(lease, photos)
+    elif not photos.is_dir():  # a second call on the warm machine finds the first's photos and runs
+        raise SystemExit(f"{lease / PHOTOS}: not here, nor photos from an earlier call in {photos}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    summary = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "arch": a.arch, "crops_budget": a.crops,
+               "batch": a.batch, "crop": a.crop, "qualities": {}}
+    # every process stops at the same wall-clock moment, whatever its start-up took
+    minutes = max(0.0, a.minutes - (time.time() - started) / 60)
+    children = {}
+    for q in a.qualities:
+        cmd = [sys.executable, str(Path(train_baselines.__file__)), "--train-only", "--data", str(photos),
+               "--out", str(runs), "--arch", a.arch, "--qualities", str(q), "--crops", str(a.crops),
+               "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr), "--minutes", f"{minutes:.4f}",
+               "--threads", str(a.threads)]
+        log = open(runs / f"q{q}.out", "w")
+        children[q] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log)
+    try:
+        for q, (child, log) in children.items():
+            child.wait()
+            log.close()
+    finally:  # Ctrl-C or the tool's limit: stop the children too, then bring back what they saved
+        for child, _ in children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+                child.wait()
+        tensors, meta = {}, {}
+        for q, (child, _) in children.items():
+            run_dir = runs / f"{a.arch}-q{q}"
+            info = {"exit": child.returncode}
+            state = load_checkpoint(run_dir / "ckpt.pt")
+            if state:
+                info.update(step=state["step"], crops=state["crops"], wall_s=round(state["wall"], 1))
+                for name, t in state["net"].items():
+                    tensors[f"q{q}/{name}"] = t.detach().to("cpu").contiguous().clone()
+                meta[str(q)] = json.dumps(dict(step=state["step"], crops=state["crops"], wall=state["wall"]))
+            if (run_dir / "log.jsonl").exists():
+                info["log"] = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+            if child.returncode:
+                info["output_tail"] = (runs / f"q{q}.out").read_text(errors="replace")[-2000:]
+            summary["qualities"][str(q)] = info
+        if tensors:
+            save_file(tensors, str(runs / BUNDLE), metadata={"arch": a.arch, **meta})
+            summary["parts"] = split(runs / BUNDLE, out)
+        summary["wall_s"] = round(time.time() - started, 1)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def join(folder: Path, out: Path, replace: bool = False) -> list[Path]:
+    """The returned parts (checked against their SHA-256) into out/<arch>-q<Q>/ckpt.pt, weights only,
+    which `train_baselines.py --no-train` evaluates. Refuses to overwrite a checkpoint unless `replace`."""
+    data = joined(folder, BUNDLE)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = out / BUNDLE
+    tmp = bundle.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(bundle)
+    written = []
+    with safe_open(str(bundle), "pt") as f:
+        meta = f.metadata()
+        arch = meta.pop("arch")
+        for q, info in sorted(meta.items()):
+            info = json.loads(info)
+            ckpt = out / f"{arch}-q{q}" / "ckpt.pt"
+            if ckpt.exists() and not replace:
+                raise SystemExit(f"{ckpt}: exists; give --replace to put the lease's weights in its place")
+            prefix = f"q{q}/"
+            net = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(ckpt, dict(net=net, step=info["step"], crops=info["crops"], wall=info["wall"]))
+            written.append(ckpt)
+    if (folder / "summary.json").exists():
+        (out / "lease-summary.json").write_text((folder / "summary.json").read_text())
+    return written
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pr = sub.add_parser("prepare", help="here: the carry folder (the training photos as one stored zip)")
+    pr.add_argument("--data", required=True, help="training photos")
+    pr.add_argument("--lease", default="lease-baselines", help="the carry folder (gitignored)")
+    pr.add_argument("--limit", type=int, default=CARRY_LIMIT, help="bytes the folder may take")
+    rn = sub.add_parser("run", help="on the GPU: every quality in its own process, then the weights into OUT")
+    rn.add_argument("--lease", default="lease-baselines")
+    rn.add_argument("--out", default=os.environ.get("OUT"), required="OUT" not in os.environ)
+    rn.add_argument("--runs", default="runs/lease-baselines", help="the qualities' run folders")
+    rn.add_argument("--minutes", type=float, required=True, help="every quality stops (and saves) by then")
+    rn.add_argument("--qualities", type=int, nargs="+", required=True)
+    rn.add_argument("--arch", default="bmshj2018-hyperprior", choices=["bmshj2018-hyperprior", "mbt2018-mean"])
+    rn.add_argument("--crops", type=int, default=train_baselines.PQCODEC_CROPS, help="training crops per quality")
+    # as pqcodec's own lease trains its autoencoder (batch 64, lr 2e-4), so both sides train alike;
+    # CompressAI's batch 16 would take 4x the steps for the same crops, each as slow (launch-bound)
+    rn.add_argument("--batch", type=int, default=64)
+    rn.add_argument("--crop", type=int, default=128)
+    rn.add_argument("--lr", type=float, default=2e-4)
+    rn.add_argument("--threads", type=int, default=2, help="CPU threads per quality's process")
+    jn = sub.add_parser("join", help="here: the returned parts into OUT/<arch>-q<Q>/ckpt.pt")
+    jn.add_argument("folder", help="where the returned files lie (the device tool's files_at)")
+    jn.add_argument("--out", default="runs/baselines", help="train_baselines.py's run folder")
+    jn.add_argument("--replace", action="store_true", help="overwrite checkpoints already there")
+    a = p.parse_args(argv)
+    if a.cmd == "run" and len(set(a.qualities)) > MAX_QUALITIES:
+        p.error(f"at most {MAX_QUALITIES} qualities a call: a return takes 8 files, and each quality's "
+                "float32 weights are 20.3 MB (parts of 15 MiB, their SHA-256 and the summary)")
+    if a.cmd == "prepare":
+        size = pack_photos(Path(a.data), Path(a.lease), a.limit)
+        print(f"{a.lease}: {size / 1e6:.1f} MB to carry")
+    elif a.cmd == "run":
+        summary = run(a)
+        print(json.dumps({k: v for k, v in summary.items() if k != "qualities"}, indent=1))
+        for q, info in summary["qualities"].items():
+            print(f"quality {q}: exit {info['exit']}, {info.get('crops', 0):,} of {a.crops:,} crops, "
+                  f"{info.get('step', 0):,} steps, {info.get('wall_s', 0)} s")
+    else:
+        for ckpt in join(Path(a.folder), Path(a.out), a.replace):
+            print(ckpt)
+
+
+if __name__ == "__main__":
+    main()

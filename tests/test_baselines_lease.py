@@ -1,0 +1,106 @@
+"""The same-budget hyperprior's GPU plan (eval/baselines_lease.py) dry-run on the CPU with tiny
+crops: prepare the carry, train two qualities side by side as the lent machine would, join the
+returned parts here, evaluate them with CompressAI's real entropy coder (eval/train_baselines.py
+--no-train). Needs compressai: runs in CI's second environment (.ci/run)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("compressai")
+EVAL = Path(__file__).resolve().parent.parent / "eval"
+sys.path.insert(0, str(EVAL))
+import baselines_lease  # noqa: E402
+import train_baselines  # noqa: E402
+from pqcodec.train.common import load_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("baselines")
+    rng = np.random.default_rng(0)
+    for sub, n, (h, w) in (("photos", 4, (80, 96)), ("test", 2, (48, 72))):
+        (root / sub).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / sub / f"{i}.png")
+    return root
+
+
+def lease_run(root: Path, out: str, *args: str) -> dict:
+    """`run` as the device would call it (later options win: --lease and --runs may be given again)."""
+    r = subprocess.run([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--lease", str(root / "lease"),
+                        "--out", str(root / out), "--runs", str(root / f"runs-{out}"), "--crop", "64",
+                        "--threads", "1", *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads((root / out / "summary.json").read_text())
+
+
+def test_prepare_run_join_evaluate(folders, tmp_path):
+    size = baselines_lease.pack_photos(folders / "photos", folders / "lease")
+    assert sorted(p.name for p in (folders / "lease").iterdir()) == ["train.zip"] and size > 0
+    with pytest.raises(SystemExit, match="over the carry budget"):
+        baselines_lease.pack_photos(folders / "photos", tmp_path / "small", limit=100)
+
+    summary = lease_run(folders, "OUT", "--minutes", "5", "--qualities", "1", "2", "--crops", "12", "--batch", "8")
+    for q in "12":  # 12 crops at batch 8: a full batch, then the 4 the budget has left
+        assert summary["qualities"][q]["exit"] == 0
+        assert summary["qualities"][q]["crops"] == 12 and summary["qualities"][q]["step"] == 2
+    assert len(list((folders / "OUT").iterdir())) <= 8  # what a return takes
+    assert all((folders / "OUT" / p).stat().st_size <= 16 * 2 ** 20 for p in summary["parts"])
+
+    # a second call on the warm machine: no photos carried, every quality goes on from its checkpoint
+    again = lease_run(folders, "OUT", "--minutes", "5", "--qualities", "1", "2", "--crops", "20", "--batch", "8",
+                      "--lease", str(tmp_path / "not-carried"), "--runs", str(folders / "runs-OUT"))
+    assert [again["qualities"][q]["crops"] for q in "12"] == [20, 20] and again["qualities"]["1"]["step"] == 3
+    summary = lease_run(folders, "OUT", "--minutes", "5", "--qualities", "1", "2", "--crops", "12", "--batch", "8",
+                        "--runs", str(folders / "runs-fresh"))  # the 12-crop weights again, for what follows
+    with pytest.raises(subprocess.CalledProcessError):
+        subprocess.run([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--lease", str(tmp_path / "none"),
+                        "--out", str(tmp_path / "o"), "--runs", str(tmp_path / "r"), "--minutes", "1",
+                        "--qualities", "1"], check=True, capture_output=True)
+
+    back = folders / "back"
+    written = baselines_lease.join(folders / "OUT", back)
+    assert [p.parent.name for p in written] == ["bmshj2018-hyperprior-q1", "bmshj2018-hyperprior-q2"]
+    trained = load_checkpoint(folders / "runs-fresh" / "bmshj2018-hyperprior-q1" / "ckpt.pt")
+    joined = load_checkpoint(written[0])
+    assert joined["crops"] == 12 and "opt" not in joined
+    assert all(torch.equal(trained["net"][k], v) for k, v in joined["net"].items())
+    with pytest.raises(SystemExit, match="--replace"):
+        baselines_lease.join(folders / "OUT", back)
+    assert baselines_lease.join(folders / "OUT", back, replace=True) == written
+
+    # evaluated here as they are: no training on the CPU, the curve named with the crops they saw
+    train_baselines.main(["--no-train", "--out", str(back), "--test", str(folders / "test"),
+                          "--results", str(tmp_path / "results")])
+    curve = json.loads((tmp_path / "results" / "test-bmshj2018-hyperprior-trained.json").read_text())
+    assert curve["results"]["quality"] == [1, 2] and curve["crops"] == {"1": 12, "2": 12}
+    assert curve["name"] == "bmshj2018-hyperprior (trained here, 12 crops per quality)"
+    for q, rows in curve["per_image"].items():
+        assert len(rows) == 2 and all(r["bytes"] > 0 and r["bpp"] == 8 * r["bytes"] / (48 * 72) for r in rows)
+    assert load_checkpoint(written[0])["crops"] == 12  # --no-train left the checkpoint alone
+
+    # a lost part is refused, not joined into broken weights
+    (folders / "OUT" / summary["parts"][-1]).write_bytes(b"cut")
+    with pytest.raises(SystemExit, match="SHA-256"):
+        baselines_lease.join(folders / "OUT", tmp_path / "bad")
+
+
+def test_the_deadline_stops_every_quality_and_keeps_its_weights(folders):
+    if not (folders / "lease" / "train.zip").exists():
+        baselines_lease.pack_photos(folders / "photos", folders / "lease")
+    summary = lease_run(folders, "OUT-late", "--minutes", "0.1", "--qualities", "3", "--crops", "10000000",
+                        "--batch", "2")
+    q = summary["qualities"]["3"]
+    assert q["exit"] == 0 and 0 < q["crops"] < 10_000_000 and q["crops"] == 2 * q["step"]
+    assert summary["wall_s"] < 60 and summary["parts"]
+
+
+def test_the_curve_says_when_its_qualities_saw_different_crops():
+    assert train_baselines.curve_name("a", [928_000] * 5) == "a (trained here, 928,000 crops per quality)"
+    assert train_baselines.curve_name("a", [900, 928_000]) == "a (trained here, 900 to 928,000 crops per quality)"
