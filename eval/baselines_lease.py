@@ -8,13 +8,15 @@ GPU"). Three steps, two machines:
     python eval/baselines_lease.py prepare --data ../shared/data/train
     python -m pqcodec.train.lease trim --carry lease-baselines .whl
     # there, one call (device tool: carry ["lease-baselines", ".whl"], timeout_s 580), and at once a
-    # second on the warm machine (carry [".whl"], --minutes 2.8) that goes on from the first's checkpoints
+    # second on the warm machine (carry [".whl"], --minutes 2.8) that goes on from the first's checkpoints;
+    # each call installs the wheels first (docs/training.md)
     python3 eval/baselines_lease.py run --out $OUT --minutes 8.5 --qualities 1 2 3
     # here again: the tree back, the returned weights into runs/baselines/<arch>-q<Q>/ckpt.pt, then
     # Kodak with CompressAI's entropy coder on this CPU (rate from the bytes of its strings)
     python -m pqcodec.train.lease untrim
-    python eval/baselines_lease.py join FILES_AT --out runs/baselines
-    python eval/train_baselines.py --no-train --out runs/baselines --test ../shared/data/kodak --results docs/results
+    python eval/baselines_lease.py join FILES_AT --out runs/baselines    # --replace: a quality trained again
+    .venv-eval/bin/python eval/train_baselines.py --no-train --out runs/baselines --test ../shared/data/kodak \
+        --results docs/results      # compressai: the eval environment (README, "Training and evaluation")
 
 `run` trains each quality in its own process, all at once on the one GPU (a step at these sizes is
 partly launch-bound: on the H100 batch 128 took 1.5x batch 64's time, run "probe" in
@@ -44,10 +46,26 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_baselines  # noqa: E402  (also puts the checkout on sys.path, through common)
 from pqcodec.train.common import load_checkpoint, save_checkpoint  # noqa: E402
-from pqcodec.train.lease import CARRY_LIMIT, PHOTOS, joined, pack_photos, split, unpack_photos  # noqa: E402
+from pqcodec.train.lease import (CARRY_LIMIT, PART_BYTES, PHOTOS, joined, pack_photos, split,  # noqa: E402
+                                 unpack_photos)
 
 BUNDLE = "baselines.safetensors"
-MAX_QUALITIES = 4  # 4 x 20.3 MB = 6 parts of 15 MiB, + SHA-256 + summary = the 8 files a return takes
+RETURN_FILES = 8  # what a device call brings back (bmshj2018 qualities 1-5: 20.3 MB each, so 4 a call)
+
+
+def _bundle_files(arch: str, qualities: list[int]) -> int:
+    """Files a call returns: the bundle's parts (float32 state of each quality), its SHA-256, the summary."""
+    size = sum(sum(t.nbytes for t in train_baselines.build(arch, q).state_dict().values()) for q in qualities)
+    return -(-size // PART_BYTES) + 2
+
+
+def _die_with_parent():
+    """In a child (Linux): SIGTERM when the parent dies, whatever killed it, so that it saves and stops."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def run(a) -> dict:
@@ -64,27 +82,35 @@ def run(a) -> dict:
     summary = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "arch": a.arch, "crops_budget": a.crops,
                "batch": a.batch, "crop": a.crop, "qualities": {}}
-    # every process stops at the same wall-clock moment, whatever its start-up took
-    minutes = max(0.0, a.minutes - (time.time() - started) / 60)
+    until = started + 60 * a.minutes  # one moment for every process, whatever its start-up takes
     children = {}
-    for q in a.qualities:
-        cmd = [sys.executable, str(Path(train_baselines.__file__)), "--train-only", "--data", str(photos),
-               "--out", str(runs), "--arch", a.arch, "--qualities", str(q), "--crops", str(a.crops),
-               "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr), "--minutes", f"{minutes:.4f}",
-               "--threads", str(a.threads)]
-        log = open(runs / f"q{q}.out", "w")
-        children[q] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log)
+
+    def terminated(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, terminated)
     try:
-        for q, (child, log) in children.items():
+        for q in a.qualities:
+            cmd = [sys.executable, str(Path(train_baselines.__file__)), "--train-only", "--data", str(photos),
+                   "--out", str(runs), "--arch", a.arch, "--qualities", str(q), "--crops", str(a.crops),
+                   "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr), "--until", f"{until:.3f}",
+                   "--threads", str(a.threads)]
+            with open(runs / f"q{q}.out", "w") as log:
+                children[q] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                               preexec_fn=_die_with_parent)
+        for child in children.values():
             child.wait()
-            log.close()
-    finally:  # Ctrl-C or the tool's limit: stop the children too, then bring back what they saved
-        for child, _ in children.values():
+    finally:  # Ctrl-C, SIGTERM: the children save and stop too, then what they saved comes back
+        for child in children.values():
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+                child.send_signal(signal.SIGTERM)
+        for child in children.values():
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
                 child.wait()
         tensors, meta = {}, {}
-        for q, (child, _) in children.items():
+        for q, child in children.items():
             run_dir = runs / f"{a.arch}-q{q}"
             info = {"exit": child.returncode}
             state = load_checkpoint(run_dir / "ckpt.pt")
@@ -108,27 +134,32 @@ def run(a) -> dict:
 
 def join(folder: Path, out: Path, replace: bool = False) -> list[Path]:
     """The returned parts (checked against their SHA-256) into out/<arch>-q<Q>/ckpt.pt, weights only,
-    which `train_baselines.py --no-train` evaluates. Refuses to overwrite a checkpoint unless `replace`."""
+    which `train_baselines.py --no-train` evaluates. Refuses to overwrite a checkpoint unless `replace`
+    (checked for every quality before any is written); a replaced quality's old results go with it."""
     data = joined(folder, BUNDLE)
     out.mkdir(parents=True, exist_ok=True)
     bundle = out / BUNDLE
     tmp = bundle.with_suffix(".tmp")
     tmp.write_bytes(data)
     tmp.replace(bundle)
-    written = []
     with safe_open(str(bundle), "pt") as f:
         meta = f.metadata()
         arch = meta.pop("arch")
-        for q, info in sorted(meta.items()):
-            info = json.loads(info)
-            ckpt = out / f"{arch}-q{q}" / "ckpt.pt"
-            if ckpt.exists() and not replace:
-                raise SystemExit(f"{ckpt}: exists; give --replace to put the lease's weights in its place")
+        runs = {q: out / f"{arch}-q{q}" for q in sorted(meta)}
+        there = [r / "ckpt.pt" for r in runs.values() if (r / "ckpt.pt").exists()]
+        if there and not replace:
+            raise SystemExit(f"{there[0]}: exists; give --replace to put the lease's weights in its place")
+        written = []
+        for q, run_dir in runs.items():
+            info = json.loads(meta[q])
             prefix = f"q{q}/"
             net = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(ckpt, dict(net=net, step=info["step"], crops=info["crops"], wall=info["wall"]))
-            written.append(ckpt)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for old in run_dir.glob("eval-*.json"):  # results of the weights being replaced
+                old.unlink()
+            save_checkpoint(run_dir / "ckpt.pt", dict(net=net, step=info["step"], crops=info["crops"],
+                                                      wall=info["wall"]))
+            written.append(run_dir / "ckpt.pt")
     if (folder / "summary.json").exists():
         (out / "lease-summary.json").write_text((folder / "summary.json").read_text())
     return written
@@ -161,9 +192,12 @@ def main(argv=None):
     jn.add_argument("--out", default="runs/baselines", help="train_baselines.py's run folder")
     jn.add_argument("--replace", action="store_true", help="overwrite checkpoints already there")
     a = p.parse_args(argv)
-    if a.cmd == "run" and len(set(a.qualities)) > MAX_QUALITIES:
-        p.error(f"at most {MAX_QUALITIES} qualities a call: a return takes 8 files, and each quality's "
-                "float32 weights are 20.3 MB (parts of 15 MiB, their SHA-256 and the summary)")
+    if a.cmd == "run":
+        a.qualities = sorted(set(a.qualities))
+        files = _bundle_files(a.arch, a.qualities)
+        if files > RETURN_FILES:
+            p.error(f"qualities {a.qualities} of {a.arch} come back as {files} files (weights in parts of "
+                    f"15 MiB, their SHA-256, the summary); a return takes {RETURN_FILES}: give fewer")
     if a.cmd == "prepare":
         size = pack_photos(Path(a.data), Path(a.lease), a.limit)
         print(f"{a.lease}: {size / 1e6:.1f} MB to carry")
@@ -173,6 +207,10 @@ def main(argv=None):
         for q, info in summary["qualities"].items():
             print(f"quality {q}: exit {info['exit']}, {info.get('crops', 0):,} of {a.crops:,} crops, "
                   f"{info.get('step', 0):,} steps, {info.get('wall_s', 0)} s")
+            if info["exit"]:
+                print(info.get("output_tail", ""))
+        if any(info["exit"] for info in summary["qualities"].values()):
+            sys.exit(1)
     else:
         for ckpt in join(Path(a.folder), Path(a.out), a.replace):
             print(ckpt)

@@ -22,6 +22,7 @@ whose checkpoints `--no-train` then evaluates here).
 """
 import argparse
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -45,9 +46,17 @@ def build(arch: str, quality: int):
         quality=quality, pretrained=False)
 
 
+STOP = []  # set by SIGTERM while training: finish the step, save, stop (a lease's end, its parent's death)
+
+
+def _stopping(deadline: float | None) -> bool:
+    return bool(STOP) or (deadline is not None and time.time() >= deadline)
+
+
 def train_one(net, run: Path, args, quality: int, device: torch.device, deadline: float | None = None) -> int:
     """Trains `net` until it has seen args.crops crops (resuming from run/ckpt.pt) or until `deadline`
-    (time.time()), saving the checkpoint every 500 steps and at the end. Returns the crops seen.
+    (time.time()) or a SIGTERM, checked before every step; saves the checkpoint every 500 steps and at
+    the end. Returns the crops seen.
     A checkpoint holding only weights (eval/baselines_lease.py join) resumes with fresh optimisers."""
     from compressai.losses import RateDistortionLoss
     from pqcodec.data import CropSampler
@@ -60,7 +69,7 @@ def train_one(net, run: Path, args, quality: int, device: torch.device, deadline
     if state:
         net.load_state_dict(state["net"])
         step, wall = state["step"], state["wall"]
-        crops = state.get("crops", step * args.batch)  # checkpoints before 0.12 counted steps only
+        crops = state.get("crops", step * args.batch)  # older checkpoints counted steps only
         if crops < args.crops and not args.no_train:
             if "opt" in state:
                 opt.load_state_dict(state["opt"])
@@ -79,7 +88,8 @@ def train_one(net, run: Path, args, quality: int, device: torch.device, deadline
     def save():
         save_checkpoint(ckpt, dict(net=net.state_dict(), opt=opt.state_dict(), aux_opt=aux_opt.state_dict(),
                                    step=step, crops=crops, wall=time.time() - t0))
-    while crops < args.crops:
+    saved = step
+    while crops < args.crops and not _stopping(deadline):
         x = data.batch(min(args.batch, args.crops - crops), device)
         out = net(x)
         loss = criterion(out, x)
@@ -92,17 +102,19 @@ def train_one(net, run: Path, args, quality: int, device: torch.device, deadline
         aux_opt.step()
         step, crops = step + 1, crops + len(x)
         bar.update(len(x))
-        late = deadline is not None and time.time() >= deadline
-        if step % 50 == 0 or crops >= args.crops or late:
+        if step % 50 == 0 or crops >= args.crops or _stopping(deadline):
             log.write(json.dumps(dict(step=step, crops=crops, loss=loss["loss"].item(), bpp=loss["bpp_loss"].item(),
                                       mse=loss["mse_loss"].item(), wall_s=round(time.time() - t0, 1))) + "\n")
             log.flush()
-        if step % 500 == 0 or crops >= args.crops or late:
+        if step % 500 == 0:
             save()
-        if late:
-            print(f"{run.name}: the deadline came at {crops} of {args.crops} crops")
-            break
+            saved = step
+    if step > saved:
+        save()
+    if crops < args.crops:
+        print(f"{run.name}: stopped ({'SIGTERM' if STOP else 'the deadline'}) at {crops} of {args.crops} crops")
     bar.close()
+    log.close()
     return crops
 
 
@@ -144,6 +156,8 @@ def main(argv=None):
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--minutes", type=float, help="stop training (and save) this many minutes after the start")
+    ap.add_argument("--until", type=float, help="stop training (and save) at this time (seconds since the epoch; "
+                    "eval/baselines_lease.py gives every quality's process the same)")
     ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--train-only", action="store_true", help="train, evaluate nothing (a GPU lease)")
@@ -162,7 +176,10 @@ def main(argv=None):
         args.qualities = found if args.no_train else [1, 2, 3, 4, 5]
         if not found and args.no_train:
             ap.error(f"{args.out}: no {args.arch}-q<Q>/ckpt.pt to evaluate")
-    deadline = None if args.minutes is None else started + 60 * args.minutes
+    deadline = min([t for t in (args.until, None if args.minutes is None else started + 60 * args.minutes)
+                    if t is not None], default=None)
+    if not args.no_train:
+        signal.signal(signal.SIGTERM, lambda *_: STOP.append(True))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     if args.train_only:

@@ -59,10 +59,10 @@ def test_prepare_run_join_evaluate(folders, tmp_path):
     assert [again["qualities"][q]["crops"] for q in "12"] == [20, 20] and again["qualities"]["1"]["step"] == 3
     summary = lease_run(folders, "OUT", "--minutes", "5", "--qualities", "1", "2", "--crops", "12", "--batch", "8",
                         "--runs", str(folders / "runs-fresh"))  # the 12-crop weights again, for what follows
-    with pytest.raises(subprocess.CalledProcessError):
-        subprocess.run([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--lease", str(tmp_path / "none"),
+    r = subprocess.run([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--lease", str(tmp_path / "none"),
                         "--out", str(tmp_path / "o"), "--runs", str(tmp_path / "r"), "--minutes", "1",
-                        "--qualities", "1"], check=True, capture_output=True)
+                        "--qualities", "1"], capture_output=True, text=True)
+    assert r.returncode == 1 and "train.zip: not here, nor photos from an earlier call" in r.stderr
 
     back = folders / "back"
     written = baselines_lease.join(folders / "OUT", back)
@@ -76,14 +76,18 @@ def test_prepare_run_join_evaluate(folders, tmp_path):
     assert baselines_lease.join(folders / "OUT", back, replace=True) == written
 
     # evaluated here as they are: no training on the CPU, the curve named with the crops they saw
-    train_baselines.main(["--no-train", "--out", str(back), "--test", str(folders / "test"),
-                          "--results", str(tmp_path / "results")])
+    evaluate = ["--no-train", "--out", str(back), "--test", str(folders / "test"), "--results", str(tmp_path / "results")]
+    train_baselines.main(evaluate)
     curve = json.loads((tmp_path / "results" / "test-bmshj2018-hyperprior-trained.json").read_text())
     assert curve["results"]["quality"] == [1, 2] and curve["crops"] == {"1": 12, "2": 12}
     assert curve["name"] == "bmshj2018-hyperprior (trained here, 12 crops per quality)"
     for q, rows in curve["per_image"].items():
         assert len(rows) == 2 and all(r["bytes"] > 0 and r["bpp"] == 8 * r["bytes"] / (48 * 72) for r in rows)
     assert load_checkpoint(written[0])["crops"] == 12  # --no-train left the checkpoint alone
+    results = sorted(back.glob("*/eval-test.json"))
+    assert len(results) == 2
+    baselines_lease.join(folders / "OUT", back, replace=True)  # new weights: their old results go with them
+    assert not any(p.exists() for p in results)
 
     # a lost part is refused, not joined into broken weights
     (folders / "OUT" / summary["parts"][-1]).write_bytes(b"cut")
@@ -91,14 +95,47 @@ def test_prepare_run_join_evaluate(folders, tmp_path):
         baselines_lease.join(folders / "OUT", tmp_path / "bad")
 
 
-def test_the_deadline_stops_every_quality_and_keeps_its_weights(folders):
+def test_one_deadline_stops_every_quality_and_keeps_its_weights(folders):
     if not (folders / "lease" / "train.zip").exists():
         baselines_lease.pack_photos(folders / "photos", folders / "lease")
-    summary = lease_run(folders, "OUT-late", "--minutes", "0.1", "--qualities", "3", "--crops", "10000000",
+    summary = lease_run(folders, "OUT-late", "--minutes", "0.3", "--qualities", "3", "4", "--crops", "10000000",
                         "--batch", "2")
-    q = summary["qualities"]["3"]
-    assert q["exit"] == 0 and 0 < q["crops"] < 10_000_000 and q["crops"] == 2 * q["step"]
+    for q in ("3", "4"):
+        info = summary["qualities"][q]
+        assert info["exit"] == 0 and 0 < info["crops"] < 10_000_000 and info["crops"] == 2 * info["step"]
+        assert info["wall_s"] < 18  # the parent's 18 s, counted from before the children started
     assert summary["wall_s"] < 60 and summary["parts"]
+
+
+def test_a_stopped_run_brings_back_what_its_qualities_saved(folders, tmp_path):
+    """SIGTERM to `run` (the device tool's limit, Ctrl-C): its children save and stop, the weights
+    come back; a quality that fails makes the run fail, with its output in the summary."""
+    import signal
+    import time
+    if not (folders / "lease" / "train.zip").exists():
+        baselines_lease.pack_photos(folders / "photos", folders / "lease")
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--lease", str(folders / "lease"),
+                             "--out", str(tmp_path / "OUT"), "--runs", str(runs), "--crop", "64", "--threads", "1",
+                             "--minutes", "10", "--qualities", "1", "--crops", "10000000", "--batch", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = runs / "bmshj2018-hyperprior-q1" / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and log.stat().st_size) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # the first line: 50 steps done
+    assert log.exists() and log.stat().st_size, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    summary = json.loads((tmp_path / "OUT" / "summary.json").read_text())
+    assert summary["qualities"]["1"]["crops"] >= 100 and summary["parts"]  # 50 steps logged before the stop
+    assert load_checkpoint(runs / "bmshj2018-hyperprior-q1" / "ckpt.pt")["crops"] == summary["qualities"]["1"]["crops"]
+
+    r = subprocess.run([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--lease", str(folders / "lease"),
+                        "--out", str(tmp_path / "OUT2"), "--runs", str(tmp_path / "runs2"), "--crop", "512",
+                        "--minutes", "1", "--qualities", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "at least 512 px" in r.stdout
+    summary = json.loads((tmp_path / "OUT2" / "summary.json").read_text())
+    assert summary["qualities"]["2"]["exit"] == 1 and "parts" not in summary
 
 
 def test_the_curve_says_when_its_qualities_saw_different_crops():

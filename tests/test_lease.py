@@ -86,34 +86,48 @@ def test_trim_drops_only_what_git_gives_back(tmp_path):
     import subprocess
     repo = tmp_path / "repo"
     for path, size in (("pqcodec/a.py", 10), ("eval/b.py", 10), ("setup.cfg", 10), ("models/w.bin", 300_000),
-                       ("docs/img.png", 200_000), ("README.md", 10)):
+                       ("docs/img.png", 200_000), ("docs/a b [1].txt", 10), ("README.md", 10),
+                       (".gitignore", 0)):
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
         (repo / path).write_bytes(bytes([len(path)]) * size)
+    (repo / ".gitignore").write_text(".venv/\n")
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
     (repo / "notes.txt").write_text("untracked, not ignored: it travels and stays")
+    (repo / ".venv").mkdir()
+    (repo / ".venv" / "big").write_bytes(b"v" * 1_000_000)  # ignored: it must not travel, so .gitignore stays
     carry = tmp_path / "carry"
     carry.mkdir()
     (carry / "train.zip").write_bytes(b"z" * 5000)
-    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}
+    tree = lambda: {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}  # noqa: E731
+    before = tree()
 
-    with pytest.raises(SystemExit, match="over"):  # trimmed, the call is 4 files of 4 KiB + the carry's 8 KiB
+    with pytest.raises(SystemExit, match="over"):  # trimmed, the call is 5 files of 4 KiB + the carry's 8 KiB
         lease.trim([carry], repo, limit=20_000)
     with pytest.raises(SystemExit, match="no such folder"):
         lease.trim([tmp_path / "absent"], repo)
     (repo / "docs" / "img.png").write_bytes(b"changed")
     with pytest.raises(SystemExit, match="docs/img.png: changed"):
         lease.trim([carry], repo)
-    assert (repo / "models" / "w.bin").exists()  # nothing was removed by a refused trim
+    subprocess.run([*git, "update-index", "--assume-unchanged", "docs/img.png"], check=True)
+    with pytest.raises(SystemExit, match="docs/img.png: git overlooks"):
+        lease.trim([carry], repo)
+    subprocess.run([*git, "update-index", "--no-assume-unchanged", "docs/img.png"], check=True)
+    assert tree().keys() == before.keys()  # nothing was removed by a refused trim
     (repo / "docs" / "img.png").write_bytes(before[repo / "docs" / "img.png"])
 
-    assert lease.trim([carry], repo, limit=30_000, dry_run=True) == 4 * 4096 + 8192
-    assert (repo / "models" / "w.bin").exists()  # a dry run only measures
-    assert lease.trim([carry], repo, limit=30_000) == 4 * 4096 + 8192
-    left = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts)
-    assert left == ["eval/b.py", "notes.txt", "pqcodec/a.py", "setup.cfg"]
-    assert sorted(lease.untrim(repo)) == ["README.md", "docs/img.png", "models/w.bin"]
-    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts} == before
+    expected = 5 * 4096 + 8192
+    assert lease.trim([carry], repo, limit=30_000, dry_run=True) == expected
+    assert tree() == before  # a dry run only measures
+    assert lease.trim([carry], repo, limit=30_000) == expected
+    left = sorted(str(p.relative_to(repo)) for p in tree())
+    assert left == [".gitignore", ".venv/big", "eval/b.py", "notes.txt", "pqcodec/a.py", "setup.cfg"]
+    with pytest.raises(SystemExit, match="trimmed already"):
+        lease.trim([carry], repo, limit=30_000)
+    # the deletions committed by mistake while trimmed: untrim still gives every file back
+    subprocess.run([*git, "commit", "-qam", "oops"], check=True)
+    assert sorted(lease.untrim(repo)) == ["README.md", "docs/a b [1].txt", "docs/img.png", "models/w.bin"]
+    assert tree() == before
     assert lease.untrim(repo) == []

@@ -58,7 +58,8 @@ def _blocks(path: Path) -> int:
 
 
 def _git(root: Path, *args: str) -> list[str]:
-    out = subprocess.run(["git", "-C", str(root), args[0], "-z", *args[1:]], capture_output=True, check=True).stdout
+    out = subprocess.run(["git", "--literal-pathspecs", "-C", str(root), args[0], "-z", *args[1:]],
+                         capture_output=True, check=True).stdout
     return [p for p in out.decode().split("\0") if p]
 
 
@@ -68,48 +69,71 @@ def _git_dir(root: Path) -> Path:
     return Path(out.strip())
 
 
+def _dropped(path: str) -> bool:
+    """Whether trim removes a tracked path: outside KEEP, and not git's own files (.gitignore: without
+    it the ignored virtual environments and run folders would travel)."""
+    return not path.startswith(KEEP) and not Path(path).name.startswith(".git")
+
+
+def _call_bytes(root: Path, carry: list[Path], trimmed: set[str]) -> int:
+    """What the device tool copies: tracked files not trimmed, untracked ones git does not ignore,
+    and the carried folders, in 4 KiB blocks."""
+    files = [p for p in _git(root, "ls-files") if p not in trimmed]
+    files += _git(root, "ls-files", "--others", "--exclude-standard")
+    return sum(_blocks(root / p) for p in files if (root / p).is_file()) + sum(_carry_bytes(Path(c)) for c in carry)
+
+
 def trim(carry: list[Path], root: Path = Path("."), limit: int = CALL_LIMIT, dry_run: bool = False) -> int:
     """Before a device call: the device tool copies the whole working tree (tracked files, untracked
     ones git does not ignore) beside the carried folders, 64 MiB in all, and the tree is now 95 MB
-    (models/ 83 MB, docs/ images 7 MB). Removes every tracked file a lease does not run (outside KEEP)
-    from the working tree, only files git holds unchanged, so `untrim` (git checkout) gives each back
-    as it was; records them in .git/lease-trimmed. Returns the bytes the call will copy; refuses to
-    remove anything when a changed file would go or when the call would still be over `limit`;
-    `dry_run` only measures."""
+    (models/ 83 MB, docs/ images 7 MB). Removes every tracked file a lease does not run (outside KEEP;
+    git's own files stay) from the working tree, only files HEAD holds unchanged, so `untrim` gives
+    each back from that commit as it was; records the commit and the paths in .git/lease-trimmed.
+    Returns the bytes the call will copy; refuses to remove anything when a changed file would go,
+    when git is told to overlook changes (assume-unchanged, skip-worktree) or when the call would
+    still be over `limit`; `dry_run` only measures."""
     missing = [str(c) for c in carry if not Path(c).is_dir()]
     if missing:
         raise SystemExit(f"{missing[0]}: no such folder to carry (prepare it first)")
-    tracked = _git(root, "ls-files")
-    drop = [p for p in tracked if not p.startswith(KEEP) and (root / p).is_file()]
-    changed = set(_git(root, "diff", "--name-only", "HEAD", "--", *drop)) if drop else set()
-    if changed and not dry_run:
-        raise SystemExit(f"{sorted(changed)[0]}: changed since the last commit ({len(changed)} such files); "
-                         "commit or stash them first: trim removes only files git can give back")
-    kept = [root / p for p in tracked if p.startswith(KEEP) and (root / p).is_file()]
-    kept += [root / p for p in _git(root, "ls-files", "--others", "--exclude-standard")]
-    size = sum(map(_blocks, kept)) + sum(_carry_bytes(Path(c)) for c in carry)
+    record = _git_dir(root) / TRIMMED
+    if record.exists() and not dry_run:
+        raise SystemExit(f"{record}: the tree is trimmed already; untrim first")
+    drop = [p for p in _git(root, "ls-files") if _dropped(p) and (root / p).is_file()]
+    size = _call_bytes(root, carry, set(drop))
     if size > limit:
         raise SystemExit(f"the call would copy {size / 1e6:.1f} MB, over {limit / 1e6:.1f} MB even trimmed")
     if dry_run:
         return size
-    record = _git_dir(root) / TRIMMED
-    done = set(record.read_text().splitlines()) if record.exists() else set()
-    record.write_text("".join(f"{p}\n" for p in sorted(done | set(drop))))
+    overlooked = [line[2:] for line in _git(root, "ls-files", "-v") if line[0].islower() or line[0] == "S"]
+    if overlooked:
+        raise SystemExit(f"{overlooked[0]}: git overlooks its changes (assume-unchanged or skip-worktree); "
+                         "clear that first: trim removes only files git can give back")
+    changed = set(_git(root, "diff", "--name-only", "HEAD", "--", *drop)) if drop else set()
+    if changed:
+        raise SystemExit(f"{sorted(changed)[0]}: changed since the last commit ({len(changed)} such files); "
+                         "commit or stash them first: trim removes only files git can give back")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    record.write_bytes(f"{head}\0".encode() + b"".join(p.encode() + b"\0" for p in drop))
     for p in drop:
         (root / p).unlink()
     return size
 
 
 def untrim(root: Path = Path(".")) -> list[str]:
-    """After the call: every file trim removed, back from git as it was committed."""
+    """After the call: every file trim removed and still missing, back from the commit it was taken
+    from (whatever was committed since), as it was there."""
     record = _git_dir(root) / TRIMMED
     if not record.exists():
         return []
-    paths = [p for p in record.read_text().splitlines() if p and not (root / p).exists()]
-    if paths:
-        subprocess.run(["git", "-C", str(root), "checkout", "HEAD", "--", *paths], check=True)
+    head, *paths = [p for p in record.read_bytes().decode().split("\0") if p]
+    missing = [p for p in paths if not (root / p).exists()]
+    if missing:
+        subprocess.run(["git", "--literal-pathspecs", "-C", str(root), "restore", f"--source={head}", "--worktree",
+                        "--pathspec-from-file=-", "--pathspec-file-nul"],
+                       input=b"".join(p.encode() + b"\0" for p in missing), check=True)
     record.unlink()
-    return paths
+    return missing
 
 
 def _rewrite(src: Path, dest: Path, halve, drop=lambda name: False):
