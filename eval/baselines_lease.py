@@ -92,7 +92,8 @@ def run(a) -> dict:
         for q in a.qualities:
             cmd = [sys.executable, str(Path(train_baselines.__file__)), "--train-only", "--data", str(photos),
                    "--out", str(runs), "--arch", a.arch, "--qualities", str(q), "--crops", str(a.crops),
-                   "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr), "--until", f"{until:.3f}",
+                   "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr), "--warmup", str(a.warmup),
+                   "--until", f"{until:.3f}",
                    "--threads", str(a.threads)]
             with open(runs / f"q{q}.out", "w") as log:
                 children[q] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -185,7 +186,8 @@ def main(argv=None):
     # CompressAI's batch 16 would take 4x the steps for the same crops, each as slow (launch-bound)
     rn.add_argument("--batch", type=int, default=64)
     rn.add_argument("--crop", type=int, default=128)
-    rn.add_argument("--lr", type=float, default=2e-4)
+    rn.add_argument("--lr", type=float, default=2e-4, help="peak of the cosine schedule (train_baselines.py)")
+    rn.add_argument("--warmup", type=int, default=200)
     rn.add_argument("--threads", type=int, default=2, help="CPU threads per quality's process")
     jn = sub.add_parser("join", help="here: the returned parts into OUT/<arch>-q<Q>/ckpt.pt")
     jn.add_argument("folder", help="where the returned files lie (the device tool's files_at)")

@@ -9,8 +9,11 @@ reverse. Then each trained quality codes the test folder with CompressAI's real 
 from the bytes of its strings) and the curve is written in CompressAI's results layout for
 `eval/rd.py --extra`, named with the crops each quality saw.
 
-CompressAI's recipe: loss = lambda * 255^2 * MSE + bpp (RateDistortionLoss), Adam lr 1e-4, a separate
-Adam (lr 1e-3) on the entropy bottleneck's quantiles (aux loss), lambda per quality from CompressAI.
+CompressAI's recipe: loss = lambda * 255^2 * MSE + bpp (RateDistortionLoss), Adam, a separate Adam
+(lr 1e-3) on the entropy bottleneck's quantiles (aux loss), lambda per quality from CompressAI; the
+main Adam's learning rate follows pqcodec's own schedule by default (warm-up, cosine decay to 2 % of
+the peak at the end of the budget), as pqcodec's autoencoder trained: a short budget at CompressAI's
+constant rate (`--schedule constant`) would leave the baseline handicapped.
 Runs need compressai (README: the eval environment), and use the GPU when there is one. Each quality
 resumes from OUT/<arch>-q<Q>/ckpt.pt and, once trained, leaves its test results beside it
 (eval-<tag>.json); the curve is drawn from every quality of OUT, so qualities may be trained by
@@ -32,7 +35,7 @@ from tqdm import tqdm
 
 from common import load_rgb_images, mean_curve, quality_row
 from result_paths import add_output_args, output_location
-from pqcodec.train.common import load_checkpoint, save_checkpoint
+from pqcodec.train.common import load_checkpoint, lr_at, save_checkpoint
 
 LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.18}
 # the shipped pqcodec autoencoder's crops (docs/experiments.md): runs ae1 (6,500 steps) + ae2
@@ -89,7 +92,11 @@ def train_one(net, run: Path, args, quality: int, device: torch.device, deadline
         save_checkpoint(ckpt, dict(net=net.state_dict(), opt=opt.state_dict(), aux_opt=aux_opt.state_dict(),
                                    step=step, crops=crops, wall=time.time() - t0))
     saved = step
+    total = -(-args.crops // args.batch)  # steps of the whole budget: the cosine's length
     while crops < args.crops and not _stopping(deadline):
+        if args.schedule == "cosine":
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, args.lr, args.warmup)
         x = data.batch(min(args.batch, args.crops - crops), device)
         out = net(x)
         loss = criterion(out, x)
@@ -103,7 +110,8 @@ def train_one(net, run: Path, args, quality: int, device: torch.device, deadline
         step, crops = step + 1, crops + len(x)
         bar.update(len(x))
         if step % 50 == 0 or crops >= args.crops or _stopping(deadline):
-            log.write(json.dumps(dict(step=step, crops=crops, loss=loss["loss"].item(), bpp=loss["bpp_loss"].item(),
+            log.write(json.dumps(dict(step=step, crops=crops, lr=opt.param_groups[0]["lr"], loss=loss["loss"].item(),
+                                      bpp=loss["bpp_loss"].item(),
                                       mse=loss["mse_loss"].item(), wall_s=round(time.time() - t0, 1))) + "\n")
             log.flush()
         if step % 500 == 0:
@@ -154,7 +162,11 @@ def main(argv=None):
     ap.add_argument("--crops", type=int, default=PQCODEC_CROPS, help="training crops per quality")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    ap.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                    help="cosine: pqcodec's own (linear warm-up, cosine to 2 %% of the peak over the budget's "
+                         "steps); constant: CompressAI's example")
+    ap.add_argument("--warmup", type=int, default=200, help="warm-up steps of the cosine schedule")
     ap.add_argument("--minutes", type=float, help="stop training (and save) this many minutes after the start")
     ap.add_argument("--until", type=float, help="stop training (and save) at this time (seconds since the epoch; "
                     "eval/baselines_lease.py gives every quality's process the same)")

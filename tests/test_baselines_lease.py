@@ -138,6 +138,17 @@ def test_a_stopped_run_brings_back_what_its_qualities_saved(folders, tmp_path):
     assert summary["qualities"]["2"]["exit"] == 1 and "parts" not in summary
 
 
+def test_the_learning_rate_follows_the_cosine_over_the_budget(folders, tmp_path):
+    from pqcodec.train.common import lr_at
+    r = subprocess.run([sys.executable, str(EVAL / "train_baselines.py"), "--train-only", "--data",
+                        str(folders / "photos"), "--out", str(tmp_path), "--qualities", "1", "--crops", "40",
+                        "--batch", "8", "--crop", "64", "--lr", "2e-4", "--warmup", "1", "--threads", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    last = json.loads((tmp_path / "bmshj2018-hyperprior-q1" / "log.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 5 and last["lr"] == lr_at(4, 5, 2e-4, 1) < 2e-4 / 4  # the 5th step's, near the end
+
+
 def test_the_curve_says_when_its_qualities_saw_different_crops():
     assert train_baselines.curve_name("a", [928_000] * 5) == "a (trained here, 928,000 crops per quality)"
     assert train_baselines.curve_name("a", [900, 928_000]) == "a (trained here, 900 to 928,000 crops per quality)"
