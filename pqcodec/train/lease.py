@@ -1,11 +1,15 @@
 """The GPU plan: one prepared command that turns a lent GPU's minutes into trained weights
 (docs/training.md, "On a lent GPU"). Three steps, two machines:
 
-    # here, before any GPU: the carry folder (training photos + the float weights to continue)
-    python -m pqcodec.train.lease prepare --model models/pq-s8-m12k256-v3.safetensors --data ../shared/data/train
-    # there, one call (device tool: carry ["lease"]; hide models/*.safetensors so they do not travel)
-    python3 -m pqcodec.train.lease run --out $OUT --ae-minutes 4 --prior-minutes 3.3
-    # here again: join the returned parts, check them, and have a weights file that codes
+    # here, before any GPU: the carry folder (training photos + the float weights to continue), then
+    # the working tree trimmed to what a lease runs (it travels too, and models/ alone is 83 MB)
+    python -m pqcodec.train.lease prepare --model models/pq-s8-m12k256-v4.safetensors --data ../shared/data/train
+    python -m pqcodec.train.lease trim --carry lease .whl
+    # there, one call (device tool: carry ["lease", ".whl"]; docs/training.md has the wheels' install)
+    python3 -m pqcodec.train.lease run --out $OUT --ae-minutes 4.3 --prior-minutes 3.3
+    # here again: the tree back from git, then join the returned parts, check them, and have a
+    # weights file that codes
+    python -m pqcodec.train.lease untrim
     python -m pqcodec.train.lease join FILES_AT --out runs/lease-DATE/model.safetensors
     # once Kodak says it is better (eval/rd.py --model ...): the file for models/ and its SHA-256
     python -m pqcodec.train.lease ship runs/lease-DATE/model.safetensors --out models/NAME.safetensors
