@@ -179,7 +179,7 @@ def main(argv=None):
     rn.add_argument("--out", default=os.environ.get("OUT"), required="OUT" not in os.environ)
     rn.add_argument("--runs", default="runs/lease-baselines", help="the qualities' run folders")
     rn.add_argument("--minutes", type=float, required=True, help="every quality stops (and saves) by then")
-    rn.add_argument("--qualities", type=int, nargs="+", required=True)
+    rn.add_argument("--qualities", type=int, nargs="+", required=True, choices=sorted(train_baselines.LAMBDAS))
     rn.add_argument("--arch", default="bmshj2018-hyperprior", choices=["bmshj2018-hyperprior", "mbt2018-mean"])
     rn.add_argument("--crops", type=int, default=train_baselines.PQCODEC_CROPS, help="training crops per quality")
     # as pqcodec's own lease trains its autoencoder (batch 64, lr 2e-4), so both sides train alike;

@@ -157,7 +157,7 @@ def main(argv=None):
     ap.add_argument("--test", help="test images (e.g. Kodak; needed unless --train-only)")
     ap.add_argument("--out", required=True, help="run folder: one subfolder per trained quality")
     ap.add_argument("--arch", default="bmshj2018-hyperprior", choices=["bmshj2018-hyperprior", "mbt2018-mean"])
-    ap.add_argument("--qualities", type=int, nargs="+",
+    ap.add_argument("--qualities", type=int, nargs="+", choices=sorted(LAMBDAS),
                     help="default: 1 to 5; with --no-train, every quality OUT has a checkpoint of")
     ap.add_argument("--crops", type=int, default=PQCODEC_CROPS, help="training crops per quality")
     ap.add_argument("--batch", type=int, default=16)

@@ -63,6 +63,9 @@ def test_prepare_run_join_evaluate(folders, tmp_path):
                         "--out", str(tmp_path / "o"), "--runs", str(tmp_path / "r"), "--minutes", "1",
                         "--qualities", "1"], capture_output=True, text=True)
     assert r.returncode == 1 and "train.zip: not here, nor photos from an earlier call" in r.stderr
+    r = subprocess.run([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--out", str(tmp_path / "o"),
+                        "--minutes", "1", "--qualities", "9"], capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice: 9" in r.stderr  # CompressAI has qualities 1..8
 
     back = folders / "back"
     written = baselines_lease.join(folders / "OUT", back)

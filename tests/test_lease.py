@@ -67,7 +67,11 @@ def test_prepare_run_join(photos, tmp_path, monkeypatch):
     (ha, pa), (hb, pb) = (bitstream.unpack(c.encode(image, 2)) for c in (a, b))
     assert pa == pb and ha.model_hash != hb.model_hash  # the same payload; each file names its weights
 
-    # a part lost on the way is refused, not joined into a broken file
+    # a part lost on the way is refused, not joined into a broken file; so are parts without their hash
+    (out / "model.safetensors.sha256").rename(out / "hash")
+    with pytest.raises(SystemExit, match="no model.safetensors.sha256"):
+        lease.join(out, tmp_path / "bad" / "model.safetensors")
+    (out / "hash").rename(out / "model.safetensors.sha256")
     (out / summary["parts"][-1]).write_bytes(b"cut")
     with pytest.raises(SystemExit, match="SHA-256"):
         lease.join(out, tmp_path / "bad" / "model.safetensors")
@@ -131,3 +135,19 @@ def test_trim_drops_only_what_git_gives_back(tmp_path):
     assert sorted(lease.untrim(repo)) == ["README.md", "docs/a b [1].txt", "docs/img.png", "models/w.bin"]
     assert tree() == before
     assert lease.untrim(repo) == []
+
+
+def test_prepare_without_photos_says_so_and_keeps_the_old_carry(tmp_path):
+    carry = tmp_path / "lease"
+    carry.mkdir()
+    (carry / "train.zip").write_bytes(b"an earlier carry")
+    for call in (lambda: lease.prepare(tmp_path / "w.safetensors", tmp_path / "absent", carry),
+                 lambda: lease.pack_photos(tmp_path / "absent", carry)):
+        with pytest.raises(SystemExit, match="no images .* under .*absent"):
+            call()
+        assert (carry / "train.zip").read_bytes() == b"an earlier carry"
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(random_image(64, 64, seed=1)).save(tmp_path / "photos" / "a.png")
+    with pytest.raises(SystemExit, match="w.safetensors: no such weights file"):
+        lease.prepare(tmp_path / "w.safetensors", tmp_path / "photos", carry)
+    assert (carry / "train.zip").read_bytes() == b"an earlier carry"

@@ -154,6 +154,9 @@ def _rewrite(src: Path, dest: Path, halve, drop=lambda name: False):
 def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int:
     """Writes out/init.safetensors (the float weights, float16, no integer prior) and the training
     photos (pack_photos). Returns the folder's bytes; refuses a folder over `limit`."""
+    _photos(data)  # before anything in out is replaced
+    if not model.is_file():
+        raise SystemExit(f"{model}: no such weights file")
     with safe_open(str(model), "pt") as f:
         base = (f.metadata() or {}).get("base_file")
     if base:  # a conditional head's file (model.py): the networks a lease trains are in its base
@@ -166,13 +169,21 @@ def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int
     return pack_photos(data, out, limit)
 
 
+def _photos(data: Path) -> list[Path]:
+    from ..data import list_images
+    try:
+        return list_images(data)
+    except FileNotFoundError as e:  # no such folder, or no photo in it: one line, nothing written
+        raise SystemExit(str(e))
+
+
 def pack_photos(data: Path, out: Path, limit: int = CARRY_LIMIT) -> int:
     """The training photos as one zip, stored uncompressed (JPEGs: nothing to gain), out/train.zip.
     Returns out's bytes (4 KiB blocks); refuses a folder over `limit`."""
-    from ..data import list_images
+    photos = _photos(data)
     out.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out / PHOTOS, "w", zipfile.ZIP_STORED) as z:
-        for p in list_images(data):
+        for p in photos:
             z.write(p, arcname=str(p.relative_to(data)))
     size = _carry_bytes(out)
     if size > limit:
@@ -259,6 +270,8 @@ def joined(folder: Path, name: str) -> bytes:
     parts = sorted(folder.glob(f"{name}.part*"))
     if not parts:
         raise SystemExit(f"{folder}: no {name}.partNN files")
+    if not (folder / f"{name}.sha256").is_file():
+        raise SystemExit(f"{folder}: no {name}.sha256 beside its parts (not all files came back?)")
     data = b"".join(p.read_bytes() for p in parts)
     expected = (folder / f"{name}.sha256").read_text().split()[0]
     if hashlib.sha256(data).hexdigest() != expected:
