@@ -137,17 +137,14 @@ def test_trim_drops_only_what_git_gives_back(tmp_path):
     assert lease.untrim(repo) == []
 
 
-def test_prepare_without_photos_says_so_and_keeps_the_old_carry(tmp_path):
+def test_prepare_without_photos_or_weights_says_so_and_keeps_the_old_carry(tmp_path, tiny_weights):
     carry = tmp_path / "lease"
     carry.mkdir()
     (carry / "train.zip").write_bytes(b"an earlier carry")
-    for call in (lambda: lease.prepare(tmp_path / "w.safetensors", tmp_path / "absent", carry),
-                 lambda: lease.pack_photos(tmp_path / "absent", carry)):
-        with pytest.raises(SystemExit, match="no images .* under .*absent"):
-            call()
-        assert (carry / "train.zip").read_bytes() == b"an earlier carry"
-    (tmp_path / "photos").mkdir()
-    Image.fromarray(random_image(64, 64, seed=1)).save(tmp_path / "photos" / "a.png")
+    with pytest.raises(SystemExit, match="no images .* under .*absent"):
+        lease.pack_photos(tmp_path / "absent", carry)
+    with pytest.raises(SystemExit, match="no images .* under .*absent"):
+        lease.prepare(tiny_weights, tmp_path / "absent", carry)
     with pytest.raises(SystemExit, match="w.safetensors: no such weights file"):
-        lease.prepare(tmp_path / "w.safetensors", tmp_path / "photos", carry)
-    assert (carry / "train.zip").read_bytes() == b"an earlier carry"
+        lease.prepare(tmp_path / "w.safetensors", tmp_path / "absent", carry)
+    assert (carry / "train.zip").read_bytes() == b"an earlier carry"  # nothing replaced by a refusal

@@ -154,7 +154,6 @@ def _rewrite(src: Path, dest: Path, halve, drop=lambda name: False):
 def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int:
     """Writes out/init.safetensors (the float weights, float16, no integer prior) and the training
     photos (pack_photos). Returns the folder's bytes; refuses a folder over `limit`."""
-    _photos(data)  # before anything in out is replaced
     if not model.is_file():
         raise SystemExit(f"{model}: no such weights file")
     with safe_open(str(model), "pt") as f:
@@ -162,6 +161,7 @@ def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int
     if base:  # a conditional head's file (model.py): the networks a lease trains are in its base
         raise SystemExit(f"{model}: holds only a conditional head; give its base ({base}) to train on a GPU, "
                          "then train a new head on the result on the CPU (pqcodec-train conditional)")
+    _photos(data)  # all checked before anything in out is replaced
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
