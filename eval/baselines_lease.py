@@ -32,7 +32,6 @@ unfinished when its lease ends is trained again from the start with fewer beside
 """
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -46,8 +45,8 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_baselines  # noqa: E402  (also puts the checkout on sys.path, through common)
 from pqcodec.train.common import load_checkpoint, save_checkpoint  # noqa: E402
-from pqcodec.train.lease import (CARRY_LIMIT, PART_BYTES, PHOTOS, joined, pack_photos, split,  # noqa: E402
-                                 unpack_photos)
+from pqcodec.train.lease import (PART_BYTES, PHOTOS, add_lease_commands, joined, pack_photos,  # noqa: E402
+                                 split, unpack_photos)
 
 BUNDLE = "baselines.safetensors"
 RETURN_FILES = 8  # what a device call brings back (bmshj2018 qualities 1-5: 20.3 MB each, so 4 a call)
@@ -118,7 +117,7 @@ def run(a) -> dict:
             if state:
                 info.update(step=state["step"], crops=state["crops"], wall_s=round(state["wall"], 1))
                 for name, t in state["net"].items():
-                    tensors[f"q{q}/{name}"] = t.detach().to("cpu").contiguous().clone()
+                    tensors[f"q{q}/{name}"] = t.contiguous().clone()  # safetensors: no shared storage
                 meta[str(q)] = json.dumps(dict(step=state["step"], crops=state["crops"], wall=state["wall"]))
             if (run_dir / "log.jsonl").exists():
                 info["log"] = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
@@ -139,30 +138,31 @@ def join(folder: Path, out: Path, replace: bool = False) -> list[Path]:
     (checked for every quality before any is written); a replaced quality's old results go with it."""
     data = joined(folder, BUNDLE)
     out.mkdir(parents=True, exist_ok=True)
-    bundle = out / BUNDLE
-    tmp = bundle.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(bundle)
-    with safe_open(str(bundle), "pt") as f:
-        meta = f.metadata()
-        arch = meta.pop("arch")
-        runs = {q: out / f"{arch}-q{q}" for q in sorted(meta)}
-        there = [r / "ckpt.pt" for r in runs.values() if (r / "ckpt.pt").exists()]
-        if there and not replace:
-            raise SystemExit(f"{there[0]}: exists; give --replace to put the lease's weights in its place")
-        written = []
-        for q, run_dir in runs.items():
-            info = json.loads(meta[q])
-            prefix = f"q{q}/"
-            net = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
-            run_dir.mkdir(parents=True, exist_ok=True)
-            for old in run_dir.glob("eval-*.json"):  # results of the weights being replaced
-                old.unlink()
-            save_checkpoint(run_dir / "ckpt.pt", dict(net=net, step=info["step"], crops=info["crops"],
-                                                      wall=info["wall"]))
-            written.append(run_dir / "ckpt.pt")
-    if (folder / "summary.json").exists():
-        (out / "lease-summary.json").write_text((folder / "summary.json").read_text())
+    bundle = out / f".{BUNDLE}.tmp"  # safe_open reads a file; gone once the checkpoints are written
+    bundle.write_bytes(data)
+    try:
+        with safe_open(str(bundle), "pt") as f:
+            meta = f.metadata()
+            arch = meta.pop("arch")
+            runs = {q: out / f"{arch}-q{q}" for q in sorted(meta)}
+            there = [r / "ckpt.pt" for r in runs.values() if (r / "ckpt.pt").exists()]
+            if there and not replace:
+                raise SystemExit(f"{there[0]}: exists; give --replace to put the lease's weights in its place")
+            written = []
+            for q, run_dir in runs.items():
+                info = json.loads(meta[q])
+                prefix = f"q{q}/"
+                net = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+                run_dir.mkdir(parents=True, exist_ok=True)
+                for old in run_dir.glob("eval-*.json"):  # results of the weights being replaced
+                    old.unlink()
+                save_checkpoint(run_dir / "ckpt.pt", dict(net=net, step=info["step"], crops=info["crops"],
+                                                          wall=info["wall"]))
+                written.append(run_dir / "ckpt.pt")
+    finally:
+        bundle.unlink()
+    if (folder / "summary.json").exists():  # one per lease: lease B's does not replace lease A's
+        (out / f"lease-summary-q{'-'.join(runs)}.json").write_text((folder / "summary.json").read_text())
     return written
 
 
@@ -170,14 +170,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    pr = sub.add_parser("prepare", help="here: the carry folder (the training photos as one stored zip)")
-    pr.add_argument("--data", required=True, help="training photos")
-    pr.add_argument("--lease", default="lease-baselines", help="the carry folder (gitignored)")
-    pr.add_argument("--limit", type=int, default=CARRY_LIMIT, help="bytes the folder may take")
-    rn = sub.add_parser("run", help="on the GPU: every quality in its own process, then the weights into OUT")
-    rn.add_argument("--lease", default="lease-baselines")
-    rn.add_argument("--out", default=os.environ.get("OUT"), required="OUT" not in os.environ)
-    rn.add_argument("--runs", default="runs/lease-baselines", help="the qualities' run folders")
+    _, rn = add_lease_commands(sub, "lease-baselines", "runs/lease-baselines",
+                               "here: the carry folder (the training photos as one stored zip)",
+                               "on the GPU: every quality in its own process, then the weights into OUT")
     rn.add_argument("--minutes", type=float, required=True, help="every quality stops (and saves) by then")
     rn.add_argument("--qualities", type=int, nargs="+", required=True, choices=sorted(train_baselines.LAMBDAS))
     rn.add_argument("--arch", default="bmshj2018-hyperprior", choices=["bmshj2018-hyperprior", "mbt2018-mean"])

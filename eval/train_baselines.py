@@ -56,6 +56,19 @@ def _stopping(deadline: float | None) -> bool:
     return bool(STOP) or (deadline is not None and time.time() >= deadline)
 
 
+def load_weights(net, run: Path) -> dict | None:
+    """run/ckpt.pt's weights into `net`; its state (None when there is none)."""
+    state = load_checkpoint(run / "ckpt.pt")  # weights_only: tensors and plain values, never arbitrary objects
+    if state:
+        net.load_state_dict(state["net"])
+    return state
+
+
+def crops_of(state: dict | None, batch: int) -> int:
+    """The crops a checkpoint's weights have seen (older checkpoints counted steps only)."""
+    return state.get("crops", state["step"] * batch) if state else 0
+
+
 def train_one(net, run: Path, args, quality: int, device: torch.device, deadline: float | None = None) -> int:
     """Trains `net` until it has seen args.crops crops (resuming from run/ckpt.pt) or until `deadline`
     (time.time()) or a SIGTERM, checked before every step; saves the checkpoint every 500 steps and at
@@ -67,20 +80,15 @@ def train_one(net, run: Path, args, quality: int, device: torch.device, deadline
     aux_params = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
     opt, aux_opt = torch.optim.Adam(main_params, lr=args.lr), torch.optim.Adam(aux_params, lr=1e-3)
     ckpt = run / "ckpt.pt"
-    step, wall, crops = 0, 0.0, 0
-    state = load_checkpoint(ckpt)  # weights_only: tensors and plain values, never arbitrary objects
-    if state:
-        net.load_state_dict(state["net"])
-        step, wall = state["step"], state["wall"]
-        crops = state.get("crops", step * args.batch)  # older checkpoints counted steps only
-        if crops < args.crops and not args.no_train:
-            if "opt" in state:
-                opt.load_state_dict(state["opt"])
-                aux_opt.load_state_dict(state["aux_opt"])
-            else:
-                print(f"{ckpt}: weights only; training goes on with fresh optimisers")
-    if crops >= args.crops or args.no_train:
+    state = load_weights(net, run)
+    step, wall, crops = (state["step"], state["wall"], crops_of(state, args.batch)) if state else (0, 0.0, 0)
+    if crops >= args.crops:
         return crops
+    if state and "opt" in state:
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+    elif state:
+        print(f"{ckpt}: weights only; training goes on with fresh optimisers")
     criterion = RateDistortionLoss(lmbda=LAMBDAS[quality])
     data = CropSampler(args.data, args.crop, seed=quality * 1000 + step)
     net.train()
@@ -194,28 +202,29 @@ def main(argv=None):
         signal.signal(signal.SIGTERM, lambda *_: STOP.append(True))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
-    if args.train_only:
-        for q in args.qualities:
-            run = Path(args.out) / f"{args.arch}-q{q}"
-            run.mkdir(parents=True, exist_ok=True)
-            torch.manual_seed(q)
-            train_one(build(args.arch, q).to(device), run, args, q, device, deadline)
-        return
-    results, args.tag = output_location(args.results, args.tag, args.test)
-    images = load_rgb_images(args.test)
+    if not args.train_only:
+        results, args.tag = output_location(args.results, args.tag, args.test)
+        images = load_rgb_images(args.test)
     for q in args.qualities:
         run = Path(args.out) / f"{args.arch}-q{q}"
         run.mkdir(parents=True, exist_ok=True)
-        result = run / f"eval-{args.tag}.json"
         torch.manual_seed(q)
         net = build(args.arch, q).to(device)
-        crops = train_one(net, run, args, q, device, deadline)
+        if args.no_train:
+            crops = crops_of(load_weights(net, run), args.batch)
+        else:
+            crops = train_one(net, run, args, q, device, deadline)
+        if args.train_only:
+            continue
         if crops == 0:
             raise SystemExit(f"{run}: no checkpoint to evaluate")
+        result = run / f"eval-{args.tag}.json"
         if result.is_file() and json.loads(result.read_text())["crops"] == crops:
             continue
         rows = evaluate(net, images, device)
         result.write_text(json.dumps(dict(crops=crops, quality=q, device=str(device), rows=rows), indent=1))
+    if args.train_only:
+        return
     done = sorted((json.loads(p.read_text()) for p in Path(args.out).glob(f"{args.arch}-q*/eval-{args.tag}.json")),
                   key=lambda r: r["quality"])
     points = [(r["quality"], r["rows"]) for r in done]

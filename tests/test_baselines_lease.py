@@ -70,6 +70,7 @@ def test_prepare_run_join_evaluate(folders, tmp_path):
     back = folders / "back"
     written = baselines_lease.join(folders / "OUT", back)
     assert [p.parent.name for p in written] == ["bmshj2018-hyperprior-q1", "bmshj2018-hyperprior-q2"]
+    assert sorted(p.name for p in back.iterdir() if p.is_file()) == ["lease-summary-q1-2.json"]  # no bundle copy
     trained = load_checkpoint(folders / "runs-fresh" / "bmshj2018-hyperprior-q1" / "ckpt.pt")
     joined = load_checkpoint(written[0])
     assert joined["crops"] == 12 and "opt" not in joined

@@ -67,10 +67,13 @@ def _git(root: Path, *args: str) -> list[str]:
     return [p for p in out.decode().split("\0") if p]
 
 
+def _rev_parse(root: Path, what: str) -> str:
+    return subprocess.run(["git", "-C", str(root), "rev-parse", what], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def _git_dir(root: Path) -> Path:
-    out = subprocess.run(["git", "-C", str(root), "rev-parse", "--absolute-git-dir"], capture_output=True,
-                         text=True, check=True).stdout
-    return Path(out.strip())
+    return Path(_rev_parse(root, "--absolute-git-dir"))
 
 
 def _dropped(path: str) -> bool:
@@ -79,11 +82,10 @@ def _dropped(path: str) -> bool:
     return not path.startswith(KEEP) and not Path(path).name.startswith(".git")
 
 
-def _call_bytes(root: Path, carry: list[Path], trimmed: set[str]) -> int:
-    """What the device tool copies: tracked files not trimmed, untracked ones git does not ignore,
-    and the carried folders, in 4 KiB blocks."""
-    files = [p for p in _git(root, "ls-files") if p not in trimmed]
-    files += _git(root, "ls-files", "--others", "--exclude-standard")
+def _call_bytes(root: Path, carry: list[Path], kept: list[str]) -> int:
+    """What the device tool copies: the tracked files kept, untracked ones git does not ignore, and
+    the carried folders, in 4 KiB blocks."""
+    files = kept + _git(root, "ls-files", "--others", "--exclude-standard")
     return sum(_blocks(root / p) for p in files if (root / p).is_file()) + sum(_carry_bytes(Path(c)) for c in carry)
 
 
@@ -102,8 +104,9 @@ def trim(carry: list[Path], root: Path = Path("."), limit: int = CALL_LIMIT, dry
     record = _git_dir(root) / TRIMMED
     if record.exists() and not dry_run:
         raise SystemExit(f"{record}: the tree is trimmed already; untrim first")
-    drop = [p for p in _git(root, "ls-files") if _dropped(p) and (root / p).is_file()]
-    size = _call_bytes(root, carry, set(drop))
+    tracked = _git(root, "ls-files")
+    drop = [p for p in tracked if _dropped(p) and (root / p).is_file()]
+    size = _call_bytes(root, carry, [p for p in tracked if not _dropped(p)])
     if size > limit:
         raise SystemExit(f"the call would copy {size / 1e6:.1f} MB, over {limit / 1e6:.1f} MB even trimmed")
     if dry_run:
@@ -116,8 +119,7 @@ def trim(carry: list[Path], root: Path = Path("."), limit: int = CALL_LIMIT, dry
     if changed:
         raise SystemExit(f"{sorted(changed)[0]}: changed since the last commit ({len(changed)} such files); "
                          "commit or stash them first: trim removes only files git can give back")
-    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    head = _rev_parse(root, "HEAD")
     record.write_bytes(f"{head}\0".encode() + b"".join(p.encode() + b"\0" for p in drop))
     for p in drop:
         (root / p).unlink()
@@ -305,18 +307,27 @@ def ship(weights: Path, dest: Path) -> str:
     return sha256_of(dest)
 
 
+def add_lease_commands(sub, carry: str, runs: str, prepare_help: str, run_help: str):
+    """The `prepare` and `run` subcommands every lease plan has (this one, eval/baselines_lease.py),
+    with their shared options: (prepare's parser, run's parser), for each plan's own to be added."""
+    pr = sub.add_parser("prepare", help=prepare_help)
+    pr.add_argument("--data", required=True, help="training photos")
+    pr.add_argument("--lease", default=carry, help="the carry folder (gitignored)")
+    pr.add_argument("--limit", type=int, default=CARRY_LIMIT, help="bytes the folder may take")
+    rn = sub.add_parser("run", help=run_help)
+    rn.add_argument("--lease", default=carry, help="the carried folder")
+    rn.add_argument("--out", default=os.environ.get("OUT"), required="OUT" not in os.environ,
+                    help="where the returned files go (the device tool's $OUT)")
+    rn.add_argument("--runs", default=runs, help="the run folders (kept on a warm machine)")
+    return pr, rn
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m pqcodec.train.lease", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    pr = sub.add_parser("prepare", help="here: build the carry folder")
+    pr, rn = add_lease_commands(sub, "lease", "runs/lease", "here: build the carry folder",
+                                "on the GPU: autoencoder, then prior, then split the weights into OUT")
     pr.add_argument("--model", required=True, help="weights to continue (their integer prior is dropped)")
-    pr.add_argument("--data", required=True, help="training photos")
-    pr.add_argument("--lease", default="lease", help="the carry folder (gitignored)")
-    pr.add_argument("--limit", type=int, default=CARRY_LIMIT, help="bytes the folder may take")
-    rn = sub.add_parser("run", help="on the GPU: autoencoder, then prior, then split the weights into OUT")
-    rn.add_argument("--lease", default="lease")
-    rn.add_argument("--out", default=os.environ.get("OUT"), required="OUT" not in os.environ)
-    rn.add_argument("--runs", default="runs/lease", help="the stages' run folders")
     rn.add_argument("--ae-minutes", type=float, required=True)
     rn.add_argument("--prior-minutes", type=float, required=True)
     rn.add_argument("--ae-steps", type=int, default=1_000_000, help="cap; --ae-minutes plans the last step")
