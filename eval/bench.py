@@ -8,11 +8,17 @@ Times are means over the images after one warm-up image. Needs compressai import
 eval environment). With --threads, every codec runs once per thread count (torch.set_num_threads),
 and ratios compare runs with the same thread count.
 
+With --range-coders constriction python, pqcodec runs once with each range coder (entropy.py:
+constriction's, and pqcodec's own, which runs where constriction has no wheel); --pqcodec-only leaves
+the hyperprior and AVIF out (no compressai needed).
+
     python eval/bench.py ../shared/data/kodak [--levels 1 3 5] [--threads 1 2 4]
+    python eval/bench.py ../shared/data/kodak --levels 3 --range-coders constriction python --pqcodec-only
 """
 import argparse
 import io
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -93,6 +99,9 @@ def main():
     ap.add_argument("--model")
     ap.add_argument("--threads", type=int, nargs="*", default=[0],
                     help="torch thread counts to run each codec with (default: torch's own)")
+    ap.add_argument("--range-coders", nargs="+", default=["auto"], choices=["auto", "constriction", "python"],
+                    help="run pqcodec with each of these range coders (default: the one in use)")
+    ap.add_argument("--pqcodec-only", action="store_true", help="leave out the hyperprior and AVIF")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--level", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -105,15 +114,17 @@ def main():
     rows, refs = {}, {}
     for threads in args.threads:
         n_threads = threads or torch.get_num_threads()
-        runs = [("hyperprior", f"CompressAI bmshj2018_hyperprior q3, {n_threads} threads", 0)]
-        runs += [("pqcodec", f"pqcodec level {q}, {n_threads} threads", q) for q in levels]
-        runs += [("avif", f"Pillow AVIF q50 speed 4, {n_threads} threads", 0)]
-        for name, label, level in runs:
-            rows[label] = _run(args, name, label, level, threads)
+        runs = [] if args.pqcodec_only else [("hyperprior", f"CompressAI bmshj2018_hyperprior q3, {n_threads} threads", 0, "auto")]
+        runs += [("pqcodec", f"pqcodec level {q}{'' if coder == 'auto' else f' ({coder} range coder)'}, {n_threads} threads",
+                  q, coder) for q in levels for coder in args.range_coders]
+        runs += [] if args.pqcodec_only else [("avif", f"Pillow AVIF q50 speed 4, {n_threads} threads", 0, "auto")]
+        for name, label, level, coder in runs:
+            rows[label] = _run(args, name, label, level, threads, coder)
             refs[label] = runs[0][1]
     n = next(iter(rows.values()))["images"]
     print(f"{n} images from {args.folder}; torch {torch.__version__}\n")
-    print("| codec | encode s/image | decode s/image | peak RSS MB | encode / hyperprior | decode / hyperprior |")
+    ref_name = "first row" if args.pqcodec_only else "hyperprior"
+    print(f"| codec | encode s/image | decode s/image | peak RSS MB | encode / {ref_name} | decode / {ref_name} |")
     print("|---|---|---|---|---|---|")
     for label, r in rows.items():
         ref = rows[refs[label]]
@@ -121,11 +132,14 @@ def main():
               f"| {r['encode_s'] / ref['encode_s']:.2f} | {r['decode_s'] / ref['decode_s']:.2f} |")
 
 
-def _run(args, name, label, level, threads) -> dict:
+def _run(args, name, label, level, threads, coder="auto") -> dict:
     cmd = [sys.executable, __file__, args.folder, "--worker", name, "--level", str(level), "--threads", str(threads)]
     if args.model:
         cmd += ["--model", args.model]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if coder != "auto":
+        env["PQCODEC_RANGE_CODER"] = coder
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["failed"])[-1]
         sys.exit(f"bench: {label}: {last}" + (" (install compressai: README, eval environment)"

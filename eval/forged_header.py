@@ -21,7 +21,8 @@ from pqcodec.zoo import load_codec
 
 def forged(codec, seed: int) -> bytes:
     header = bitstream.Header(codec.model_hash, codec.active_at(codec.default_quality), 12,
-                              1024, bitstream.MAX_PIXELS // 1024, False, 0)
+                              1024, bitstream.MAX_PIXELS // 1024, False, 0,
+                              conditional=codec.config.conditional)  # the version the model writes (6 for v5)
     head = bitstream.pack(header, b"")
     rng = np.random.default_rng(seed)
     return head + rng.integers(0, 256, (64 - len(head)) // 4 * 4, dtype=np.uint8).tobytes()

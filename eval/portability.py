@@ -18,12 +18,16 @@ Reported but allowed to differ: the same image's file under different writer fam
 analysis transform is float, so its tokens may differ) and decoded pixels under different readers
 (the conv synthesis transform is float too). Exit status 1 if any decode or re-encode fails, or if the
 thread count changes bytes, tokens or pixels, or if ATen reports that the variables had no effect
-(which would make the check vacuous); 0 otherwise. ARM64 and GPUs are not covered.
+(which would make the check vacuous); 0 otherwise. Also crossed (VARIANTS, natively): pqcodec's own
+range coder against constriction's, and float32 products with inputs rounded to bf16 and TF32 (what
+a CPU with bf16 units or a GPU does under a reduced matmul precision). ARM64 CPUs and GPUs themselves
+are not covered (eval/gpu_check.py is the GPU's check).
 
     python eval/portability.py ../shared/data/kodak --images 4 --levels 1 3 5 [--max-bytes 200 ...]
                                [--model WEIGHTS] [--threads 1 2 4]
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -42,6 +46,17 @@ FAMILIES = {
     "avx2": dict(ATEN_CPU_CAPABILITY="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2", ONEDNN_MAX_CPU_ISA="AVX2"),
     "sse": dict(ATEN_CPU_CAPABILITY="default", MKL_ENABLE_INSTRUCTIONS="SSE4_2", ONEDNN_MAX_CPU_ISA="SSE41"),
 }
+# Machines that differ in other ways, emulated in the native family (--no-variants leaves them out):
+# pqcodec's own range coder in place of constriction's (rangecoder.py: what ARM64 and musl run), and
+# float32 products whose inputs are rounded to bf16 / TF32 (numerics.RoundedProducts: a CPU with bf16
+# units or a GPU under set_float32_matmul_precision "medium" / "high"), with the int8 kernels off so
+# that the float32 products are the ones taken.
+VARIANTS = {
+    "ourcoder": dict(PQCODEC_RANGE_CODER="python"),
+    "bf16": dict(PORTABILITY_ROUNDING="bf16", PQCODEC_INT8="0"),
+    "tf32": dict(PORTABILITY_ROUNDING="tf32", PQCODEC_INT8="0"),
+}
+VARIANT_VARS = ("PQCODEC_RANGE_CODER", "PORTABILITY_ROUNDING", "PQCODEC_INT8")
 WORKER_TIMEOUT_S = 3600
 
 
@@ -109,20 +124,25 @@ def worker():
     from pqcodec.zoo import load_codec, load_custom_codec
     codec = load_custom_codec(job["model"]) if job.get("model") else load_codec()
     tag = job["tag"]
+    from pqcodec import entropy
     from pqcodec.nets.integer_prior import int8_products
+    from pqcodec.numerics import BF16_BITS, TF32_BITS, RoundedProducts
+    rounding = os.environ.get("PORTABILITY_ROUNDING")
     result = dict(capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
-                  products=int8_products() or "float32", env={k: os.environ.get(k) for k in DISPATCH_VARS})
-    if "write" in job:
-        result["written"] = _write(codec, job["write"], tag)
-    if "read" in job:
-        result["read"] = _read(codec, job["read"], tag)
+                  products=(int8_products() or "float32") + (f", inputs rounded to {rounding}" if rounding else ""),
+                  coder=entropy.backend(), env={k: os.environ.get(k) for k in DISPATCH_VARS + VARIANT_VARS})
+    with RoundedProducts({"bf16": BF16_BITS, "tf32": TF32_BITS}[rounding]) if rounding else contextlib.nullcontext():
+        if "write" in job:
+            result["written"] = _write(codec, job["write"], tag)
+        if "read" in job:
+            result["read"] = _read(codec, job["read"], tag)
     print(json.dumps(result))
 
 
 # -- the parent --------------------------------------------------------------------------------------
 def run_worker(family: str, job: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in DISPATCH_VARS}
-    env.update(FAMILIES[family])
+    env = {k: v for k, v in os.environ.items() if k not in DISPATCH_VARS + VARIANT_VARS}
+    env.update({**FAMILIES, **VARIANTS}[family])
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, __file__, "--worker"], input=json.dumps(job), env=env,
                        stdout=subprocess.PIPE, text=True, timeout=WORKER_TIMEOUT_S)  # stderr: progress
@@ -162,6 +182,8 @@ def main():
                     help="also files of at most N bytes (rate control; 200: the extreme mode's generated files)")
     ap.add_argument("--model", help="weights file (default: the shipped model)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4], help="thread counts (default 1 2 4)")
+    ap.add_argument("--no-variants", action="store_true", help="only the kernel families: leave out our range "
+                    "coder and the bf16/TF32 product emulation")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -175,7 +197,7 @@ def main():
     if not images:
         sys.exit(f"portability: no images in {args.folder}")
     model = str(Path(args.model).resolve()) if args.model else None
-    families = list(FAMILIES)
+    families = list(FAMILIES) + ([] if args.no_variants else list(VARIANTS))
 
     with tempfile.TemporaryDirectory(prefix="pqcodec-portability-") as tmp:
         tmp = Path(tmp)
@@ -213,12 +235,14 @@ def main():
     per_writer = len(images) * (len(args.levels) + len(args.max_bytes))
     out.append(f"pqcodec portability: {len(images)} images from {args.folder} x levels {args.levels} and sizes "
                f"{args.max_bytes} bytes = {per_writer} files per writer; model {args.model or 'shipped default'}")
-    out.append(f"Architectures checked: x86-64 emulated via dispatch variables; real CPU: {cpu_description()}")
+    out.append(f"Architectures checked: x86-64 kernel families emulated via dispatch variables"
+               + ("" if args.no_variants else "; pqcodec's own range coder; bf16/TF32 product inputs emulated by "
+                  "rounding") + f"; real CPU: {cpu_description()}")
     for fam in families:
-        setting = " ".join(f"{k}={v}" for k, v in FAMILIES[fam].items()) or "no variables"
-        out.append(f"  {fam:6s} {setting}; ATen kernels in use: {info[fam]['capability']}, "
+        setting = " ".join(f"{k}={v}" for k, v in {**FAMILIES, **VARIANTS}[fam].items()) or "no variables"
+        out.append(f"  {fam:8s} {setting}; ATen kernels in use: {info[fam]['capability']}, "
                    f"{info[fam]['threads']} threads; the prior's products: {info[fam]['products']} "
-                   f"(writing), {info[fam]['read_products']} (reading)")
+                   f"(writing), {info[fam]['read_products']} (reading); range coder: {info[fam]['coder']}")
     caps = {fam: {info[fam]["capability"], info[fam]["read_capability"]} for fam in families}
     if caps["sse"] != {"DEFAULT"} or (caps["avx2"] != {"AVX2"} and caps["native"] != {"DEFAULT"}):
         failures.append(f"the dispatch variables did not take effect (ATen kernels in use: {caps}): "

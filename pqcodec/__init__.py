@@ -16,12 +16,13 @@ from .model import ModelConfig, PQCodecModel
 from .sources import coded_input
 from .zoo import DEFAULT_MODEL, codec_for_file, codec_to_encode, load_codec, load_custom_codec
 
-__version__ = "0.11.0"
+__version__ = "0.12.0"
 
 
 def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, model: str | None = None,
            *, name: str | None = None, max_bytes: int | None = None, bpp: float | None = None,
-           rd_lambda: float = 0.0, generative: bool = False, effort: int = 0, flat: bool = True) -> bytes:
+           rd_lambda: float = 0.0, generative: bool = False, effort: int = 0, flat: bool = True,
+           device=None) -> bytes:
     """Compress an image into .bin bytes. image: a path (str or pathlib.Path), file contents (bytes,
     bytearray, memoryview), a binary file object, a PIL image, or a numpy array (uint8, uint16, bool, or
     float in [0, 1]; (H, W) or (H, W, 1|3|4)); docs/inputs.md has the whole contract.
@@ -39,8 +40,10 @@ def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
     effort (with a quality): steps of encoder-side latent refinement (refine.py; 0: none, 5: ~+0.2 dB
     at the same rate for ~4x the encode time; the decoder is the same).
     flat: send the image's flat 8x8 blocks, which the decoder paints back exact (flat.py; False: a
-    file without them, as pqcodec 0.10.0 wrote)."""
-    codec = codec_to_encode(model)
+    file without them, as pqcodec 0.10.0 wrote).
+    device: where the networks run: "cpu" (None: the default), "cuda", "cuda:N" or "auto" (CUDA where
+    torch sees it); the file is the same bytes on every device (devices.py)."""
+    codec = codec_to_encode(model, device)
     if max_bytes is None and bpp is None:
         if generative:
             raise PQCodecError("generative needs a size (max_bytes or bpp)")
@@ -54,7 +57,7 @@ def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
                           flat=flat).data
 
 
-def decode(source, model: str | None = None, *, name: str | None = None, decoder: str = "mse"):
+def decode(source, model: str | None = None, *, name: str | None = None, decoder: str = "mse", device=None):
     """Decompress a .bin file into a PIL image (RGB, or L for a greyscale source), with the shipped
     model the file names, or the weights file `model` (which must be the one the file names).
     source: the file's bytes (bytes, bytearray, memoryview), its path (str or pathlib.Path), or a binary
@@ -62,12 +65,14 @@ def decode(source, model: str | None = None, *, name: str | None = None, decoder
     name: what errors call the file (default: its path, the file object's name, <bytes>).
     decoder: "mse" (the model's own decoder, the default) or "perceptual" (sharper, more natural
     texture at low rates; the shipped model's second decoder, docs/perceptual.md); the same file
-    decodes with either. A model without it is a one-line UnsupportedFileError."""
+    decodes with either. A model without it is a one-line UnsupportedFileError.
+    device: as `encode`'s; a file decodes to the same tokens on every device, and to pixels within
+    a level or so (the synthesis transform is float)."""
     from .bitstream import unpack
     data, name = coded_input(source, name)
     with named(name):
         header, _ = unpack(data)
-        codec = codec_for_file(header.model_hash, model)
+        codec = codec_for_file(header.model_hash, model, device)
     return codec.decode(data, name=name, decoder=decoder)  # an unknown or missing decoder fails first
 
 

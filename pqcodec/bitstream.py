@@ -4,11 +4,15 @@ documents every field; keep the two in step. Changing anything here changes file
 FORMAT_VERSION and keep the golden files of tests/data/golden decoding (tests/test_golden.py).
 
     magic      2 bytes   b"PQ"
-    version    1 byte    FORMAT_VERSION
+    version    1 byte    PLAIN_VERSION..FORMAT_VERSION (3..7): the lowest that holds the file
+                         (Header.version)
     model      4 bytes   the first 4 bytes of the SHA-256 of the weights file that made it
     mode       1 byte    bits 0-3: sub-quantizers in use (1..15; a mapped file: the most any window
-                         uses); bit 4: source was greyscale; bit 5: generated (versions 4 and 6);
-                         bit 6: mapped (versions 5 and 6; not with bit 5); bit 7: reserved, must be 0
+                         uses); bit 4: source was greyscale; bit 5: generated (set in every version 4
+                         file; in versions 6 and 7 set in their generated files; refused in versions
+                         3 and 5); bit 6: mapped (set in every version 5 file; in versions 6 and 7
+                         set in their mapped files; refused in versions 3 and 4; never with bit 5);
+                         bit 7: reserved, must be 0
     steps      1 byte    coding steps of the schedule, 1..255
     height     varint    LEB128, 1..MAX_SIDE
     width      varint    LEB128, 1..MAX_SIDE
@@ -26,6 +30,9 @@ FORMAT_VERSION and keep the golden files of tests/data/golden decoding (tests/te
     checksum   4 bytes   CRC-32 of the decoded token array (little-endian)
     check      2 bytes   low 16 bits of the CRC-32 of the header bytes before it (little-endian)
     payload    rest      range-coder words, uint32 little-endian
+
+The header is 17-21 bytes (15 fixed, height and width 1-3 bytes each; 19 for 768x512), plus 4-6 in
+a generated file and, in version 7, 2-5 (features, flat len) plus the layer (1..max_flat_bytes).
 
 The payload codes the token grid window by window (WINDOW x WINDOW positions of the model's
 window, row-major over windows), WINDOW_CHUNK windows at a time; inside a chunk, step by step of
@@ -48,8 +55,8 @@ the window's count in the model's level table, uniform over the levels up to the
 (`map_weights`); then the windows are coded in groups of one count each, the lowest count first,
 windows in row-major order within a group, WINDOW_CHUNK at a time, a chunk check after every chunk
 but the payload's last. In the decoded token array (and its checksum) the indices a window does not
-use are -1 (0xFFFF as uint16). Files that need neither are written as version 3, which earlier
-releases read.
+use are -1 (0xFFFF as uint16). Files that need neither (of a model without a conditional head,
+without flat blocks) are written as version 3, which earlier releases read.
 
 Version 6 (pqcodec 0.10.0 and later) is the format of models with a conditional head
 (nets/conditional.py; ModelConfig.conditional), and only of theirs: the header is version 5's, plain,

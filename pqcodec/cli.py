@@ -133,8 +133,14 @@ def _check_model_args(args):
         raise CliError(f"--quality {quality}: this model's levels are 1..{levels}")
 
 
+def _device(args) -> str:
+    """--device resolved (devices.py): once for the run, so a folder's workers all get the same one."""
+    from .devices import resolve_device
+    return resolve_device(getattr(args, "device", None))
+
+
 def _options(args) -> CodingOptions:
-    return CodingOptions(model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None),
+    return CodingOptions(device=_device(args), model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None),
                          max_bytes=getattr(args, "max_bytes", None), bpp=getattr(args, "bpp", None),
                          generative=getattr(args, "generative", False), decoder=getattr(args, "decoder", None) or "mse",
                          effort=getattr(args, "effort", 0), flat=not getattr(args, "no_flat", False))
@@ -155,8 +161,9 @@ def _run_folder(args, decode: bool) -> int:
     if not plan.jobs and not plan.failed:
         ignored = f" ({plan.ignored} other files ignored)" if plan.ignored else ""
         raise CliError(f"{args.input}: no {'.bin files' if decode else 'images'} in this folder{ignored}")
+    options = _options(args)  # a device that is not there fails before the folder is made
     dst.mkdir(exist_ok=True)
-    report = batch.run(plan, decode, _options(args), args.workers, args.force, progress=not args.quiet,
+    report = batch.run(plan, decode, options, args.workers, args.force, progress=not args.quiet,
                        threads=args.threads, debug=args.debug)
     batch.print_report(report, debug=args.debug)
     if report.stopped is not None:
@@ -178,9 +185,9 @@ def cmd_encode(args):
     _check_model_args(args)
     _check_output(args.output, args.force, args.input)
     name = _display_name(args.input)
-    notes = []
+    notes, options = [], _options(args)
     with _about(name, args.debug):
-        data = encode_image(_image_source(args.input), name, _options(args), notes)
+        data = encode_image(_image_source(args.input), name, options, notes)
     _write_output(args.output, data, args.force, args.input)
     for note in notes:  # rate control: what the search chose and what it cost
         print(f"pqcodec: note: {name}: {note}", file=sys.stderr)
@@ -193,9 +200,10 @@ def cmd_decode(args):
     fmt = "PNG" if args.output == "-" else output_format(Path(args.output))
     _check_model_args(args)
     _check_output(args.output, args.force, args.input)
+    options = _options(args)
     with _about(_display_name(args.input), args.debug):
         image = decode_image(_coded_source(args.input), _display_name(args.input), _display_name(args.output), fmt,
-                             _options(args))
+                             options)
     _write_output(args.output, image, args.force, args.input)
 
 
@@ -243,8 +251,9 @@ def cmd_compare(args):
     paths = expand_inputs(args.images)
     output = Path(args.output)
     check_output(output, args.force, inputs=paths)
+    device = _device(args)
     with _about(args.model or "model", args.debug):
-        codec = codec_to_encode(args.model)
+        codec = codec_to_encode(args.model, device)
     target = Target(quality=args.quality, max_bytes=args.max_bytes, bpp=args.bpp)
     comparisons, failed, warned = compare_all(paths, codec, target, progress=not args.quiet)
     for line in warned:
@@ -291,6 +300,14 @@ def _effort(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     except PQCodecError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _device_name(text: str) -> str:
+    """cpu, cuda, cuda:N or auto; whether the device is there is checked when the run starts."""
+    name, _, index = text.partition(":")
+    if text in ("cpu", "cuda", "auto") or (name == "cuda" and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {text!r}")
 
 
 def _positive_float(text: str) -> float:
@@ -379,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-f", "--force", action="store_true", help="replace an existing output (a regular file only)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(run=cmd_compare)
+    for sp in (e, d, c):
+        sp.add_argument("--device", type=_device_name, default="cpu", metavar="{cpu,cuda,auto}",
+                        help="where the networks run: cpu (default), cuda (or cuda:N), auto (CUDA if torch sees "
+                        "it); the files are the same bytes on every device, range coding stays on the CPU")
     for sp in (e, d, i, c):
         _add_global_options(sp, in_subcommand=True)
     return p

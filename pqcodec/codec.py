@@ -76,11 +76,35 @@ class Codec:
         if self.config.conditional and not bool(model.int_cond.calibrated):
             raise UnsupportedFileError("these weights' conditional head has no integer counterpart, which coding "
                                        "needs (make one: pqcodec-train conditional --epochs 0 --init WEIGHTS ...)")
+        try:  # weights whose integers could depend on the machine are refused before they write a file
+            model.int_prior.check_exact()
+            if self.config.conditional:
+                model.int_cond.check_exact()
+        except ValueError as e:
+            raise UnsupportedFileError(f"these weights cannot be coded exactly on every machine ({e})") from None
         self.tokens = TokenCoder(model.int_prior, self.config.window, self.config.schedule_seed, self.config.active_levels,
                                  model.int_cond if self.config.conditional else None)
 
     def levels(self) -> int:
         return len(self.config.active_levels)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the transforms, the prior and the head run (`to`); range coding is on the CPU."""
+        return self.model.int_prior.start.device
+
+    def to(self, device) -> "Codec":
+        """Moves the model (and the decoders loaded) to `device` ("cpu", "cuda", "cuda:1", or a
+        torch.device) and returns self. The files are the same on every device: the prior and head
+        are integer-exact (nets/integer_prior.py), the transforms' float differences never reach the
+        tokens' checksum."""
+        device = torch.device(device)
+        self.model.to(device)
+        for name, net in self._decoders.items():
+            self._decoders[name] = net.to(device)
+        self._nets64.clear()
+        self.__dict__.pop("_quantizer64", None)
+        return self
 
     # -- decoders ----------------------------------------------------------------------------------
     def add_decoder(self, name: str, path: str | Path, sha256: str | None = None):
@@ -121,7 +145,7 @@ class Codec:
             raise UnsupportedFileError(f"{self.name}: its weights' SHA-256 is unknown, so no decoder file can pair with it")
         net = load_decoder(path, autoencoder_sha256, self.config.channels, self.model.quantizer.dim, decoder,
                            self.config.padding)
-        self._decoders[decoder] = net.to(next(self.model.parameters()).device)
+        self._decoders[decoder] = net.to(self.device)
         return self._decoders[decoder]
 
     def active_at(self, quality: int) -> int:
@@ -157,7 +181,7 @@ class Codec:
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
                 crop = rgb[Y0 * s:min(Y1 * s, H), X0 * s:min(X1 * s, W)]
-                x = torch.from_numpy(np.array(crop)).permute(2, 0, 1)[None].float().div_(255)  # a writable copy
+                x = torch.from_numpy(np.array(crop)).to(self.device).permute(2, 0, 1)[None].float().div_(255)  # a writable copy
                 x = F.pad(x, (0, -x.shape[3] % s, 0, -x.shape[2] % s), mode="replicate")
                 core = np.s_[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
                 # model.image_to_tokens, from a refined latent, with the candidates from the same distances
@@ -166,9 +190,9 @@ class Codec:
                     t = self.model.quantizer.encode(z, active)[0]
                 else:
                     t, i, d = (r[0] for r in self.model.quantizer.encode(z, active, count))
-                    cand[:, y0:y1, x0:x1] = i[(slice(None), *core)].numpy()
-                    dist[:, y0:y1, x0:x1] = d[(slice(None), *core)].numpy()
-                tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].numpy()
+                    cand[:, y0:y1, x0:x1] = i[(slice(None), *core)].cpu().numpy()
+                    dist[:, y0:y1, x0:x1] = d[(slice(None), *core)].cpu().numpy()
+                tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].cpu().numpy()
         return rdoq.Analysis(tokens, cand, dist) if candidates else tokens
 
     def tokens_to_image(self, tokens: np.ndarray, height: int, width: int, decoder: str = DEFAULT_DECODER,
@@ -183,19 +207,19 @@ class Codec:
         counts = None                                             # (h, w) per position: a mapped file's tokens
         if tokens.size and tokens.min() < 0:
             try:
-                counts = torch.from_numpy(position_counts(tokens))
+                counts = torch.from_numpy(position_counts(tokens)).to(self.device)
             except ValueError as e:
                 raise PQCodecError(str(e)) from None
         out = np.empty((height, width, 3), dtype=np.uint8)
         synthesis = self._synthesis64 if precise else self.model.tokens_to_image
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
-                t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1]))[None]
+                t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1])).to(self.device)[None]
                 x = synthesis(t, active if counts is None else counts[None, Y0:Y1, X0:X1], net)[0]
                 x = x[:, (y0 - Y0) * s:(y1 - Y0) * s, (x0 - X0) * s:(x1 - X0) * s]
                 rows, cols = min(y1 * s, height) - y0 * s, min(x1 * s, width) - x0 * s
                 out[y0 * s:y0 * s + rows, x0 * s:x0 * s + cols] = (
-                    x[:, :rows, :cols].mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy())
+                    x[:, :rows, :cols].mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
         return out
 
     # -- the whole file --------------------------------------------------------------------------

@@ -1,5 +1,13 @@
-"""Range coding of categorical symbols with constriction: one call per coding step, never a Python
-loop per symbol. The payload is the coder's uint32 words, little-endian.
+"""Range coding of categorical symbols: one coder call per coding step. The payload is the coder's
+uint32 words, little-endian.
+
+Two backends write the same words: constriction 0.5.0 (`constriction.stream.queue`, Rust) when it
+can be imported, else pqcodec.rangecoder, a pure Python + numpy re-implementation of its algorithm
+(constriction has no wheels for Linux ARM64 or musl, and no source distribution); a few times
+slower, about +0.1 s per Kodak image each way. The environment variable
+PQCODEC_RANGE_CODER=constriction|python forces one (empty or "auto": the default); `backend()` says
+which is in use; tests pick one per coder with `RangeEncoder(backend="python")` /
+`RangeDecoder(payload, backend="python")`.
 
 The models are integer frequency tables, handed over exactly. A table is given as `weights`: float64
 arrays holding integers >= 0 that sum to 2^PROB_BITS - K in every row (the prior's output). For
@@ -8,13 +16,43 @@ left_cdf[i] = floor(sum(p[:i]) * (2^24 - K) / sum(p)) + i; with integer weights 
 2^24 - K the float64 sums are exact and the scale is 1, so symbol i gets frequency weights[i] + 1
 out of 2^24: the same integers on every machine.
 """
+import os
+
 import numpy as np
-import constriction
 
+try:
+    import constriction
+except ImportError:     # no wheel for this platform: the pure Python coder takes over
+    constriction = None
+
+from . import rangecoder
 from .bitstream import PROB_BITS
-from .errors import CorruptFileError
+from .errors import CorruptFileError, PQCodecError
 
-_FAMILY = constriction.stream.model.Categorical(perfect=False)
+BACKENDS = ("constriction", "python")
+BACKEND_VARIABLE = "PQCODEC_RANGE_CODER"
+
+
+def backend() -> str:
+    """The range coder in use, "constriction" or "python": $PQCODEC_RANGE_CODER if set (empty or "auto"
+    for the default), else constriction when it can be imported, else python. A forced constriction
+    that is not installed, or an unknown name, raises PQCodecError."""
+    return choose_backend(None)
+
+
+def choose_backend(requested: str | None) -> str:
+    """`requested` ("constriction" or "python") checked, or for None the default of backend()."""
+    source = "backend"
+    if requested is None:
+        requested, source = os.environ.get(BACKEND_VARIABLE, "").strip().lower(), BACKEND_VARIABLE
+    if requested in ("", "auto"):
+        return "constriction" if constriction is not None else "python"
+    if requested not in BACKENDS:
+        raise PQCodecError(f"{source}={requested!r} is not a range coder (choose constriction or python)")
+    if requested == "constriction" and constriction is None:
+        raise PQCodecError(f"{source}=constriction, but constriction is not installed "
+                           f"(pip install constriction==0.5.0, or use {BACKEND_VARIABLE}=python)")
+    return requested
 
 
 def uniform_weights(n: int, K: int = 256) -> np.ndarray:
@@ -23,30 +61,47 @@ def uniform_weights(n: int, K: int = 256) -> np.ndarray:
 
 
 class RangeEncoder:
-    def __init__(self):
-        self._coder = constriction.stream.queue.RangeEncoder()
+    def __init__(self, backend: str | None = None):
+        self.backend = choose_backend(backend)
+        if self.backend == "constriction":
+            self._family = constriction.stream.model.Categorical(perfect=False)
+            self._coder = constriction.stream.queue.RangeEncoder()
+        else:
+            self._coder = rangecoder.RangeEncoder()
 
     def encode(self, symbols: np.ndarray, weights: np.ndarray):
         """symbols (n,) in [0, K); weights (n, K) as above."""
-        if len(symbols):
-            self._coder.encode(symbols.astype(np.int32), _FAMILY, weights)
+        if not len(symbols):
+            return
+        if self.backend == "constriction":
+            self._coder.encode(symbols.astype(np.int32), self._family, weights)
+        else:
+            self._coder.encode(symbols, weights)
 
     def payload(self) -> bytes:
         return self._coder.get_compressed().astype("<u4").tobytes()
 
 
 class RangeDecoder:
-    def __init__(self, payload: bytes):
+    def __init__(self, payload: bytes, backend: str | None = None):
+        self.backend = choose_backend(backend)
         if len(payload) % 4:
             raise CorruptFileError("the file is truncated or damaged (payload length is not a whole number of 32-bit words)")
-        self._coder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        if self.backend == "constriction":
+            self._family = constriction.stream.model.Categorical(perfect=False)
+            self._coder = constriction.stream.queue.RangeDecoder(words)
+        else:
+            self._coder = rangecoder.RangeDecoder(words)
 
     def decode(self, weights: np.ndarray) -> np.ndarray:
         if not len(weights):
             return np.zeros(0, dtype=np.int64)
         try:
-            return self._coder.decode(_FAMILY, weights).astype(np.int64)
-        except Exception as e:  # constriction raises on a payload that cannot be a valid encoding
+            if self.backend == "constriction":
+                return self._coder.decode(self._family, weights).astype(np.int64)
+            return self._coder.decode(weights)
+        except Exception as e:  # both coders raise on a payload that cannot be a valid encoding
             raise CorruptFileError(f"payload does not decode ({e})") from None
 
     def exhausted(self) -> bool:

@@ -1,18 +1,23 @@
 """Flat blocks: 8x8 pixel blocks of one colour, sent beside the tokens and painted over the decoded
-image, so that flat regions (a logo's fill, a diagram's background, a letterbox) come back exact.
+image, so that flat regions (a logo's fill, a diagram's background, a letterbox) come back exact
+(within 1 level where a block's channels span 1-2 levels), but for the up to 7 px at their edges.
 
 Why: the transforms cannot make most flat colours. The first codebook holds no code for them, the
 filler of unused sub-quantizers drops part of a saturated colour, and the transposed convolutions
 leave a ripple (docs/quality.md, section 3): a flat grey 128 came back 13-16 levels off at levels
-1-3, pure red up to 29. Retraining would narrow that (`pqcodec-train ae --synthetic`), not close it.
+1-3, pure red up to 29 inside a 16 px border, 78 at the image's edge (eval/flat_colours.py
+--no-flat). Retraining would narrow that (`pqcodec-train ae --synthetic`), not close it.
 The flat layer closes it whatever the model: the encoder finds the blocks of the image grid
 (bitstream.GRID_STRIDE pixels a side, the tokens' own grid; blocks at the right and bottom edge
 clipped to the image) whose every channel spans at most FLAT_SPREAD levels (`find`) and sends them
 with their colours (the middle of the range: every pixel within 1 of it; `layer_of`); the decoder
-paints them after the synthesis (`paint`), whichever decoder, on any machine. A flat patch of any
-size and place comes back within 1 except within 7 px of its edge (blocks straddling the edge are
-the transforms'). Images without a flat block (most photos) have no layer: their files are what
-pqcodec 0.10.0 wrote.
+paints them after the synthesis (`paint`), whichever decoder, on any machine. So every pixel of a
+flat block comes back within 1 level of its source (exactly, when the block is one colour), at
+every level; a flat patch of any size and place comes back so except in the outer 7 px along an
+edge that is not on the block grid (blocks straddling the edge are the transforms'). Not covered:
+files without the layer (`flat=False`, `--no-flat`; rate control leaves it out where it does not
+gain PSNR), and near-flat regions whose channels span more than FLAT_SPREAD. Images without a flat
+block (most photos) have no layer: their files are what pqcodec 0.10.0 wrote.
 
 Why every flat block and not only those the synthesis misses: the synthesis is float (a pixel may
 differ by a level between CPU families) and the perceptual decoder paints grain where the MSE

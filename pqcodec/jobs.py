@@ -27,6 +27,7 @@ class CodingOptions:
     decoder: str = "mse"            # decode: which decoder (decoders.py)
     effort: int = 0                 # encode: steps of latent refinement (refine.py)
     flat: bool = True               # encode: send the flat blocks (flat.py)
+    device: str = "cpu"             # where the networks run (devices.py)
 
 
 def encode_image(source, name: str, options: CodingOptions, notes: list | None = None) -> bytes:
@@ -35,10 +36,10 @@ def encode_image(source, name: str, options: CodingOptions, notes: list | None =
     import pqcodec
     if options.max_bytes is None and options.bpp is None:
         return pqcodec.encode(source, quality=options.quality, steps=options.steps, model=options.model, name=name,
-                              effort=options.effort, flat=options.flat)
+                              effort=options.effort, flat=options.flat, device=options.device)
     from .ratecontrol import encode_to_size
     from .zoo import codec_to_encode
-    result = encode_to_size(codec_to_encode(options.model), source, max_bytes=options.max_bytes, bpp=options.bpp,
+    result = encode_to_size(codec_to_encode(options.model, options.device), source, max_bytes=options.max_bytes, bpp=options.bpp,
                             steps=options.steps, name=name, generative=options.generative, flat=options.flat)
     if notes is not None:
         notes.append(result.summary())
@@ -57,7 +58,7 @@ def decode_image(source, name: str, output: Path | str, fmt: str, options: Codin
     data, _ = coded_input(source, name)
     header = unpack(data)[0]
     check_holds(output, fmt, header.width, header.height, header.greyscale)
-    img = pqcodec.decode(data, model=options.model, name=name, decoder=options.decoder)
+    img = pqcodec.decode(data, model=options.model, name=name, decoder=options.decoder, device=options.device)
     try:
         return image_bytes(img, fmt)
     except (OSError, ValueError) as e:

@@ -63,8 +63,9 @@ def _inside(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def numerics_fence():
     """What coding needs whatever the caller set: no autocast (thread-local, so safe beside other
-    threads), no autograd. The integer prior is exact under any matmul precision and thread count,
-    so no process-wide setting is touched."""
+    threads), no autograd. The integer prior is exact under any matmul precision (its float32
+    products take operands that bf16 and TF32 keep exactly, numerics.py) and thread count, so no
+    process-wide setting is touched."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
         stack.enter_context(torch.autocast("cpu", enabled=False))

@@ -74,9 +74,14 @@ def shipped_model_for(model_hash: bytes) -> ZooEntry | None:
     return next((e for e in ZOO.values() if model_hash_of(e.sha256) == model_hash), None)
 
 
+def load_codec(name: str = DEFAULT_MODEL, device=None):
+    """The Codec of a shipped model (cached), its networks on `device` (devices.py; default CPU)."""
+    from .devices import resolve_device
+    return _load_codec(name, resolve_device(device))
+
+
 @lru_cache(maxsize=4)
-def load_codec(name: str = DEFAULT_MODEL):
-    """The Codec of a shipped model (cached)."""
+def _load_codec(name: str, device: str):
     from .codec import Codec
     from .model import PQCodecModel
     entry = ZOO.get(name)
@@ -92,12 +97,18 @@ def load_codec(name: str = DEFAULT_MODEL):
                   weights_sha256=entry.sha256, name=f"model {entry.name}")
     for d in entry.decoders:
         codec.add_decoder(d.name, models_dir() / d.filename, d.sha256)
-    return codec
+    return codec.to(device)
+
+
+def load_custom_codec(path: str, device=None):
+    """A Codec from a weights file outside the zoo (research use; cached); its files name it by hash
+    too. device: as load_codec."""
+    from .devices import resolve_device
+    return _load_custom_codec(str(path), resolve_device(device))
 
 
 @lru_cache(maxsize=4)
-def load_custom_codec(path: str):
-    """A Codec from a weights file outside the zoo (research use); its files name it by hash too."""
+def _load_custom_codec(path: str, device: str):
     from .codec import Codec
     from .model import PQCodecModel
     p = Path(path)
@@ -108,19 +119,20 @@ def load_custom_codec(path: str):
     except Exception as e:  # safetensors raises its own types on a non-weights file
         raise UnsupportedFileError(f"{p}: not pqcodec weights ({e})") from None
     sha = sha256_of(p)
-    return Codec(model, model_hash_of(sha), weights_sha256=sha, name=str(p))
+    return Codec(model, model_hash_of(sha), weights_sha256=sha, name=str(p)).to(device)
 
 
-def codec_to_encode(weights: str | None = None):
-    """The Codec that encodes: the weights file given (research use), else the default model."""
-    return load_custom_codec(str(weights)) if weights else load_codec(DEFAULT_MODEL)
+def codec_to_encode(weights: str | None = None, device=None):
+    """The Codec that encodes: the weights file given (research use), else the default model; its
+    networks on `device` (devices.py)."""
+    return load_custom_codec(str(weights), device) if weights else load_codec(DEFAULT_MODEL, device)
 
 
-def codec_for_file(model_hash: bytes, weights: str | None = None):
+def codec_for_file(model_hash: bytes, weights: str | None = None, device=None):
     """The Codec that decodes a file whose model field is `model_hash`: the weights given, which must
-    be the ones named, or else the shipped model so named."""
+    be the ones named, or else the shipped model so named; its networks on `device` (devices.py)."""
     if weights:
-        codec = load_custom_codec(str(weights))
+        codec = load_custom_codec(str(weights), device)
         if codec.model_hash != model_hash:
             raise UnsupportedFileError(f"file was made with model {model_hash.hex()}, but {weights} is "
                                        f"model {codec.model_hash.hex()}")
@@ -129,4 +141,4 @@ def codec_for_file(model_hash: bytes, weights: str | None = None):
     if entry is None:
         raise UnsupportedFileError(f"file was made with model {model_hash.hex()} ({describe_model(model_hash)}); "
                                    f"this pqcodec does not ship it ({', '.join(ZOO)}): give its weights with --model")
-    return load_codec(entry.name)
+    return load_codec(entry.name, device)

@@ -5,8 +5,11 @@ integer counterpart of `ConditionalHead` (nets/conditional.py), made from a trai
 
 - f, the integer prior's final LayerNorm output (operands |f| <= 127), and s_j, the exact sum of
   int8 embeddings of indices 0..j-1 (|s_j| <= (M-1) 127), enter inner_j as two products with one
-  weight unit (each operand's scale folded into its weights): float32 sums whose partial and total
-  sums calibration checks to stay below 2^24, so any summation order gives the same integer;
+  weight unit (each operand's scale folded into its weights): sums whose partial and total sums
+  calibration (and loading, `check_exact`) checks to stay below 2^24, so any summation order gives
+  the same integer. s_j's product is in float64 where s_j can pass OPERAND_EXACT (957 in v5's
+  head): a float32 product of it would lose bits where a caller's matmul precision rounds its
+  inputs to bf16 (numerics.py);
 - GELU is a lookup table indexed by that sum (as in the prior's blocks);
 - out_j requantizes to the prior's logit unit, so the head's term adds exactly to the prior's
   logits before the prior's own softmax table (`IntegerPrior.to_frequencies`).
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..numerics import OPERAND_EXACT
 from .integer_prior import (ACC_LIMIT, ACT, GELU_MIN, LN_FRAC, WEIGHT_MAX, IntLinear, _IntModule, _fit,
                             _lookup, _require, _set_linear, _weight_scales)
 
@@ -43,8 +47,26 @@ class IntConditionalHead(_IntModule):
 
     def _set_lower_max(self, bound: int):
         self.lower_max.fill_(bound)
-        self.from_lower.act = bound   # beyond int8: float32 products, exact (calibrate checks)
+        self.from_lower.act = bound   # beyond int8 and bf16: float64 products (IntLinear), exact (check_exact)
         self.forget_derived()
+
+    def check_exact(self):
+        """ValueError naming what is not exact (`IntegerPrior.check_exact`'s rule): s_j's bound
+        covers the embeddings' sums, inner_j's two products and their sum stay below 2^24 for any
+        operands (the wide s_j in a float64 product, IntLinear), the GELU table within the operands'
+        range, out_j's requantization below 2^53."""
+        _require(bool(self.calibrated), "the conditional head is not calibrated")
+        E = self.embed.shape[1]
+        col_max = self.embed.abs().double().view(self.M, self.K, E).amax(1)            # (M, E)
+        lower_bound = col_max.cumsum(0)[:-1]                                           # (M-1, E): |s_j|, j = 1..M-1
+        _require(float(lower_bound.max()) <= int(self.lower_max),
+                 "the conditional head's sums of embeddings exceed its stated bound")
+        _require(self.from_features.act <= OPERAND_EXACT, "the conditional head's features do not survive bf16")
+        w_lower = self.from_lower.weight.abs().double().view(self.M - 1, self.hidden, E)
+        lower_reach = (w_lower * lower_bound[:, None, :]).sum(-1).flatten()           # ((M-1) Hd,)
+        self.from_features.check_exact("the conditional head's inner layer", True, lower_reach)
+        _require(int(self.gelu.abs().max()) <= ACT, "the conditional head's GELU table is beyond the operands' range")
+        self.out.check_exact("the conditional head's output layer", False)
 
     def features(self, f: torch.Tensor, active: int) -> torch.Tensor:
         """f (m, C) operands -> (m, (active-1) Hd) float32: f's part of inner_j for j = 1..active-1,

@@ -37,6 +37,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..bitstream import PROB_BITS
+from ..numerics import OPERAND_EXACT
 
 ACT = 127                 # |matmul operand| <= ACT (int8)
 LEGACY_ACT = 255          # ... in integer priors of pqcodec 0.4.0, whose files do not store it
@@ -222,8 +223,9 @@ class IntLinear(_IntModule):
         self.register_buffer("shift", torch.zeros((), dtype=torch.int64))
 
     def _rows(self, rows: slice) -> dict:
-        """For output channels `rows`: W (float32, (n, in)) or W packed for int8 products, b
-        (float32), m / 2^s and (b m + 2^(s-1)) / 2^s (float64: multiples of 2^-s below 2^53, exact)."""
+        """For output channels `rows`: W (float32, (n, in); float64 for operands wider than
+        OPERAND_EXACT) or W packed for int8 products, b (the same dtype), m / 2^s and
+        (b m + 2^(s-1)) / 2^s (float64: multiples of 2^-s below 2^53, exact)."""
         start, stop, _ = rows.indices(self.weight.shape[0])
 
         def make():
@@ -232,8 +234,11 @@ class IntLinear(_IntModule):
             w = self.weight[start:stop]
             kernel = (int8_products() if self.act <= ACT and w.device.type == "cpu"
                       and int(w.abs().max()) <= WEIGHT_MAX else None)
-            return dict(wt=w.to(torch.float32), int8=_int8_pack(w, kernel) if kernel else None,
-                        b32=bias.to(torch.float32),
+            # float32 products are exact under bf16/TF32 input rounding only for operands that keep
+            # their value there (numerics.py); wider ones take float64, which no precision setting rounds
+            dtype = torch.float32 if self.act <= OPERAND_EXACT else torch.float64
+            return dict(wt=w.to(dtype), int8=_int8_pack(w, kernel) if kernel else None,
+                        b32=bias.to(dtype),
                         scale=mult * 2.0 ** -shift,
                         offset=(bias * mult + 2.0 ** (shift - 1)) * 2.0 ** -shift)
         return self.derived((start, stop), make)
@@ -242,10 +247,26 @@ class IntLinear(_IntModule):
     def _product(x: torch.Tensor, p: dict, bias: torch.Tensor | None,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """x (operands, float32 or int8) @ W^T (+ bias) as `dtype`, exact: every partial sum, with or
-        without the bias, below 2^24 (calibrate), and int32 sums are exact."""
+        without the bias, below 2^24 (calibrate, `check_exact`), and int32 sums are exact."""
         if p["int8"] is not None:
             return _int8_linear(x.to(torch.int8), p["int8"], bias, dtype)
-        return F.linear(x.to(torch.float32), p["wt"], bias).to(dtype)
+        y = F.linear(x.to(p["wt"].dtype), p["wt"])  # the bias added apart: a product may round its inputs
+        return (y if bias is None else y.add_(bias)).to(dtype)
+
+    def check_exact(self, name: str, bias_in_sum: bool, extra: torch.Tensor | float = 0.0):
+        """ValueError unless every sum this layer makes is exact for any operands |x| <= act: the
+        partial sums (plus the bias where `bias_in_sum`, the `accumulate` use, plus `extra` per output
+        channel: what a caller adds to the sum in float32) below 2^24; the requantization (`forward`)
+        below 2^53."""
+        reach = self.weight.abs().double().sum(1) * self.act
+        _require(float(reach.max()) < ACC_LIMIT, f"{name}'s partial sums would reach 2^24")
+        if bias_in_sum:
+            total = reach + self.bias.abs().double() + torch.as_tensor(extra, dtype=torch.float64)
+            _require(float(total.max()) < ACC_LIMIT, f"{name}'s sums plus bias would reach 2^24")
+        else:
+            total = (reach + self.bias.abs().double()) * self.mult.double()
+            _require(float(total.max()) < 2.0 ** 53 and int(self.shift) < 53,
+                     f"{name}'s requantization would reach 2^53")
 
     def accumulate(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
         """rows: the output channels wanted (default all)."""
@@ -335,6 +356,24 @@ class IntBlock(_IntModule):
         o = o.div_(z).floor_()                               # round(e.v m / (sum 2^s)): exact floor, < 2^53
         return o.clamp_(-self.act, self.act).to(self.operand_dtype).transpose(1, 2).flatten(2)
 
+    def check_exact(self, name: str, keys: int):
+        """ValueError unless this block's arithmetic is exact for `keys` keys at most (docstrings
+        above): its layers' sums, the attention's float32 products (operands that survive bf16,
+        sums below 2^24), its tables' entries within the operands' range."""
+        d, act = self.dim // self.heads, self.act
+        _require(act <= OPERAND_EXACT, f"{name}: operands up to {act} do not survive bf16 (at most {OPERAND_EXACT})")
+        _require(2 * d * act ** 2 < ACC_LIMIT, f"{name}: attention scores would reach 2^24")
+        att_max = int(self.att_exp.abs().max())
+        _require(att_max <= OPERAND_EXACT and keys * att_max * act < ACC_LIMIT,
+                 f"{name}: attention weights up to {att_max} times values would not be exact")
+        _require(int(self.gelu.abs().max()) <= act, f"{name}: GELU table beyond the operands' range")
+        _require(int(self.out_shift) <= 28 and int(self.out_mult) < 1 << 21,
+                 f"{name}: the attention output's requantization would reach 2^53")
+        for ln in (self.ln1, self.ln2):
+            _require(int(ln.gain.abs().max()) < 1 << 30, f"{name}: a LayerNorm gain would reach 2^53")
+        for lin, use in ((self.qkv, False), (self.proj, False), (self.fc1, True), (self.fc2, False)):
+            lin.check_exact(name, use)
+
     def finish(self, h, attended):
         """Residual update after attention, then the MLP; h (B, L, C) float64 holding integers."""
         h = self.proj(attended).add_(h).clamp_(-RESID_LIMIT, RESID_LIMIT)
@@ -386,6 +425,24 @@ class IntegerPrior(_IntModule):
         if prefix + "calibrated" in state_dict and prefix + "operand_max" not in state_dict:
             state_dict[prefix + "operand_max"] = torch.tensor(LEGACY_ACT)  # pqcodec 0.4.0's model
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def check_exact(self):
+        """ValueError naming what is not exact where loaded weights could make the coder's integers
+        depend on the machine: every float32 product's operands must survive bf16/TF32 input
+        rounding (|x| <= OPERAND_EXACT) and every sum stay below 2^24 (float32) or 2^53 (float64),
+        whatever calibration was run. What `calibrate` checks when it writes a prior, checked again
+        when one is read."""
+        _require(bool(self.calibrated), "not calibrated")
+        dim = self.dim
+        _require(float(self.tok_emb.view(self.M, self.K + 2, dim).abs().amax(1).double().sum(0).max()) < ACC_LIMIT,
+                 "a sum of token embeddings would reach 2^24")
+        _require(int(self.start.abs().max()) <= RESID_LIMIT, "the start token is beyond the residual's range")
+        for i, blk in enumerate(self.blocks):
+            blk.check_exact(f"block {i}", 1 + self.window ** 2)
+        _require(int(self.ln_f.gain.abs().max()) < 1 << 30, "the final LayerNorm's gain would reach 2^53")
+        self.head.check_exact("the output layer", True)
+        _require(0 <= int(self.prob_exp.min()) and int(self.prob_exp.max()) <= 1 << PROB_EXP_BITS,
+                 "the output table is beyond 2^22")
 
     # -- embeddings and output ---------------------------------------------------------------------
     def _embed(self, tokens, positions):
@@ -549,9 +606,10 @@ def _set_linear(lin: IntLinear, layer: nn.Linear, in_scale: float, weight_max: i
 
 
 def _require(ok: bool, what: str):
-    """calibrate refuses weights whose integer arithmetic would not be exact."""
+    """calibrate refuses weights whose integer arithmetic would not be exact, and so does loading
+    (`IntegerPrior.check_exact`)."""
     if not ok:
-        raise ValueError(f"cannot make an exact integer prior of these weights: {what}")
+        raise ValueError(f"the integer prior would not be exact on every machine: {what}")
 
 
 def _set_layernorm(ln: IntLayerNorm, float_ln: nn.LayerNorm, out_scale: float):
