@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Write the golden files: small .bin files of a shipped model with their token CRC and the SHA-256
-of their decoded pixels, into tests/data/golden/v<version>/. tests/test_golden.py decodes every
-version's files on every test run, so no change can silently break files that exist.
+"""Write the golden files: small .bin files of a shipped model with their token CRC and a reference of
+their decoded pixels (NAME.pixels.png beside NAME.bin: eval/golden_pixels.py), into
+tests/data/golden/v<version>/. tests/test_golden.py decodes every version's files on every test run,
+so no change can silently break files that exist: tokens and bytes must match exactly, pixels within
+golden_pixels' bounds of the reference (the synthesis transform is float; pixels differ by a level
+here and there between CPUs).
 
 Version 3 (plain files): every level, one image of two window chunks (so a chunk check is in the
 stream), a greyscale one and one with another step count. Version 4 (generated files, the extreme
@@ -38,6 +41,8 @@ from pqcodec import bitstream, flat
 from pqcodec.bitstream import Generated
 from pqcodec.codec import resize
 from pqcodec.ratecontrol import encode_to_size
+
+from golden_pixels import machine, reference_name, write_reference  # eval/, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "data" / "kodim23.png"
@@ -169,11 +174,12 @@ def main():
         pixels = np.asarray(codec.decode(data))
         fname = f"{sub}{name}.bin"
         (out / fname).write_bytes(data)
+        write_reference(out / reference_name(fname), pixels)
         entry = {"file": fname, "model": args.model, "pqcodec": pqcodec.__version__,
                  "quality": codec.config.active_levels.index(header.active) + 1, "steps": header.steps,
                  "width": header.width, "height": header.height, "bytes": len(data),
                  "sha256": hashlib.sha256(data).hexdigest(), "token_crc32": f"{header.checksum:08x}",
-                 "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(), "pixels_shape": list(pixels.shape)}
+                 "pixels_reference": reference_name(fname), "pixels_shape": list(pixels.shape)}
         if header.generated:
             entry["generated"] = dataclasses.asdict(header.generated)
         if header.mapped:  # levels per window, as the file's tokens say
@@ -181,10 +187,9 @@ def main():
             entry["window_levels"] = [codec.config.active_levels.index(int(c)) + 1 for c in counts]
         entries.append(entry)
         print(f"{fname}: {len(data)} bytes")
-    import torch
     first = json.loads((out / "golden.json").read_text())["pqcodec"] if old else pqcodec.__version__
     meta = {"format_version": args.version, "pqcodec": first,  # the release of the first files
-            "pixels_cpu_capability": torch.backends.cpu.get_cpu_capability(), "files": entries}
+            "pixels_reference_machine": machine(), "files": entries}  # the machine of the last references
     (out / "golden.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"wrote {len(entries)} files and golden.json to {out}")
 

@@ -107,8 +107,13 @@ def test_one_deadline_stops_every_quality_and_keeps_its_weights(folders):
     for q in ("3", "4"):
         info = summary["qualities"][q]
         assert info["exit"] == 0 and 0 < info["crops"] < 10_000_000 and info["crops"] == 2 * info["step"]
-        assert info["wall_s"] < 18  # the parent's 18 s, counted from before the children started
-    assert summary["wall_s"] < 60 and summary["parts"]
+        # not a speed limit: the children's clocks start after their start-up, the deadline is the
+        # parent's 18 s counted from before they started; a child that trained past it would exceed it
+        assert info["wall_s"] < 18
+    # the whole run ends soon after the deadline: 18 s, then saving and bundling (seconds) -- a bound
+    # that a slow or busy machine meets; training on to the 10 M crops would take hours (and fail the
+    # subprocess's 300 s)
+    assert summary["wall_s"] < 150 and summary["parts"]
 
 
 def test_a_stopped_run_brings_back_what_its_qualities_saved(folders, tmp_path):

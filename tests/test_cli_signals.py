@@ -1,9 +1,11 @@
 """Stopping a folder run as users do: Ctrl-C (SIGINT to the whole process group, as a terminal sends
 it), Ctrl-C twice, SIGTERM to the main process alone, and SIGKILL of the main process. The run must
-stop within 2 s, leave no process of it behind and no partial or temporary file, write nothing after
-its exit, say what it wrote, and a rerun must write exactly the rest. eval/folder_check.py does the
-stopping and the checks (the same code `python eval/folder_check.py` runs with the shipped model);
-here on generated images with the tiny model, each run in a session of its own, bounded in time."""
+stop on the signal, with files still to do, leave no process of it behind and no partial or temporary
+file, write nothing after its exit, say what it wrote, and a rerun must write exactly the rest.
+eval/folder_check.py does the stopping and the checks (the same code `python eval/folder_check.py`
+runs with the shipped model, where it also holds the stop to 2 s: the speed figure, README's "about a
+second"); here on generated images with the tiny model, each run in a session of its own, with time
+limits that only a hang exceeds, so that a slow or busy machine does not fail them."""
 import os
 import signal
 import subprocess
@@ -20,6 +22,11 @@ from pqcodec.files import _read_bounded  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process checks read /proc (Linux)")
 IMAGES, SIZE = 24, 128
+# "Stops promptly" here: long before the hang it guards against. How fast it stops is
+# eval/folder_check.py's figure (it holds the stop to 2 s, --stop-limit); a run that ignored the
+# signal would go on to finish every file (the check "stopped while files were still to do"), and one
+# that hung in its clean-up would reach the 30 s that folder_check.stop_run waits for it.
+STOP_LIMIT_S = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +44,7 @@ def test_folder_run_stops_cleanly(batch, tiny_weights, tmp_path, how):
     """The rerun is checked after the first kind of stop only: it is the same for all."""
     src, reference = batch
     res = folder_check.stop_run(src, tmp_path / "out", reference, how, workers=2, model=str(tiny_weights),
-                                limit_s=2.0, timeout=120, rerun=how == "Ctrl-C")
+                                limit_s=STOP_LIMIT_S, timeout=120, rerun=how == "Ctrl-C")
     failed = [name for name, ok in res.checks.items() if not ok]
     assert not failed, f"{failed}: stop {res.stop_s:.2f} s, status {res.status}, left {res.orphans}, " \
                        f"partial {res.partial}, rerun wrote {res.rerun_written}\n{res.stderr}"
@@ -55,13 +62,15 @@ def test_workers_stop_when_the_main_process_is_killed(batch, tiny_weights, tmp_p
         procs = _when_writing(p, out)
         os.kill(p.pid, signal.SIGKILL)
         p.wait(timeout=10)
-        deadline = time.monotonic() + 2.0
+        # they end on their own, within STOP_LIMIT_S: an orphan that missed its parent's death would
+        # still be waiting on its job pipe or coding on, and is listed
+        deadline = time.monotonic() + STOP_LIMIT_S
         while time.monotonic() < deadline and any(folder_check.alive(q) for q in procs):
             time.sleep(0.02)
         left = [f"{q} {c[:60]}" for q, c in procs.items() if folder_check.alive(q)]
     finally:
         os.killpg(p.pid, signal.SIGKILL)  # whatever is left of the session, so that a failure cleans up
-    assert len(procs) >= 2 and not left, f"still running 2 s after the main process died: {left}"
+    assert len(procs) >= 2 and not left, f"still running {STOP_LIMIT_S:g} s after the main process died: {left}"
     at_exit = folder_check.snapshot(out)
     assert len(at_exit) < IMAGES, "the run had finished before it was killed: nothing was tested"
     assert all(reference.get(name) == digest for name, digest in at_exit.items()), "a partial or temporary file"
@@ -133,9 +142,11 @@ def test_reading_a_pipe_stops_on_a_signal_that_reached_another_thread():
     r, w = os.pipe()
     old = signal.signal(signal.SIGUSR1, handler)
     helper = threading.Thread(target=lambda: (time.sleep(0.2), signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)))
-    # Without the fix the read would sleep through the signal: the writer closing after 10 s ends it.
+    # Without the fix the read would sleep through the signal: only the writer closing, 30 s on, ends
+    # it. What is checked is that the handler ran before that (within one slice of the read after the
+    # signal, at 0.2 s), however slow the machine, not a time.
     closed = []
-    closer = threading.Timer(10, lambda: (os.close(w), closed.append(w)))
+    closer = threading.Timer(30, lambda: (closed.append(w), os.close(w)))
     try:
         with os.fdopen(r, "rb") as stream:
             t0 = time.monotonic()
@@ -144,6 +155,7 @@ def test_reading_a_pipe_stops_on_a_signal_that_reached_another_thread():
             with pytest.raises(Stop):
                 _read_bounded(stream, 1 << 20, AssertionError("not reached"))
             took = time.monotonic() - t0
+            writer_closed = bool(closed)
     finally:
         signal.signal(signal.SIGUSR1, old)
         closer.cancel()
@@ -151,4 +163,4 @@ def test_reading_a_pipe_stops_on_a_signal_that_reached_another_thread():
         helper.join()
         if not closed:
             os.close(w)
-    assert took < 2.0, f"the handler ran {took:.1f} s after the signal"
+    assert not writer_closed, f"the handler ran only when the writer closed the pipe, {took:.1f} s on"
