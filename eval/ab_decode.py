@@ -4,8 +4,8 @@ so that the machine's drift hits both alike: the fair ratio of two models' decod
 machine, where eval/bench.py's separate runs are good to about ±20 %. Prints the mean decode time
 per image of each round and the ratio of the medians, per quality level.
 
-    python eval/ab_decode.py ../shared/data/kodak models/pq-s8-m12k256-v4.safetensors \\
-        models/pq-s8-m12k256-v5.safetensors --levels 3 5
+    python eval/ab_decode.py ../shared/data/kodak pqcodec/models/pq-s8-m12k256-v4.safetensors \\
+        pqcodec/models/pq-s8-m12k256-v5.safetensors --levels 3 5
 """
 import argparse
 import time

@@ -25,6 +25,31 @@ from pqcodec import DEFAULT_STEPS
 from pqcodec.metrics import ms_ssim_db
 
 
+def dominated(plain: dict, row: dict) -> bool:
+    """A file larger and worse at once than the plain encoder's (what --effort must never give)."""
+    return row["bytes"] > plain["bytes"] and row["psnr"] < plain["psnr"]
+
+
+def per_image_table(curves: dict, level: int) -> list[str]:
+    """Bytes and PSNR per image at one level, for every effort; which efforts give a file larger and
+    worse at once than effort 0."""
+    rows = {e: c["per_image"][str(level)] for e, c in curves.items()}
+    efforts = list(rows)
+    lines = [f"Level {level}, per image: file bytes / PSNR (dB).", "",
+             "| image | " + " | ".join(f"effort {e}" for e in efforts) + " |", "|---" * (len(efforts) + 1) + "|"]
+    worse = []
+    for i, plain in enumerate(rows[0]):
+        cells = []
+        for e in efforts:
+            r = rows[e][i]
+            cells.append(f"{r['bytes']} / {r['psnr']:.2f}")
+            if e and dominated(plain, r):
+                worse.append(f"{plain['image']} at effort {e}")
+        lines.append(f"| {plain['image']} | " + " | ".join(cells) + " |")
+    lines += ["", "Larger and worse at once than effort 0: " + (", ".join(worse) if worse else "none") + "."]
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
@@ -55,10 +80,13 @@ def main():
             ms = f"{ms_ssim_db(r['ms-ssim'][i]):.2f}" if "ms-ssim" in r else "—"
             lines.append(f"| {effort} | {q} | {r['bpp'][i]:.4f} | {r['psnr-rgb'][i]:.2f} | {ms} | {c['encode_s'][i]:.2f} |")
     lines.append("")
-    for effort in args.effort:
-        bd = {m: bd_rate_of(plain, curves[effort], m) for m in ("psnr-rgb", "ms-ssim")}
-        shown = ", ".join(f"{m}: {'—' if v is None else f'{v:+.1f} %'}" for m, v in bd.items())
-        lines.append(f"BD-rate of effort {effort} against the plain levels: {shown}")
+    if len(levels) >= 2:
+        for effort in args.effort:
+            bd = {m: bd_rate_of(plain, curves[effort], m) for m in ("psnr-rgb", "ms-ssim")}
+            shown = ", ".join(f"{m}: {'—' if v is None else f'{v:+.1f} %'}" for m, v in bd.items())
+            lines.append(f"BD-rate of effort {effort} against the plain levels: {shown}")
+    for q in levels:
+        lines += ["", *per_image_table(curves, q)]
     report = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.tag}-effort.md").write_text(report + "\n")

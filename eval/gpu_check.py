@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
     from pqcodec.devices import resolve_device
-    from pqcodec.zoo import load_codec
+    from pqcodec.zoo import DEFAULT_MODEL, ZOO, load_codec, models_dir
     device = "cpu" if args.dry_run else resolve_device(args.device)
     about = (torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda")
              else "CPU (dry run: the CPU in the device's place)")
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     report = dict(device=device, device_name=about, torch=torch.__version__, dry_run=args.dry_run,
                   files=rows, reduced_precision_same_bytes=precision, golden=golden,
                   wall_s=round(time.perf_counter() - t0, 1),
-                  weights_sha256=hashlib.sha256((ROOT / "models" / "pq-s8-m12k256-v5.safetensors").read_bytes())
+                  weights_sha256=hashlib.sha256((models_dir() / ZOO[DEFAULT_MODEL].filename).read_bytes())
                   .hexdigest()[:16])
     failures = ([f"{r['image']} {r['way']}: bytes differ" for r in rows if not r["same_bytes"]]
                 + [f"{r['image']} {r['way']}: tokens differ across sides" for r in rows

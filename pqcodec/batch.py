@@ -16,6 +16,9 @@ exits; one whose output is being put in place finishes that and reports it first
 left after STOP_GRACE_S, then it removes the temporary files of killed workers and reports what was
 written and what was not done. A second Ctrl-C during that kills the workers at once. A worker whose
 parent dies (even by SIGKILL) stops likewise, so no worker outlives its run.
+
+A write that fails for want of space (ENOSPC, EDQUOT) ends the run too: no input is started after
+it, the workers finish the inputs they are on, and the report counts the rest as not done.
 """
 import multiprocessing
 import os
@@ -30,10 +33,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from .files import OutputError, check_replaceable, temp_files_of, write_atomic
+from .files import OutputError, check_replaceable, is_disk_full, temp_files_of, write_atomic
 from .formats import is_image_name
 from .jobs import CodingOptions, decode_image, details, encode_image, failure_line, folded_warnings, is_internal
 from .stopping import StopSignals, Terminated
+from .words import counted
 
 STOP_GRACE_S = 1.0  # after SIGTERM, how long workers get to clean up before SIGKILL
 
@@ -94,12 +98,17 @@ class BatchReport:
     details: list = field(default_factory=list)    # tracebacks of internal errors, for --debug
     not_done: int = 0                              # left when the run was stopped
     stopped: BaseException | None = None           # KeyboardInterrupt or Terminated
+    disk_full: bool = False                        # a write found the disk full: no input started after it
+
+    def ended_early(self) -> bool:
+        return self.stopped is not None or self.disk_full
 
     def record(self, src: Path, outcome: "Outcome"):
         if outcome.failure is None:
             self.written += 1
         else:
             self.failed.append((src, outcome.failure))
+            self.disk_full = self.disk_full or outcome.disk_full
         self.warnings += [(src, w) for w in outcome.warnings]
         if outcome.details:
             self.details.append(outcome.details)
@@ -117,9 +126,8 @@ def print_report(report: BatchReport, debug: bool = False, file=None):
     summary = (f"pqcodec: {report.written} written, {len(report.skipped)} skipped (output exists; --force "
                f"replaces), {len(report.failed)} failed")
     if report.ignored:
-        plural = "s" if report.ignored > 1 else ""
-        summary += f", {report.ignored} other file{plural} ignored (not an input by extension)"
-    if report.stopped is not None:
+        summary += f", {counted(report.ignored, 'other file')} ignored (not an input by extension)"
+    if report.ended_early():
         summary += f", {report.not_done} not done"
     print(summary, file=file)
     for _, line in sorted(report.failed):
@@ -127,6 +135,9 @@ def print_report(report: BatchReport, debug: bool = False, file=None):
     if debug:
         for text in report.details:
             print(text, file=file, end="")
+    if report.disk_full and report.stopped is None:
+        print("pqcodec: stopped: the disk is full (no input started after that); what was written is complete: "
+              "free some space and rerun the same command to do the rest", file=file)
     if report.stopped is not None:
         how = "SIGTERM" if isinstance(report.stopped, Terminated) else "Ctrl-C"
         print(f"pqcodec: stopped by {how}; nothing half-written is left: rerun the same command to do the rest",
@@ -147,6 +158,7 @@ class Setup:
 @dataclass
 class Outcome:
     failure: str | None = None        # one line naming the input, or None: written
+    disk_full: bool = False           # the write failed for want of space (ENOSPC, EDQUOT)
     warnings: list = field(default_factory=list)
     details: str | None = None        # traceback of an internal error
 
@@ -154,7 +166,7 @@ class Outcome:
 def run(plan_: Plan, decode: bool, options: CodingOptions, workers: int, force: bool, progress: bool,
         threads: int | None = None, debug: bool = False) -> BatchReport:
     """Codes the plan's jobs in `workers` processes. Ctrl-C and SIGTERM stop it as the module says;
-    the report then has `stopped` set."""
+    the report then has `stopped` set; after a full disk no job is started (`disk_full`)."""
     report = BatchReport(failed=list(plan_.failed), ignored=plan_.ignored, renamed=plan_.renamed)
     todo = deque()
     for src, dst in plan_.jobs:
@@ -187,7 +199,7 @@ def run(plan_: Plan, decode: bool, options: CodingOptions, workers: int, force: 
                             report.record(worker.job[0], outcome)
                             bar.update(1)
                             worker.job = None
-                            if todo:
+                            if todo and not report.disk_full:
                                 if not worker.alive():
                                     worker = pool.start_worker()
                                 worker.give(todo.popleft())
@@ -410,4 +422,5 @@ def _do_job(job, setup: Setup, conn, stopper: StopSignals):
                 write_atomic(dst, data, setup.force, inputs=[src])
             except (OutputError, OSError) as e:
                 outcome.failure = failure_line(str(src), e)
+                outcome.disk_full = is_disk_full(e)
         conn.send(outcome)

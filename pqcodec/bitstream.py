@@ -83,6 +83,7 @@ from functools import cached_property
 import numpy as np
 
 from .errors import CorruptFileError, UnsupportedFileError
+from .words import counted
 
 # -- the payload's layout -----------------------------------------------------------------------
 WINDOW_CHUNK = 32        # windows coded together (bounds memory; a chunk check follows each but the last)
@@ -323,7 +324,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         conditional = bool(features & _FEATURE_CONDITIONAL)
         length, pos = _read_varint(data, pos + 1, "flat layer length", longest=4)
         if not 1 <= length <= len(data) - pos:
-            raise CorruptFileError(f"file ends inside the flat layer ({length} bytes claimed)")
+            raise CorruptFileError(f"file ends inside the flat layer ({counted(length, 'byte')} claimed)")
         flat, pos = bytes(data[pos:pos + length]), pos + length
     if len(data) < pos + 6:
         raise CorruptFileError("file ends inside the header (checksums)")

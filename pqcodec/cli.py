@@ -1,11 +1,14 @@
 """pqcodec command line: encode, decode, info, compare; docs/cli.md states its guarantees.
 
 Errors are one line on stderr that names the file ('stdin' for standard input), and a non-zero
-exit: 1 for bad input or a failed write, 2 for a bad command line, 130 after Ctrl-C, 143 after
-SIGTERM; an unexpected error is one line too ('internal error'), its traceback behind --debug or
-PQCODEC_DEBUG=1. What can be checked is checked before the work: the output's folder and whether it
-may be replaced, the output format and whether it holds the image, the quality level. Outputs are
-written by files.write_atomic: complete or not at all, never over an existing file without --force.
+exit: 1 for bad input or a failed write (a full disk), 2 for a bad command line (argparse's, and
+UsageError: what the command line asks for cannot be done whatever the files), 130 after Ctrl-C,
+141 when stdout's reader went away, 143 after SIGTERM; an unexpected error is one line too
+('internal error'), its traceback behind --debug or PQCODEC_DEBUG=1. What can be checked is checked
+before the work: the output's folder and whether it may be replaced, the output format, whether it
+keeps the decoded pixels (a lossy or palette format only with --lossy-output) and whether it holds
+the image, the quality level. Outputs are written by files.write_atomic: complete or not at all,
+never over an existing file without --force; stdout by files.write_all: every byte, or an error.
 """
 import argparse
 import math
@@ -15,10 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import PQCodecError
-from .files import check_folder_of, check_output, check_writable_folder, read_image_stream, write_atomic
+from .files import (check_folder_of, check_output, check_writable_folder, read_image_stream, write_all,
+                    write_atomic)
 from .jobs import CodingOptions, decode_image, details, encode_image, failure_line, folded_warnings, is_internal
 from .stopping import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated,
                        sigterm_raises, stop_status)
+from .words import counted
 
 
 class CliError(Exception):
@@ -27,6 +32,11 @@ class CliError(Exception):
     def __init__(self, message: str, details: str | None = None):
         super().__init__(message)
         self.details = details
+
+
+class UsageError(CliError):
+    """A bad command line found after parsing (a value out of the model's range, options that do not
+    go together, an output named for what the command does not write): exit status 2, as argparse's."""
 
 
 # -- inputs and outputs -----------------------------------------------------------------------------
@@ -72,10 +82,55 @@ def _check_output(name: str, force: bool, input_name: str):
 
 def _write_output(name: str, data: bytes, force: bool, input_name: str):
     if name == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        _write_stdout(data)
         return
     write_atomic(Path(name), data, force, inputs=[] if input_name == "-" else [Path(input_name)])
+
+
+def _write_stdout(data: bytes):
+    """Every byte of `data` to stdout, after what print() holds (_writing_stdout: its errors)."""
+    with _writing_stdout():
+        sys.stdout.flush()
+        try:
+            fd = sys.stdout.fileno()
+        except (AttributeError, ValueError, OSError):  # an in-memory stream in its place (tests)
+            sys.stdout.buffer.write(data)
+            return
+        write_all(fd, data)
+
+
+def _print_stdout(text: str):
+    with _writing_stdout():
+        sys.stdout.write(text)
+
+
+@contextmanager
+def _writing_stdout():
+    """Within: a failed write to stdout (a full disk) becomes a CliError naming stdout, and stdout
+    then leads nowhere, so that what it still holds is not tried again at exit (Python would print
+    "Exception ignored ..."); a reader that went away stays a BrokenPipeError (main: status 141)."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        _silence_stdout()
+        raise CliError(f"stdout: cannot write it ({e.strerror or e})") from None
+
+
+def _silence_stdout():
+    """After a failed write to stdout (EPIPE, a full disk): it leads to /dev/null from now on, so
+    that flushing what it still holds at exit raises nothing more (as the Python docs advise)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, 1)
+    except OSError:
+        pass
+    finally:
+        os.close(devnull)
 
 
 @contextmanager
@@ -130,7 +185,7 @@ def _check_model_args(args):
     quality = getattr(args, "quality", None)
     levels = _model_levels(args.model) if quality is not None else None
     if levels and not 1 <= quality <= levels:
-        raise CliError(f"--quality {quality}: this model's levels are 1..{levels}")
+        raise UsageError(f"--quality {quality}: this model's levels are 1..{levels}")
 
 
 def _device(args) -> str:
@@ -174,13 +229,13 @@ def _run_folder(args, decode: bool) -> int:
 def cmd_encode(args):
     from .formats import is_image_extension
     if args.generative and args.max_bytes is None and args.bpp is None:
-        raise CliError("--generative needs a size: --max-bytes N or --bpp B")
+        raise UsageError("--generative needs a size: --max-bytes N or --bpp B")
     if args.effort and (args.max_bytes is not None or args.bpp is not None):
-        raise CliError("--effort works with --quality, not with --max-bytes or --bpp (yet)")
+        raise UsageError("--effort works with --quality, not with --max-bytes or --bpp (yet)")
     if Path(args.input).is_dir():
         return _run_folder(args, decode=False)
     if args.output != "-" and is_image_extension(Path(args.output)):
-        raise CliError(f"{args.output}: encode writes a .bin file, not a {Path(args.output).suffix} image "
+        raise UsageError(f"{args.output}: encode writes a .bin file, not a {Path(args.output).suffix} image "
                        "(name the output NAME.bin, or - for stdout)")
     _check_model_args(args)
     _check_output(args.output, args.force, args.input)
@@ -193,18 +248,35 @@ def cmd_encode(args):
         print(f"pqcodec: note: {name}: {note}", file=sys.stderr)
 
 
+def _output_format(name: str, lossy_output: bool) -> str:
+    """The Pillow format of decode's output `name` (PNG for stdout), from its extension: one Pillow
+    writes, and that keeps the decoded pixels unless --lossy-output; else a UsageError."""
+    from .formats import LOSSLESS_CHOICES, changes_pixels, how_it_changes, output_format
+    if name == "-":
+        return "PNG"
+    try:
+        fmt = output_format(Path(name))
+    except PQCodecError as e:
+        raise UsageError(str(e)) from None
+    if changes_pixels(fmt) and not lossy_output:
+        raise UsageError(f"{name}: {fmt} files change the decoded pixels ({how_it_changes(fmt)}); use a lossless "
+                         f"format ({LOSSLESS_CHOICES}), or --lossy-output to write it all the same")
+    return fmt
+
+
 def cmd_decode(args):
-    from .formats import output_format
     if Path(args.input).is_dir():
         return _run_folder(args, decode=True)
-    fmt = "PNG" if args.output == "-" else output_format(Path(args.output))
+    fmt = _output_format(args.output, args.lossy_output)
     _check_model_args(args)
     _check_output(args.output, args.force, args.input)
-    options = _options(args)
+    options, lost = _options(args), []
     with _about(_display_name(args.input), args.debug):
         image = decode_image(_coded_source(args.input), _display_name(args.input), _display_name(args.output), fmt,
-                             options)
+                             options, lost)
     _write_output(args.output, image, args.force, args.input)
+    for line in lost:
+        print(f"pqcodec: warning: {args.output}: {line}", file=sys.stderr)
 
 
 def cmd_info(args):
@@ -226,8 +298,8 @@ def cmd_info(args):
         from .flat import of_header
         with _about(name, args.debug):
             blocks = of_header(h)
-        rows.append(("flat blocks", f"{blocks.count} of {blocks.mask.size} blocks of 8 x 8 px painted in one colour "
-                                    f"({len(h.flat)} bytes of the header)"))
+        rows.append(("flat blocks", f"{blocks.count} of {counted(blocks.mask.size, 'block')} of 8 x 8 px painted in "
+                                    f"one colour ({counted(len(h.flat), 'byte')} of the header)"))
     if h.generated:
         g = h.generated
         rows += [("generated", f"coded as a {g.grid_width} x {g.grid_height} token grid, resized to the image"),
@@ -237,8 +309,7 @@ def cmd_info(args):
             ("file bytes", f"{len(data)} (header {len(data) - len(payload)}, payload {len(payload)})"),
             ("bpp", f"{8 * len(data) / (h.width * h.height):.4f}"), ("token crc32", f"{h.checksum:08x}")]
     width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:{width}}  {v}")
+    _print_stdout("".join(f"{k:{width}}  {v}\n" for k, v in rows))
 
 
 def cmd_compare(args):
@@ -246,7 +317,7 @@ def cmd_compare(args):
     from .compare_page import render
     from .zoo import codec_to_encode
     if Path(args.output).suffix.lower() not in (".html", ".htm"):
-        raise CliError(f"{args.output}: compare writes an HTML page (name the output NAME.html)")
+        raise UsageError(f"{args.output}: compare writes an HTML page (name the output NAME.html)")
     _check_model_args(args)
     paths = expand_inputs(args.images)
     output = Path(args.output)
@@ -358,8 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS,
                    help=f"coding steps per window (default {DEFAULT_STEPS})")
     e.add_argument("--effort", type=_effort, default=0, metavar="N",
-                   help="with --quality: N steps of encoder-side refinement (0-100; 5: closer pixels at about the "
-                   "same rate, ~4x the encode time; the decoder and the format do not change; docs/cli.md)")
+                   help="with --quality: N steps (0-10) refining the codes toward the image: never farther from it "
+                   "than effort 0, in a slightly larger file (Kodak level 3: 1 step +0.26 dB for 0.9 %% more bytes, "
+                   "5 steps +0.43 dB for 3.9 %%, ~3x the encode time; more gains almost nothing); the decoder and "
+                   "the format do not change (docs/cli.md)")
     e.add_argument("--no-flat", action="store_true",
                    help="do not send the image's flat 8x8 blocks (by default blocks of one colour are sent as that "
                    "colour and come back exact, costing a few bytes; docs/cli.md)")
@@ -368,12 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(run=cmd_encode)
     d = sub.add_parser("decode", help="decompress a .bin file into an image")
     d.add_argument("input", help=".bin file, - for stdin, or a folder of .bin files")
-    d.add_argument("-o", "--output", required=True, help="image file (format from its extension; .png advised), "
-                   "- for PNG on stdout, or for a folder input an output folder (PNG files)")
+    d.add_argument("-o", "--output", required=True, help="image file (format from its extension: .png advised, or "
+                   ".tif, .webp (written lossless), .bmp ...; .jpg, .avif and .gif only with --lossy-output), - for "
+                   "PNG on stdout, or for a folder input an output folder (PNG files)")
     d.add_argument("--model", help="weights file, for files made with --model")
     d.add_argument("--decoder", choices=DECODER_NAMES, default="mse",
                    help="mse (default): the model's own decoder, faithful but smooth at low rates; perceptual: "
                    "the adversarially fine-tuned decoder of the same files, sharper texture (docs/perceptual.md)")
+    d.add_argument("--lossy-output", action="store_true",
+                   help="allow an output format that changes the decoded pixels (.jpg, .avif, .gif: 256 colours), "
+                   "with a warning saying how far the file is from them; refused without it")
     d.add_argument("-f", "--force", action="store_true", help="replace an existing output (a regular file only)")
     d.set_defaults(run=cmd_decode)
     for sp in (e, d):
@@ -413,15 +490,6 @@ def _error(message: str):
         pass  # stderr is gone too: the exit status still says it
 
 
-def _silence_stdout():
-    """After EPIPE: stdout leads nowhere, so that flushing it at exit raises nothing more."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-    except OSError:
-        pass
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.debug = args.debug or os.environ.get("PQCODEC_DEBUG", "") not in ("", "0")
@@ -432,12 +500,13 @@ def main(argv=None) -> int:
                 torch.set_num_threads(args.threads)
             status = args.run(args)
             if sys.stdout is not None:
-                sys.stdout.flush()
+                with _writing_stdout():
+                    sys.stdout.flush()
     except CliError as e:
         if args.debug and e.details:
             print(e.details, file=sys.stderr, end="")
         _error(str(e))
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_ERROR
     except PQCodecError as e:  # OutputError and the like: they name their file
         _error(str(e))
         return EXIT_ERROR

@@ -19,7 +19,7 @@ from PIL import Image
 from . import bitstream, flat as flat_blocks, rdoq, refine
 from .bitstream import Generated, Header
 from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
-from .errors import CorruptFileError, InputTypeError, PQCodecError, UnsupportedFileError, named
+from .errors import CorruptFileError, InputTypeError, ModelFilesError, PQCodecError, UnsupportedFileError, named
 from .files import sha256_of
 from .image import load_image, to_pil
 from .latent import Coded, TokenCoder, numerics_fence, position_counts, window_grid
@@ -135,10 +135,10 @@ class Codec:
             raise UnsupportedFileError(f"{self.name} has no {decoder} decoder (it has: {', '.join(self.decoders())})")
         path, sha = self._decoder_files[decoder]
         if not path.is_file():
-            raise UnsupportedFileError(f"{decoder} decoder weights of {self.name} not found at {path} "
-                                       "(set PQCODEC_MODELS_DIR to the folder holding them)")
+            raise ModelFilesError(f"{decoder} decoder weights of {self.name} not found at {path} "
+                                  "(set PQCODEC_MODELS_DIR to the folder holding them)")
         if sha is not None and sha256_of(path) != sha:
-            raise UnsupportedFileError(f"{path} does not match the SHA-256 recorded for the {decoder} decoder of {self.name}")
+            raise ModelFilesError(f"{path} does not match the SHA-256 recorded for the {decoder} decoder of {self.name}")
         # a decoder pairs with the weights file holding the autoencoder: a head file's base (model.py)
         autoencoder_sha256 = self.model.base_sha256 or self.weights_sha256
         if autoencoder_sha256 is None:
@@ -185,7 +185,12 @@ class Codec:
                 x = F.pad(x, (0, -x.shape[3] % s, 0, -x.shape[2] % s), mode="replicate")
                 core = np.s_[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
                 # model.image_to_tokens, from a refined latent, with the candidates from the same distances
-                z = refine.refine_latent(self.model, x, active, effort) if effort else self.model.encoder(x)
+                if effort:                                                   # judged on the core's own pixels
+                    judged = (slice((y0 - Y0) * s, min((y1 - Y0) * s, crop.shape[0])),
+                              slice((x0 - X0) * s, min((x1 - X0) * s, crop.shape[1])))
+                    z = refine.refine_latent(self.model, x, active, effort, judged=judged)
+                else:
+                    z = self.model.encoder(x)
                 if not candidates:
                     t = self.model.quantizer.encode(z, active)[0]
                 else:

@@ -25,6 +25,7 @@ from .errors import PQCodecError
 from .formats import is_image_name
 from .image import image_bytes, load_image, to_pil
 from .metrics import ms_ssim, psnr
+from .words import counted
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def _encode_pqcodec(codec, img: Image.Image, name: str, target: Target) -> tuple
     if target.by_size():
         from .ratecontrol import encode_to_size
         r = encode_to_size(codec, img, max_bytes=target.max_bytes, bpp=target.bpp, name=name)
-        setting = f"{r.setting()} ({r.encodes} coder passes)"
+        setting = f"{r.setting()} ({counted(r.encodes, 'coder pass', 'coder passes')})"
         return r.data, setting, time.perf_counter() - start
     quality = codec.default_quality if target.quality is None else target.quality
     data = codec.encode(img, quality, name=name)
@@ -176,11 +177,11 @@ def _encode_pqcodec(codec, img: Image.Image, name: str, target: Target) -> tuple
 
 def _describe_target(codec, target: Target, height: int, width: int) -> str:
     if target.max_bytes is not None:
-        return f"the best quality in at most {target.max_bytes} bytes (rate control)"
+        return f"the best quality in at most {counted(target.max_bytes, 'byte')} (rate control)"
     if target.bpp is not None:
         from .ratecontrol import budget
         n = budget(bpp=target.bpp, height=height, width=width)
-        return f"the best quality in at most {target.bpp:g} bpp = {n} bytes (rate control)"
+        return f"the best quality in at most {target.bpp:g} bpp = {counted(n, 'byte')} (rate control)"
     if target.quality is None:
         return f"level {codec.default_quality} (the model's default) of {codec.levels()}"
     return f"level {target.quality} of {codec.levels()}"
@@ -213,7 +214,7 @@ def _bisect(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) -> 
     data, seconds = code(pc.lowest)
     if len(data) > budget:
         return Coded(pc.name, f"quality {pc.lowest}", len(data), note=(
-            f"cannot match: its smallest file (quality {pc.lowest}) is {len(data)} bytes, "
+            f"cannot match: its smallest file (quality {pc.lowest}) is {counted(len(data), 'byte')}, "
             f"more than pqcodec's {budget}; not shown"))
     best = (pc.lowest, data, seconds)
     fits, too_big = pc.lowest, pc.highest + 1
@@ -230,7 +231,7 @@ def _bisect(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) -> 
         decoded = f.convert(img.mode)  # RGB, or L for a greyscale source
     decode_s = time.perf_counter() - start
     under = budget - len(data)
-    note = f"{under} byte{'s' * (under != 1)} under pqcodec's" if under else "exactly pqcodec's bytes"
+    note = f"{counted(under, 'byte')} under pqcodec's" if under else "exactly pqcodec's bytes"
     if q == pc.highest:
         note += " (its highest setting)"
     return _measured(Coded(pc.name, f"quality {q}", len(data), decoded, encode_s=encode_s, decode_s=decode_s,

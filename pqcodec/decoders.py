@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import UnsupportedFileError
 from .nets import Decoder
+from .numerics import float32_default
 
 FORMAT = "pqcodec-decoder"
 DEFAULT_DECODER = "mse"      # the main weights' own decoder
@@ -57,7 +58,8 @@ def load_decoder(path: str | Path, base_sha256: str, channels: int, latent_dim: 
     if meta.get("base_sha256") != base_sha256:
         raise UnsupportedFileError(f"{path}: was fine-tuned from model {meta.get('base_sha256', '?')[:16]}..., "
                                    f"not from this model {base_sha256[:16]}...; it does not pair with it")
-    decoder = Decoder(channels, latent_dim, padding)
+    with float32_default():
+        decoder = Decoder(channels, latent_dim, padding)
     wanted = decoder.state_dict()
     state = {k.removeprefix("decoder."): v for k, v in load_file(str(path)).items()}
     if set(state) != set(wanted) or any(state[k].shape != wanted[k].shape for k in wanted):

@@ -15,6 +15,11 @@ arrays holding integers >= 0 that sum to 2^PROB_BITS - K in every row (the prior
 left_cdf[i] = floor(sum(p[:i]) * (2^24 - K) / sum(p)) + i; with integer weights summing to exactly
 2^24 - K the float64 sums are exact and the scale is 1, so symbol i gets frequency weights[i] + 1
 out of 2^24: the same integers on every machine.
+
+The decoder also knows where a payload ends: the symbols it decodes are coded again as it goes
+(rangecoder.RangeEncoder, the words compared and dropped call by call), and a valid payload is
+exactly the words the encoder writes for them, its seal included (`left_over`). A decoder state
+holds two words, so neither coder's maybe_exhausted() sees a word appended after the seal.
 """
 import os
 
@@ -93,16 +98,43 @@ class RangeDecoder:
             self._coder = constriction.stream.queue.RangeDecoder(words)
         else:
             self._coder = rangecoder.RangeDecoder(words)
+        self._words = words
+        self._recoder = rangecoder.RangeEncoder()  # the decoded symbols coded again (module docstring)
+        self._matched = 0  # leading words that are the recoder's; None once one differs
 
     def decode(self, weights: np.ndarray) -> np.ndarray:
         if not len(weights):
             return np.zeros(0, dtype=np.int64)
         try:
             if self.backend == "constriction":
-                return self._coder.decode(self._family, weights).astype(np.int64)
-            return self._coder.decode(weights)
+                symbols = self._coder.decode(self._family, weights).astype(np.int64)
+            else:
+                symbols = self._coder.decode(weights)
         except Exception as e:  # both coders raise on a payload that cannot be a valid encoding
             raise CorruptFileError(f"payload does not decode ({e})") from None
+        self._recode(symbols, weights)
+        return symbols
 
-    def exhausted(self) -> bool:
-        return self._coder.maybe_exhausted()
+    def _recode(self, symbols: np.ndarray, weights: np.ndarray):
+        """Codes the decoded symbols again and compares the words settled so far with the payload's."""
+        if self._matched is None:
+            return
+        try:
+            self._recoder.encode(symbols, weights)
+        except ValueError:  # cannot happen for symbols the decoder found; the payload is no valid encoding
+            self._matched = None
+            return
+        self._matched = self._compared(self._recoder.take_words())
+
+    def _compared(self, words: list) -> int | None:
+        end = self._matched + len(words)
+        return end if np.array_equal(self._words[self._matched:end], np.array(words, dtype=np.uint32)) else None
+
+    def left_over(self) -> int | None:
+        """After the last symbol: how many bytes of the payload follow the words the encoder writes
+        for the symbols decoded (0 for a valid payload), or None when the payload is not those words
+        (truncated or damaged)."""
+        if self._matched is None:
+            return None
+        end = self._compared(self._recoder.get_compressed().tolist())
+        return None if end is None else 4 * (len(self._words) - end)

@@ -33,7 +33,30 @@ MAX_IMAGE_STREAM_BYTES = 16 * MAX_PIXELS + (16 << 20)
 
 
 class OutputError(PQCodecError):
-    """An output that cannot or may not be written; the message starts with its path."""
+    """An output that cannot or may not be written; the message starts with its path. `errno`: the
+    system's error number when a write failed (ENOSPC: the disk is full), else None."""
+
+    def __init__(self, message: str, error_number: int | None = None):
+        super().__init__(message)
+        self.errno = error_number
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether a failed write failed for want of space: the disk (ENOSPC) or the user's quota (EDQUOT)."""
+    return getattr(error, "errno", None) in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def write_all(fd: int, data) -> None:
+    """Writes every byte of `data` to the descriptor `fd`, or raises OSError (ENOSPC on a full disk,
+    EPIPE when a pipe's reader is gone). A single write may take only part of the bytes (a disk that
+    fills up, a pipe whose reader left): this goes on until the system says why it takes no more,
+    where a BufferedWriter may report the part written and no error."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        view = view[written:]
 
 
 # -- outputs --------------------------------------------------------------------------------------
@@ -96,15 +119,16 @@ def write_atomic(path: Path, data: bytes, force: bool = False, inputs=()):
     try:
         fd, tmp = _create_temp(path)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             _put_in_place(tmp, path, force, inputs)
         finally:
             _remove_quietly(tmp)  # gone after a rename; after a link, the target holds the data
     except OSError as e:
-        raise OutputError(f"{path}: cannot write it ({e.strerror or e})") from None
+        raise OutputError(f"{path}: cannot write it ({e.strerror or e})", e.errno) from None
     _sync_folder(path.parent)
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from .bitstream import GRID_STRIDE
 from .errors import CorruptFileError
+from .words import counted
 
 FLAT_SPREAD = 2        # a block is flat when no channel's max - min exceeds this (every pixel within 1)
 _GOLOMB_ZEROS = 24     # exp-Golomb prefixes longer than this cannot occur (runs < 2^24 blocks, deltas < 256)
@@ -148,7 +149,7 @@ def decode(data: bytes, grid: tuple[int, int], channels: int) -> FlatBlocks:
     while done < n:
         length = bits.golomb() + 1
         if length > n - done:
-            raise CorruptFileError(f"flat layer: a run of {length} blocks where {n - done} remain")
+            raise CorruptFileError(f"flat layer: a run of {counted(length, 'block')} with {counted(n - done, 'block')} left")
         if flat:
             pred = _predict(mask, colours, done, w, previous)
             colour = []

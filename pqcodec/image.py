@@ -27,6 +27,8 @@ The contract (docs/inputs.md tabulates every input kind tried; eval/input_contra
 """
 import io
 import os
+import re
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,12 +49,30 @@ ARRAY_DTYPES = "uint8 (0..255), uint16 (0..65535), bool, or float (0..1)"
 _PROFILE_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}
 
 
+SUPPORTED_SIZE = f"{MAX_SIDE} px per side, {MAX_PIXELS} pixels"
+
+
 def _check_size(width: int, height: int):
     if width < 1 or height < 1:
         raise ImageError(f"empty image ({width}x{height})")
     if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
-        raise ImageError(f"{width}x{height} exceeds the supported size "
-                         f"({MAX_SIDE} px per side, {MAX_PIXELS} pixels)")
+        raise ImageError(f"{width}x{height} exceeds the supported size ({SUPPORTED_SIZE})")
+
+
+def _opened(fp) -> Image.Image:
+    """Image.open(fp) without Pillow's decompression-bomb warning, which it gives for an image of
+    over 89 MP: pqcodec's own limit (_check_size, on the image it returns) is lower and says so in
+    its words."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(fp)
+
+
+def _too_large(e: Exception) -> ImageError:
+    """pqcodec's words for Pillow's DecompressionBombError (an image of over 179 MP)."""
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    pixels = f"{int(found[1])} pixels" if found else f"over {2 * Image.MAX_IMAGE_PIXELS} pixels"
+    return ImageError(f"an image of {pixels} exceeds the supported size ({SUPPORTED_SIZE})")
 
 
 # -- bit depth: by dtype (arrays, and the arrays of PIL images) ---------------------------------------
@@ -200,16 +220,16 @@ def _open(source, kind: str) -> Image.Image:
         data = bytes(source)
         if not data:
             raise ImageError("empty file")
-        return Image.open(io.BytesIO(data))
+        return _opened(io.BytesIO(data))
     if kind == PATH:
         path = Path(os.fsdecode(source))
         check_regular_file(path, ImageError)
         if path.stat().st_size == 0:
             raise ImageError("empty file")
-        return Image.open(path)
+        return _opened(path)
     if not can_seek(source):  # Pillow would read it whole, without a limit
-        return Image.open(io.BytesIO(read_image_stream(source)))
-    return Image.open(source)  # from its start: Pillow seeks there
+        return _opened(io.BytesIO(read_image_stream(source)))
+    return _opened(source)  # from its start: Pillow seeks there
 
 
 def load_image(source, name: str | None = None) -> tuple[np.ndarray, bool]:
@@ -230,7 +250,7 @@ def load_image(source, name: str | None = None) -> tuple[np.ndarray, bool]:
         except UnidentifiedImageError:
             raise ImageError("not an image in a format Pillow can read") from None
         except Image.DecompressionBombError as e:
-            raise ImageError(str(e)) from None
+            raise _too_large(e) from None
         except OSError as e:
             raise ImageError(f"cannot read image ({e.strerror or e})") from None
         except (ValueError, SyntaxError) as e:
@@ -246,7 +266,9 @@ def to_pil(rgb: np.ndarray, greyscale: bool) -> Image.Image:
 
 
 def image_bytes(img: Image.Image, fmt: str) -> bytes:
-    """A decoded image as the bytes of a file in Pillow format `fmt` (written whole, then atomically)."""
+    """A decoded image as the bytes of a file in Pillow format `fmt` (written whole, then atomically),
+    with pqcodec's options for it (formats.save_options: WebP lossless)."""
+    from .formats import save_options
     buf = io.BytesIO()
-    img.save(buf, format=fmt)
+    img.save(buf, format=fmt, **save_options(fmt))
     return buf.getvalue()

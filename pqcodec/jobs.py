@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PQCodecError
+from .errors import ModelFilesError, PQCodecError
 from .files import OutputError
 
 # what the library calls a source it has no name for (bytes, arrays): the CLI says which file it was
@@ -46,13 +46,15 @@ def encode_image(source, name: str, options: CodingOptions, notes: list | None =
     return result.data
 
 
-def decode_image(source, name: str, output: Path | str, fmt: str, options: CodingOptions) -> bytes:
+def decode_image(source, name: str, output: Path | str, fmt: str, options: CodingOptions,
+                 lost: list | None = None) -> bytes:
     """The bytes of an image file in Pillow format `fmt` from a .bin file (a path or a binary stream,
     read bounded; errors call it `name`). Whether `fmt` holds the image (size, mode) is checked from
-    the header, before the decode."""
+    the header, before the decode. In a format that changes the pixels (formats.changes_pixels: the
+    caller allowed it), a line on what the file lost goes to `lost`."""
     import pqcodec
     from .bitstream import unpack
-    from .formats import check_holds
+    from .formats import changes_pixels, check_holds
     from .image import image_bytes
     from .sources import coded_input
     data, _ = coded_input(source, name)
@@ -60,16 +62,38 @@ def decode_image(source, name: str, output: Path | str, fmt: str, options: Codin
     check_holds(output, fmt, header.width, header.height, header.greyscale)
     img = pqcodec.decode(data, model=options.model, name=name, decoder=options.decoder, device=options.device)
     try:
-        return image_bytes(img, fmt)
+        written = image_bytes(img, fmt)
     except (OSError, ValueError) as e:
         raise OutputError(f"{output}: Pillow cannot write this image as {fmt} ({e})") from None
+    if lost is not None and changes_pixels(fmt):
+        loss = _what_it_lost(img, written, fmt)
+        if loss:
+            lost.append(loss)
+    return written
+
+
+def _what_it_lost(img, written: bytes, fmt: str) -> str | None:
+    """One line on how far the file `written` (format `fmt`) reads back from the decoded image
+    `img`, or None where it holds it exactly (a greyscale image in a GIF's 256 colours)."""
+    import io
+    import numpy as np
+    from PIL import Image
+    from .formats import LOSSLESS_CHOICES, how_it_changes
+    from .metrics import psnr
+    with Image.open(io.BytesIO(written)) as back:
+        db = psnr(np.asarray(img.convert("RGB")), np.asarray(back.convert("RGB")))
+    if db == float("inf"):
+        return None
+    return (f"{fmt} ({how_it_changes(fmt)}) changed the decoded pixels: the file is {db:.1f} dB PSNR from them "
+            f"(--lossy-output; {LOSSLESS_CHOICES} keep them exactly)")
 
 
 def failure_line(name: str, error: BaseException) -> str:
     """`NAME: reason`, one line, for an error met while working on the file `name` ('stdin' for
-    standard input). An OutputError names its output itself; a library message that names `name`,
-    or a nameless source ('input: ...'), is not named twice."""
-    if isinstance(error, OutputError):
+    standard input). An OutputError names its output itself, and a ModelFilesError its model (the
+    installation's problem, not the file's); a library message that names `name`, or a nameless
+    source ('input: ...'), is not named twice."""
+    if isinstance(error, (OutputError, ModelFilesError)):
         message = str(error)
     elif isinstance(error, PQCodecError):
         message = _without_name(str(error), name)

@@ -24,6 +24,7 @@ from .bitstream import (CHUNK_CHECK_BYTES, PROB_BITS, UNUSED, WINDOW_CHUNK, Gene
                         map_weights, sample_symbols)
 from .entropy import RangeDecoder, RangeEncoder, uniform_weights
 from .errors import CorruptFileError
+from .words import counted
 from .nets.integer_conditional import IntConditionalHead
 from .nets.integer_prior import IntegerPrior
 
@@ -291,6 +292,9 @@ class TokenCoder:
                     if not np.array_equal(dec.decode(uniform_weights(CHUNK_CHECK_BYTES)), expected):
                         raise CorruptFileError(f"payload does not decode (the check after window chunk {k + 1} "
                                                f"of {len(chunks)} differs: file damaged or forged)")
-        if not dec.exhausted():
-            raise CorruptFileError("the file is truncated or damaged (data left over after the last token)")
+        left_over = dec.left_over()
+        if left_over is None:
+            raise CorruptFileError("the file is truncated or damaged (its payload does not end as the encoder ends it)")
+        if left_over:
+            raise CorruptFileError(f"{counted(left_over, 'byte')} after the end of the file (data appended to it?)")
         return from_windows(windows, h, w, self.window).numpy().astype(np.int64)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file, safe_open
 from .files import sha256_of
 from .nets import ConditionalHead, Decoder, Encoder, IntConditionalHead, IntegerPrior, MIMPrior, ProductQuantizer
 from .nets.autoencoder import PADDINGS
+from .numerics import float32_default
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ def _is_int(value) -> bool:
 class PQCodecModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
+        with float32_default():  # float32 weights whatever the caller's default dtype
+            self._build(config)
+
+    def _build(self, config: ModelConfig):
         self.config = c = config
         D = c.num_subvectors * c.subvector_dim
         self.encoder = Encoder(c.channels, D, c.padding)

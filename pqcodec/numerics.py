@@ -17,6 +17,8 @@ precision setting touches (`IntLinear`).
 float32 inputs of every matrix product to `bits` significant bits, as such a machine would, so a
 test can require the same bytes with and without it (tests/test_numerics.py, eval/portability.py).
 """
+import contextlib
+
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -66,3 +68,17 @@ class RoundedProducts(TorchFunctionMode):
             args = tuple(self._round(a) for a in args)
             kwargs = {k: self._round(v) for k, v in kwargs.items()}
         return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def float32_default():
+    """Modules built inside get float32 weights whatever `torch.set_default_dtype` the caller chose:
+    the networks and the coder are float32 by design, and a model built in float64 would not even
+    encode (a float32 image into float64 convolutions). The default dtype is process-wide, so it is
+    set for the construction only and then put back."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)

@@ -47,6 +47,7 @@ from .extreme import GeneratedSearch
 from .errors import InputTypeError, PQCodecError, named
 from .image import image_source_name, load_image
 from .metrics import psnr
+from .words import counted
 
 LAMBDA_MAX = 16.0    # past this, RDOQ's sizes hardly move (docs/ratecontrol.md)
 LAMBDA_MIN = 1 / 256
@@ -87,11 +88,11 @@ class RateResult:
         if g is None:
             return f"level {self.quality}" + (f", RDOQ λ {self.rd_lambda:.3g}" if self.rd_lambda else "")
         return (f"level {self.quality} shrunk to a {g.grid_width}x{g.grid_height} token grid"
-                + (f", {g.sent} of {self.steps} steps sent, the rest drawn" if g.sent < self.steps else ""))
+                + (f", {g.sent} of {counted(self.steps, 'step')} sent, the rest drawn" if g.sent < self.steps else ""))
 
     def summary(self) -> str:
-        return (f"{len(self.data)} bytes (at most {self.max_bytes}) at {self.setting()}; "
-                f"{self.encodes} encodes in {self.seconds:.2f} s")
+        return (f"{counted(len(self.data), 'byte')} (at most {self.max_bytes}) at {self.setting()}; "
+                f"{counted(self.encodes, 'encode')} in {self.seconds:.2f} s")
 
 
 @dataclass
@@ -164,7 +165,8 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         candidates += found
     if not candidates:
         shown = name or image_source_name(image)
-        raise RateError(f"{shown}: cannot fit in {N} bytes: the smallest file this model reaches is {smallest} bytes")
+        raise RateError(f"{shown}: cannot fit in {counted(N, 'byte')}: the smallest file this model reaches is "
+                        f"{counted(smallest, 'byte')}")
     # 5. the best candidate by PSNR (decoded only when there is a choice)
     if len(candidates) > 1:
         for c in candidates:

@@ -1,9 +1,24 @@
-"""The shipped models: name -> weights file in models/, with the weights' SHA-256, whose first bytes
-every file carries to name the model that made it (bitstream.py).
+"""The shipped models: name -> weights file in the models folder, with the weights' SHA-256, whose
+first bytes every file carries to name the model that made it (bitstream.py).
 
-Weights are found in $PQCODEC_MODELS_DIR if set, else in the project's models/ folder, and checked
-against the SHA-256 recorded here before use. A model may have other decoders beside its own (e.g. a
-perceptual one, decoders.py): separate small files, listed with it, checked and loaded on first use.
+Where the weights live: in the package itself, `pqcodec/models/` (beside this file), so a checkout,
+an editable install (`pip install -e .`) and an installed wheel (`pip install pqcodec-*.whl`, in
+site-packages) all find them; $PQCODEC_MODELS_DIR, if set, names another folder, used instead. Each
+file is checked against the SHA-256 recorded here before use. A model may have other decoders beside
+its own (e.g. a perceptual one, decoders.py): separate small files, listed with it, checked and
+loaded on first use; and a model may be a head file whose base is another model's weights file
+(v5: only the conditional head, its base v4's file beside it).
+
+What a wheel carries (setup.cfg, [options.package_data]): the default model and what it needs,
+pq-s8-m12k256-v5.safetensors (6.9 MB) + its base pq-s8-m12k256-v4.safetensors (30.5 MB) + the
+perceptual decoder pq-s8-m12k256-v4-perceptual.safetensors (3.3 MB), with their model cards: a
+34 MB wheel (40.7 MB installed) that encodes and decodes offline, and decodes v4's files too. The
+older pq-s8-m12k256-v3 (42.5 MB, the default of pqcodec 0.4.0 and 0.5.0; its files still decode)
+stays in the repository only: to decode such files with a wheel, point PQCODEC_MODELS_DIR at a
+folder holding pq-s8-m12k256-v3.safetensors (a checkout's pqcodec/models; the variable replaces
+the package's folder for every model, so that folder must hold the default model's files too). A
+model whose files are missing or do not match is a one-line ModelFilesError naming the model and
+the folder (errors.named leaves its message as it is: the model's problem, not the input's).
 """
 import os
 from dataclasses import dataclass
@@ -11,8 +26,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from .bitstream import model_hash_of
-from .errors import UnsupportedFileError
+from .errors import ModelFilesError, UnsupportedFileError
 from .files import sha256_of  # noqa: F401  (also pqcodec.zoo.sha256_of, as eval and tests use it)
+
+# the package's own models folder: the default of models_dir()
+PACKAGE_MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR_VARIABLE = "PQCODEC_MODELS_DIR"
 
 
 @dataclass(frozen=True)
@@ -30,34 +49,87 @@ class ZooEntry:
     sha256: str
     default_quality: int
     decoders: tuple[DecoderFile, ...] = ()
+    base: str | None = None      # a head file's base: the ZOO name whose weights file it names (model.py)
+    in_wheel: bool = True        # installed with the package (setup.cfg's package data), or only in a checkout
 
 
 ZOO = {e.name: e for e in [
-    # v4 plus the conditional head (models/pq-s8-m12k256-v5.md): a file of the head alone, its base
-    # v4's weights beside it; its files are format 6. The perceptual decoder pairs with v4's
+    # v4 plus the conditional head (pqcodec/models/pq-s8-m12k256-v5.md): a file of the head alone, its
+    # base v4's weights beside it; its files are format 6. The perceptual decoder pairs with v4's
     # autoencoder, which v5 shares
     ZooEntry("pq-s8-m12k256-v5", "pq-s8-m12k256-v5.safetensors",
              "f2b5d9f9f7feef28d2e1e628b5763410353d787632f0035c78d20009a997067a", default_quality=3,
              decoders=(DecoderFile("perceptual", "pq-s8-m12k256-v4-perceptual.safetensors",
-                                   "ebf705e6afaf81e810f705f312a9cb838e9868cc29f75c69729b09f92d78365d"),)),
+                                   "ebf705e6afaf81e810f705f312a9cb838e9868cc29f75c69729b09f92d78365d"),),
+             base="pq-s8-m12k256-v4"),
     # pqcodec 0.6.0-0.9.0's default: its files (formats 3-5) still decode
     ZooEntry("pq-s8-m12k256-v4", "pq-s8-m12k256-v4.safetensors",
              "41652e7b33abcb50bb7faecd26e5beaf0ce754cee7e1eb01c760fc9025a8a388", default_quality=3,
-             # the perceptual decoder (issue 13; models/pq-s8-m12k256-v4-perceptual.md): same files
+             # the perceptual decoder (issue 13; pqcodec/models/pq-s8-m12k256-v4-perceptual.md): same files
              decoders=(DecoderFile("perceptual", "pq-s8-m12k256-v4-perceptual.safetensors",
                                    "ebf705e6afaf81e810f705f312a9cb838e9868cc29f75c69729b09f92d78365d"),)),
-    # pqcodec 0.4.0 and 0.5.0's default: its files (format 3) still decode
+    # pqcodec 0.4.0 and 0.5.0's default: its files (format 3) still decode, with its weights (42.5 MB),
+    # which only a checkout holds: a wheel leaves them out (PQCODEC_MODELS_DIR finds them)
     ZooEntry("pq-s8-m12k256-v3", "pq-s8-m12k256-v3.safetensors",
-             "ba5c6133abe8efa39c0d5b3bf1fe3c481a1c697558b8145a3ed443579b15c7cd", default_quality=3),
+             "ba5c6133abe8efa39c0d5b3bf1fe3c481a1c697558b8145a3ed443579b15c7cd", default_quality=3,
+             in_wheel=False),
 ]}
 DEFAULT_MODEL = "pq-s8-m12k256-v5"
 # models earlier releases shipped, by the hash prefix their files carry: named by describe_model
-# (their weights stay in the git history under models/)
+# (their weights stay in the git history under models/, the models' folder before pqcodec/models/)
 RETIRED = {"a945f74d": "pq-s8-m12k256 of pqcodec 0.2.0", "d7a48780": "pq-s8-m12k256-v2 of pqcodec 0.3.0"}
 
 
 def models_dir() -> Path:
-    return Path(os.environ.get("PQCODEC_MODELS_DIR") or Path(__file__).resolve().parent.parent / "models")
+    """Where the shipped models' files are looked for: $PQCODEC_MODELS_DIR if set, else the
+    package's own pqcodec/models/."""
+    return Path(os.environ.get(MODELS_DIR_VARIABLE) or PACKAGE_MODELS_DIR)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file a shipped model codes with: what it is to the model, its name and SHA-256, and
+    whether every coding needs it (a decoder's file is needed only by a decode with that decoder)."""
+    what: str
+    filename: str
+    sha256: str
+    required: bool = True
+
+
+def files_needed(name: str) -> list[ModelFile]:
+    """The files of the shipped model `name`: its weights, its base's (a head file's), then its
+    other decoders' (optional)."""
+    entry = ZOO[name]
+    files = [ModelFile("weights", entry.filename, entry.sha256)]
+    if entry.base:
+        files.append(ModelFile("base weights", ZOO[entry.base].filename, ZOO[entry.base].sha256))
+    return files + [ModelFile(f"{d.name} decoder", d.filename, d.sha256, required=False) for d in entry.decoders]
+
+
+def _check_model_file(entry: ZooEntry, file: ModelFile) -> Path:
+    """models_dir()/filename, or a one-line ModelFilesError naming the model, the file and the folder,
+    and how to give it (PQCODEC_MODELS_DIR)."""
+    what, filename, sha256 = file.what, file.filename, file.sha256
+    folder = models_dir()
+    path = folder / filename
+    from_env = bool(os.environ.get(MODELS_DIR_VARIABLE))
+    where = f"{folder} ({MODELS_DIR_VARIABLE})" if from_env else str(folder)
+    if not path.is_file():
+        if not from_env and not entry.in_wheel:
+            raise ModelFilesError(
+                f"model {entry.name}: its weights are not installed with this package ({filename} not in "
+                f"{where}); set {MODELS_DIR_VARIABLE} to a folder holding {filename} and the other models' "
+                "files, e.g. a pqcodec checkout's pqcodec/models")
+        fix = (f"set {MODELS_DIR_VARIABLE} to a folder holding it, e.g. a pqcodec checkout's pqcodec/models, "
+               "or unset it to use the installed models" if from_env else
+               f"this installation is incomplete: reinstall pqcodec, or set {MODELS_DIR_VARIABLE} to a folder "
+               "holding it, e.g. a pqcodec checkout's pqcodec/models")
+        raise ModelFilesError(f"model {entry.name}: {what} file {filename} not found in {where}; {fix}")
+    if sha256_of(path) != sha256:
+        raise ModelFilesError(f"model {entry.name}: {path} is not the {what} file recorded for it (its SHA-256 "
+                              f"differs from {sha256[:16]}...: a damaged or different file); reinstall pqcodec, "
+                              f"or point {MODELS_DIR_VARIABLE} at the right files")
+    return path
 
 
 def describe_model(model_hash: bytes) -> str:
@@ -87,12 +159,9 @@ def _load_codec(name: str, device: str):
     entry = ZOO.get(name)
     if entry is None:
         raise UnsupportedFileError(f"unknown model {name!r} (this pqcodec ships {', '.join(ZOO)})")
-    path = models_dir() / entry.filename
-    if not path.is_file():
-        raise UnsupportedFileError(f"weights of model {entry.name} not found at {path} "
-                                   "(set PQCODEC_MODELS_DIR to the folder holding them)")
-    if sha256_of(path) != entry.sha256:
-        raise UnsupportedFileError(f"{path} does not match the SHA-256 recorded for model {entry.name}")
+    # the weights and a head file's base: checked here, so that a missing or wrong one is the model's
+    # one-line error (the decoders' files are checked on first use: codec.py)
+    path, *_ = [_check_model_file(entry, f) for f in files_needed(name) if f.required]
     codec = Codec(PQCodecModel.load(path), model_hash_of(entry.sha256), entry.default_quality,
                   weights_sha256=entry.sha256, name=f"model {entry.name}")
     for d in entry.decoders:

@@ -50,6 +50,19 @@ def image_folder(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def flat_blocks_bin(tiny_codec, tmp_path_factory) -> tuple[Path, bytes]:
+    """A .bin (tiny model) of a 256x256 image of 8x8 blocks in random colours, and the PNG pqcodec
+    decodes it to: the flat blocks come back in their colours, so the decoded image has 1024 colours
+    (more than a palette holds) and its PNG is over 4 KB (more than the smallest pipe holds)."""
+    from pqcodec.image import image_bytes
+    rng = np.random.default_rng(0)
+    image = np.kron(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), np.ones((8, 8, 1), dtype=np.uint8))
+    path = tmp_path_factory.mktemp("blocks") / "blocks.bin"
+    path.write_bytes(tiny_codec.encode(image))
+    return path, image_bytes(tiny_codec.decode(path.read_bytes()), "PNG")
+
+
 def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """Smooth-ish random RGB content (a noisy gradient) of size h x w, uint8."""
     rng = np.random.default_rng(seed)

@@ -188,3 +188,33 @@ def test_gpu_check_dry_run(tmp_path):
     assert {f["way"] for f in r["files"]} == {"level 1", "max 200 B"}
     assert all(f["same_bytes"] and f["cpu_file_same_tokens"] and f["device_file_same_tokens"] for f in r["files"])
     assert r["reduced_precision_same_bytes"] == {"high": True, "medium": True}
+
+
+def coding_digests() -> dict:
+    """SHA-256 of what coding gives in this process: files of a kodim23 crop (levels 1 and 5, 200 bytes
+    with a generated part, one refinement step) and the pixels of those files and of golden v7 files
+    (plain, generated, and by the perceptual decoder)."""
+    import hashlib
+    from PIL import Image
+    from pqcodec.zoo import load_codec
+    codec = load_codec()
+    crop = np.asarray(Image.open(ROOT / "tests" / "data" / "kodim23.png").convert("RGB"))[96:192, 200:360]
+    files = {"q1": codec.encode(crop, 1), "q5": codec.encode(crop, 5), "effort1": codec.encode(crop, 3, effort=1),
+             "max200": pqcodec.encode(crop, max_bytes=200)}
+    files.update({n: (V7 / n).read_bytes() for n in ("plain-kodim23-96x160-q3.bin",
+                                                     "generated-kodim23-12x18-sent6-argmax-q1.bin")})
+    out = {f"bytes {k}": hashlib.sha256(v).hexdigest() for k, v in files.items()}
+    for k, v in files.items():
+        out[f"pixels {k}"] = hashlib.sha256(np.asarray(pqcodec.decode(v)).tobytes()).hexdigest()
+    out["pixels perceptual"] = hashlib.sha256(np.asarray(pqcodec.decode(files["q5"], decoder="perceptual")).tobytes()).hexdigest()
+    return out
+
+
+def test_coding_ignores_the_callers_default_dtype():
+    """After torch.set_default_dtype(torch.float64), before pqcodec loads anything: the same bytes and
+    the same pixels as under the default float32 (a model built in float64 did not encode at all)."""
+    script = ("import json, torch; torch.set_default_dtype(torch.float64); import test_anywhere; "
+              "print(json.dumps(test_anywhere.coding_digests()))")
+    r = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.splitlines()[-1]) == coding_digests()

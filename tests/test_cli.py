@@ -115,6 +115,7 @@ def test_unknown_output_extension(tiny_weights, png, tmp_path):
     (tmp_path / "a.bin").write_bytes(_bin(tiny_weights, png, tmp_path))
     r = run_cli("decode", tmp_path / "a.bin", "-o", tmp_path / "a.xyz", "--model", tiny_weights)
     _assert_clean_failure(r, tmp_path, "extension")
+    assert r.returncode == 2  # a bad command line
 
 
 def test_file_names_its_model(tiny_weights, png, tmp_path):

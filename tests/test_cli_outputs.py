@@ -24,9 +24,9 @@ def png(tmp_path):
     return p
 
 
-def _one_line_error(r, *messages):
+def _one_line_error(r, *messages, status=1):
     err = r.stderr.decode()
-    assert r.returncode == 1 and err.count("\n") == 1 and err.startswith("pqcodec: error:"), err
+    assert r.returncode == status and err.count("\n") == 1 and err.startswith("pqcodec: error:"), err
     assert all(m in err for m in messages), err
     return err
 
@@ -182,7 +182,7 @@ def test_unwritable_folder_is_named_as_the_target(tmp_path, monkeypatch):
 
 def test_encode_output_must_not_be_named_as_an_image(cli, tiny_weights, png, tmp_path):
     r = cli("encode", png, "-o", tmp_path / "foo.png", "--model", tiny_weights)
-    _one_line_error(r, "foo.png", ".bin")
+    _one_line_error(r, "foo.png", ".bin", status=2)  # a bad command line
     assert not (tmp_path / "foo.png").exists()
 
 

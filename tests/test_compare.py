@@ -201,7 +201,7 @@ def test_cli_keeps_an_existing_report_without_force(cli, small, tmp_path):
 
 
 def test_cli_output_must_be_html(cli, small, tmp_path):
-    err = _one_line(cli("compare", small, "-o", tmp_path / "r.png"))
+    err = _one_line(cli("compare", small, "-o", tmp_path / "r.png"), status=2)  # a bad command line
     assert "writes an HTML page" in err and not (tmp_path / "r.png").exists()
 
 

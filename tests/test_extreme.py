@@ -222,7 +222,7 @@ def test_generative_needs_a_size(tiny_codec, tiny_weights, tmp_path, capsys):
         pqcodec.encode(random_image(8, 8), 1, model=str(tiny_weights), generative=True)
     src = tmp_path / "in.png"
     Image.fromarray(random_image(120, 160, seed=10)).save(src)
-    assert main(["encode", str(src), "-o", str(tmp_path / "a.bin"), "--model", str(tiny_weights), "--generative"]) == 1
+    assert main(["encode", str(src), "-o", str(tmp_path / "a.bin"), "--model", str(tiny_weights), "--generative"]) == 2
     assert "--generative needs a size" in capsys.readouterr().err
     assert main(["encode", str(src), "-o", str(tmp_path / "a.bin"), "--model", str(tiny_weights),
                  "--max-bytes", "90", "--generative"]) == 0

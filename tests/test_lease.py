@@ -58,7 +58,7 @@ def test_prepare_run_join(photos, tmp_path, monkeypatch):
     assert model.can_code() and model.config == dataclasses.replace(start.config, padding="replicate")
     assert (tmp_path / "back" / "summary.json").exists()
 
-    # the file for models/: 9.5 MB less at full size, and its files are byte for byte the run's
+    # the file for pqcodec/models/: 9.5 MB less at full size, and its files are byte for byte the run's
     from pqcodec.zoo import load_custom_codec, sha256_of
     shipped = tmp_path / "models" / "m.safetensors"
     assert lease.ship(joined, shipped) == sha256_of(shipped) and shipped.stat().st_size < joined.stat().st_size
@@ -89,7 +89,7 @@ def test_trim_drops_only_what_git_gives_back(tmp_path):
     tracked files a lease does not run, untrim brings them back; a changed file stops it first."""
     import subprocess
     repo = tmp_path / "repo"
-    for path, size in (("pqcodec/a.py", 10), ("eval/b.py", 10), ("setup.cfg", 10), ("models/w.bin", 300_000),
+    for path, size in (("pqcodec/a.py", 10), ("eval/b.py", 10), ("setup.cfg", 10), ("pqcodec/models/w.bin", 300_000),
                        ("docs/img.png", 200_000), ("docs/a b [1].txt", 10), ("README.md", 10),
                        (".gitignore", 0)):
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def test_trim_drops_only_what_git_gives_back(tmp_path):
         lease.trim([carry], repo, limit=30_000)
     # the deletions committed by mistake while trimmed: untrim still gives every file back
     subprocess.run([*git, "commit", "-qam", "oops"], check=True)
-    assert sorted(lease.untrim(repo)) == ["README.md", "docs/a b [1].txt", "docs/img.png", "models/w.bin"]
+    assert sorted(lease.untrim(repo)) == ["README.md", "docs/a b [1].txt", "docs/img.png", "pqcodec/models/w.bin"]
     assert tree() == before
     assert lease.untrim(repo) == []
 

@@ -1,7 +1,7 @@
 """Train the conditional head (nets/conditional.py) on a trained model's frozen prior, then calibrate
 its integer counterpart (nets/integer_conditional.py): minutes on a CPU, no GPU needed.
 
-    pqcodec-train conditional --init models/pq-s8-m12k256-v4.safetensors --data ../shared/data/train \\
+    pqcodec-train conditional --init pqcodec/models/pq-s8-m12k256-v4.safetensors --data ../shared/data/train \\
         --out runs/cond --windows 12288
 
 The prior is frozen, so its final features are computed once for random training windows (half with

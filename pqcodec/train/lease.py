@@ -2,8 +2,8 @@
 (docs/training.md, "On a lent GPU"). Three steps, two machines:
 
     # here, before any GPU: the carry folder (training photos + the float weights to continue), then
-    # the working tree trimmed to what a lease runs (it travels too, and models/ alone is 83 MB)
-    python -m pqcodec.train.lease prepare --model models/pq-s8-m12k256-v4.safetensors --data ../shared/data/train
+    # the working tree trimmed to what a lease runs (it travels too, and pqcodec/models/ alone is 83 MB)
+    python -m pqcodec.train.lease prepare --model pqcodec/models/pq-s8-m12k256-v4.safetensors --data ../shared/data/train
     python -m pqcodec.train.lease trim --carry lease .whl
     # there, one call (device tool: carry ["lease", ".whl"]; docs/training.md has the wheels' install)
     python3 -m pqcodec.train.lease run --out $OUT --ae-minutes 4.3 --prior-minutes 3.3
@@ -11,8 +11,8 @@
     # weights file that codes
     python -m pqcodec.train.lease untrim
     python -m pqcodec.train.lease join FILES_AT --out runs/lease-DATE/model.safetensors
-    # once Kodak says it is better (eval/rd.py --model ...): the file for models/ and its SHA-256
-    python -m pqcodec.train.lease ship runs/lease-DATE/model.safetensors --out models/NAME.safetensors
+    # once Kodak says it is better (eval/rd.py --model ...): the file for pqcodec/models/ and its SHA-256
+    python -m pqcodec.train.lease ship runs/lease-DATE/model.safetensors --out pqcodec/models/NAME.safetensors
 
 `run` continues the autoencoder (`pqcodec-train ae --minutes`), then the prior warm on its new
 tokens (`pqcodec-train prior --warm --minutes`, which ends with the integer prior's calibration), and
@@ -45,6 +45,8 @@ from ..nets.autoencoder import PADDINGS
 CARRY_LIMIT = 63_000_000   # bytes for the carry folder: 64 MiB (67.1 MB) with the working tree, margin kept
 CALL_LIMIT = 66_000_000    # bytes of a whole call: the working tree (after trim) and every carried folder
 KEEP = ("pqcodec/", "eval/", "setup.cfg", "pyproject.toml")  # what a lease runs; trim drops the rest
+# ... but not the shipped models inside the package (83 MB): a lease trains from the carried weights
+MODELS = "pqcodec/models/"
 TRIMMED = "lease-trimmed"  # under .git: the paths trim removed, for untrim
 PART_BYTES = 15 * 2 ** 20  # a returned file may be 16 MiB
 INIT, PHOTOS = "init.safetensors", "train.zip"
@@ -77,9 +79,10 @@ def _git_dir(root: Path) -> Path:
 
 
 def _dropped(path: str) -> bool:
-    """Whether trim removes a tracked path: outside KEEP, and not git's own files (.gitignore: without
-    it the ignored virtual environments and run folders would travel)."""
-    return not path.startswith(KEEP) and not Path(path).name.startswith(".git")
+    """Whether trim removes a tracked path: outside KEEP or in the shipped models' folder (MODELS),
+    and not git's own files (.gitignore: without it the ignored virtual environments and run folders
+    would travel)."""
+    return (not path.startswith(KEEP) or path.startswith(MODELS)) and not Path(path).name.startswith(".git")
 
 
 def _call_bytes(root: Path, carry: list[Path], kept: list[str]) -> int:
@@ -92,8 +95,8 @@ def _call_bytes(root: Path, carry: list[Path], kept: list[str]) -> int:
 def trim(carry: list[Path], root: Path = Path("."), limit: int = CALL_LIMIT, dry_run: bool = False) -> int:
     """Before a device call: the device tool copies the whole working tree (tracked files, untracked
     ones git does not ignore) beside the carried folders, 64 MiB in all, and the tree is now 95 MB
-    (models/ 83 MB, docs/ images 7 MB). Removes every tracked file a lease does not run (outside KEEP;
-    git's own files stay) from the working tree, only files HEAD holds unchanged, so `untrim` gives
+    (pqcodec/models/ 83 MB, docs/ images 7 MB). Removes every tracked file a lease does not run
+    (outside KEEP, or the shipped models; git's own files stay) from the working tree, only files HEAD holds unchanged, so `untrim` gives
     each back from that commit as it was; records the commit and the paths in .git/lease-trimmed.
     Returns the bytes the call will copy; refuses to remove anything when a changed file would go,
     when git is told to overlook changes (assume-unchanged, skip-worktree) or when the call would
@@ -353,9 +356,9 @@ def main(argv=None):
     jn = sub.add_parser("join", help="here: join the returned parts into a weights file")
     jn.add_argument("folder", help="where the returned files lie (the device tool's files_at)")
     jn.add_argument("--out", required=True, help="weights file to write")
-    sh = sub.add_parser("ship", help="here: the weights file for models/ (float prior in float16)")
+    sh = sub.add_parser("ship", help="here: the weights file for pqcodec/models/ (float prior in float16)")
     sh.add_argument("weights")
-    sh.add_argument("--out", required=True, help="e.g. models/pq-s8-m12k256-v4.safetensors")
+    sh.add_argument("--out", required=True, help="e.g. pqcodec/models/pq-s8-m12k256-v4.safetensors")
     a = p.parse_args(argv)
     if a.cmd == "prepare":
         size = prepare(Path(a.model), Path(a.data), Path(a.lease), a.limit)
