@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
-"""The same-budget hyperprior on a lent GPU (issue 14): one prepared command per lease, as
-pqcodec/train/lease.py is for pqcodec's own weights (docs/training.md, "The learned baseline on a lent
-GPU"). Three steps, two machines:
+"""The same-budget hyperprior on a rented GPU machine (issue 14): one prepared command per lease, as
+pqcodec/train/lease.py is for pqcodec's own weights (docs/training.md, "The learned baseline on a rented
+GPU machine"). Three steps, two machines:
 
-    # here, before any GPU (seconds): the carry folder (the training photos as one stored zip); the
-    # wheels the GPU image lacks (compressai, pytorch-msssim, constriction) in .whl/; the tree trimmed
+    # here, before any GPU (seconds): the folder to copy (the training photos as one stored zip); the
+    # wheels a GPU machine without network access lacks (compressai, pytorch-msssim, constriction) in .whl/; the tree trimmed
     python eval/baselines_lease.py prepare --data ../shared/data/train
     python -m pqcodec.train.lease trim --carry lease-baselines .whl
-    # there, one call (device tool: carry ["lease-baselines", ".whl"], timeout_s 580), and at once a
-    # second on the warm machine (carry [".whl"], --minutes 2.8) that goes on from the first's checkpoints;
-    # each call installs the wheels first (docs/training.md)
-    python3 eval/baselines_lease.py run --out $OUT --minutes 8.5 --qualities 1 2 3
+    # there, one command of at most 10 minutes with lease-baselines/ and .whl/ copied beside the tree,
+    # and at once a second on the same machine (only .whl/ copied, --minutes 2.8) that goes on from the
+    # first's checkpoints; each installs the wheels first (docs/training.md); --out: the folder whose
+    # files come back ($OUT if set)
+    python3 eval/baselines_lease.py run --out RETURNED --minutes 8.5 --qualities 1 2 3
     # here again: the tree back, the returned weights into runs/baselines/<arch>-q<Q>/ckpt.pt, then
     # Kodak with CompressAI's entropy coder on this CPU (rate from the bytes of its strings)
     python -m pqcodec.train.lease untrim
-    python eval/baselines_lease.py join FILES_AT --out runs/baselines    # --replace: a quality trained again
+    python eval/baselines_lease.py join RETURNED_FOLDER --out runs/baselines    # --replace: a quality trained again
     .venv-eval/bin/python eval/train_baselines.py --no-train --out runs/baselines --test ../shared/data/kodak \
         --results docs/results      # compressai: the eval environment (README, "Training and evaluation")
 
@@ -25,9 +26,9 @@ next launches; by how much is the first lease's measurement), each until it has
 seen its crops or until the deadline, whichever comes first; then it bundles every quality's float32
 weights into one file, split into parts a return can take, with a summary (crops, steps, seconds and
 the log of every quality). A quality the deadline stopped comes back labelled with the crops it saw;
-the curve's name says so. A second call on the still-warm machine (carrying only .whl) continues
+the curve's name says so. A second command on the same machine, still running (only .whl copied), continues
 every quality from its checkpoint (weights and Adam state, kept in --runs); a later lease cannot (the
-Adam state, 2× the weights, does not fit beside the photos in the 64 MiB carry), so a quality
+Adam state, 2× the weights, does not fit beside the photos in a 64 MiB copy), so a quality
 unfinished when its lease ends is trained again from the start with fewer beside it.
 """
 import argparse
@@ -49,7 +50,7 @@ from pqcodec.train.lease import (PART_BYTES, PHOTOS, add_lease_commands, joined,
                                  split, unpack_photos)
 
 BUNDLE = "baselines.safetensors"
-RETURN_FILES = 8  # what a device call brings back (bmshj2018 qualities 1-5: 20.3 MB each, so 4 a call)
+RETURN_FILES = 8  # files a command's returned folder may hold on the machines used so far (bmshj2018 qualities 1-5: 20.3 MB each, so 4 a call)
 
 
 def _bundle_files(arch: str, qualities: list[int]) -> int:
@@ -171,7 +172,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     _, rn = add_lease_commands(sub, "lease-baselines", "runs/lease-baselines",
-                               "here: the carry folder (the training photos as one stored zip)",
+                               "here: the folder to copy (the training photos as one stored zip)",
                                "on the GPU: every quality in its own process, then the weights into OUT")
     rn.add_argument("--minutes", type=float, required=True, help="every quality stops (and saves) by then")
     rn.add_argument("--qualities", type=int, nargs="+", required=True, choices=sorted(train_baselines.LAMBDAS))
@@ -185,7 +186,7 @@ def main(argv=None):
     rn.add_argument("--warmup", type=int, default=200)
     rn.add_argument("--threads", type=int, default=2, help="CPU threads per quality's process")
     jn = sub.add_parser("join", help="here: the returned parts into OUT/<arch>-q<Q>/ckpt.pt")
-    jn.add_argument("folder", help="where the returned files lie (the device tool's files_at)")
+    jn.add_argument("folder", help="where the files that came back lie")
     jn.add_argument("--out", default="runs/baselines", help="train_baselines.py's run folder")
     jn.add_argument("--replace", action="store_true", help="overwrite checkpoints already there")
     a = p.parse_args(argv)

@@ -17,7 +17,7 @@ constant rate (`--schedule constant`) would leave the baseline handicapped.
 Runs need compressai (README: the eval environment), and use the GPU when there is one. Each quality
 resumes from OUT/<arch>-q<Q>/ckpt.pt and, once trained, leaves its test results beside it
 (eval-<tag>.json); the curve is drawn from every quality of OUT, so qualities may be trained by
-separate processes at once (one --qualities each: what eval/baselines_lease.py does on a lent GPU,
+separate processes at once (one --qualities each: what eval/baselines_lease.py does on a rented GPU machine,
 whose checkpoints `--no-train` then evaluates here).
 
     python eval/train_baselines.py --data ../shared/data/train --test ../shared/data/kodak \

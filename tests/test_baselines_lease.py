@@ -1,5 +1,5 @@
 """The same-budget hyperprior's GPU plan (eval/baselines_lease.py) dry-run on the CPU with tiny
-crops: prepare the carry, train two qualities side by side as the lent machine would, join the
+crops: prepare the carry, train two qualities side by side as the GPU machine would, join the
 returned parts here, evaluate them with CompressAI's real entropy coder (eval/train_baselines.py
 --no-train). Needs compressai: runs in CI's second environment (.ci/run)."""
 import json
@@ -117,7 +117,7 @@ def test_one_deadline_stops_every_quality_and_keeps_its_weights(folders):
 
 
 def test_a_stopped_run_brings_back_what_its_qualities_saved(folders, tmp_path):
-    """SIGTERM to `run` (the device tool's limit, Ctrl-C): its children save and stop, the weights
+    """SIGTERM to `run` (a command's time limit, Ctrl-C): its children save and stop, the weights
     come back; a quality that fails makes the run fail, with its output in the summary."""
     import signal
     import time

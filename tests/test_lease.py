@@ -1,5 +1,5 @@
 """The GPU plan (pqcodec/train/lease.py) dry-run on the CPU with a tiny config: prepare the carry
-folder, run both stages as the lent machine would, join the returned parts into weights that code."""
+folder, run both stages as the GPU machine would, join the returned parts into weights that code."""
 import dataclasses
 import json
 
@@ -85,7 +85,7 @@ def test_split_makes_parts_a_return_can_take(tmp_path):
 
 
 def test_trim_drops_only_what_git_gives_back(tmp_path):
-    """The device tool copies the working tree beside the carry (64 MiB in all): trim removes the
+    """The copy to the GPU machine takes the working tree beside the carried folders (64 MiB in all): trim removes the
     tracked files a lease does not run, untrim brings them back; a changed file stops it first."""
     import subprocess
     repo = tmp_path / "repo"

@@ -1,16 +1,19 @@
-"""The GPU plan: one prepared command that turns a lent GPU's minutes into trained weights
-(docs/training.md, "On a lent GPU"). Three steps, two machines:
+"""The GPU plan: one prepared command that turns a rented GPU machine's minutes into trained
+weights (docs/training.md, "On a rented GPU machine"). For a machine reached by copying a folder to
+it, with a limit on the bytes copied (--limit) and on the size of each file that comes back
+(returned parts of PART_BYTES). Three steps, two machines:
 
-    # here, before any GPU: the carry folder (training photos + the float weights to continue), then
-    # the working tree trimmed to what a lease runs (it travels too, and pqcodec/models/ alone is 83 MB)
+    # here, before any GPU: the folder to copy (training photos + the float weights to continue), then
+    # the working tree trimmed to what a lease runs (it is copied too, and pqcodec/models/ alone is 83 MB)
     python -m pqcodec.train.lease prepare --model pqcodec/models/pq-s8-m12k256-v4.safetensors --data ../shared/data/train
     python -m pqcodec.train.lease trim --carry lease .whl
-    # there, one call (device tool: carry ["lease", ".whl"]; docs/training.md has the wheels' install)
-    python3 -m pqcodec.train.lease run --out $OUT --ae-minutes 4.3 --prior-minutes 3.3
+    # there, one command with lease/ and .whl/ copied beside the tree (docs/training.md has the
+    # wheels' install); --out: the folder whose files come back ($OUT if set)
+    python3 -m pqcodec.train.lease run --out RETURNED --ae-minutes 4.3 --prior-minutes 3.3
     # here again: the tree back from git, then join the returned parts, check them, and have a
     # weights file that codes
     python -m pqcodec.train.lease untrim
-    python -m pqcodec.train.lease join FILES_AT --out runs/lease-DATE/model.safetensors
+    python -m pqcodec.train.lease join RETURNED_FOLDER --out runs/lease-DATE/model.safetensors
     # once Kodak says it is better (eval/rd.py --model ...): the file for pqcodec/models/ and its SHA-256
     python -m pqcodec.train.lease ship runs/lease-DATE/model.safetensors --out pqcodec/models/NAME.safetensors
 
@@ -20,8 +23,9 @@ leaves in OUT the weights split into parts a return can take, their SHA-256, bot
 summary. Every figure of a lease (steps, minutes) is in that summary; the Kodak figures come from
 the eval scripts here, afterwards.
 
-Why float16 for the carried weights: the carry is 64 MiB with the working tree, the photos take 46 MB,
-and the float weights 31 MB in float32 (the integer prior is not carried: calibration remakes it).
+Why float16 for the copied weights: the copy is 64 MiB with the working tree on the machines used so
+far, the photos take 46 MB, and the float weights 31 MB in float32 (the integer prior is not copied:
+calibration remakes it).
 Rounding the weights a training run continues from to float16 moves them by 2^-11 relatively, far
 less than the run's first steps do.
 """
@@ -42,8 +46,8 @@ from safetensors import safe_open
 
 from ..nets.autoencoder import PADDINGS
 
-CARRY_LIMIT = 63_000_000   # bytes for the carry folder: 64 MiB (67.1 MB) with the working tree, margin kept
-CALL_LIMIT = 66_000_000    # bytes of a whole call: the working tree (after trim) and every carried folder
+CARRY_LIMIT = 63_000_000   # default bytes for the folder to copy: 64 MiB (67.1 MB) with the working tree, margin kept
+CALL_LIMIT = 66_000_000    # default bytes of a whole copy: the working tree (after trim) and every copied folder
 KEEP = ("pqcodec/", "eval/", "setup.cfg", "pyproject.toml")  # what a lease runs; trim drops the rest
 # ... but not the shipped models inside the package (83 MB): a lease trains from the carried weights
 MODELS = "pqcodec/models/"
@@ -54,7 +58,7 @@ INIT, PHOTOS = "init.safetensors", "train.zip"
 
 def _carry_bytes(folder: Path) -> int:
     """Bytes as a file system holds them (4 KiB blocks): 1,439 loose photos take 1.7 MB more than
-    their sizes (perhaps why a carry of 66.4 MB by size was refused); one stored zip of them, 0.2 MB
+    their sizes (perhaps why a copy of 66.4 MB by size was refused); one stored zip of them, 0.2 MB
     (a tar, 2.4 MB: 512-byte headers and padding)."""
     return sum(_blocks(p) for p in folder.rglob("*") if p.is_file())
 
@@ -86,15 +90,15 @@ def _dropped(path: str) -> bool:
 
 
 def _call_bytes(root: Path, carry: list[Path], kept: list[str]) -> int:
-    """What the device tool copies: the tracked files kept, untracked ones git does not ignore, and
+    """What the copy to the GPU machine takes: the tracked files kept, untracked ones git does not ignore, and
     the carried folders, in 4 KiB blocks."""
     files = kept + _git(root, "ls-files", "--others", "--exclude-standard")
     return sum(_blocks(root / p) for p in files if (root / p).is_file()) + sum(_carry_bytes(Path(c)) for c in carry)
 
 
 def trim(carry: list[Path], root: Path = Path("."), limit: int = CALL_LIMIT, dry_run: bool = False) -> int:
-    """Before a device call: the device tool copies the whole working tree (tracked files, untracked
-    ones git does not ignore) beside the carried folders, 64 MiB in all, and the tree is now 95 MB
+    """Before the copy to the GPU machine, which takes the whole working tree (tracked files, untracked
+    ones git does not ignore) beside the named folders, `limit` bytes in all, and the tree is now 95 MB
     (pqcodec/models/ 83 MB, docs/ images 7 MB). Removes every tracked file a lease does not run
     (outside KEEP, or the shipped models; git's own files stay) from the working tree, only files HEAD holds unchanged, so `untrim` gives
     each back from that commit as it was; records the commit and the paths in .git/lease-trimmed.
@@ -315,12 +319,12 @@ def add_lease_commands(sub, carry: str, runs: str, prepare_help: str, run_help: 
     with their shared options: (prepare's parser, run's parser), for each plan's own to be added."""
     pr = sub.add_parser("prepare", help=prepare_help)
     pr.add_argument("--data", required=True, help="training photos")
-    pr.add_argument("--lease", default=carry, help="the carry folder (gitignored)")
+    pr.add_argument("--lease", default=carry, help="the folder to copy to the GPU machine (gitignored)")
     pr.add_argument("--limit", type=int, default=CARRY_LIMIT, help="bytes the folder may take")
     rn = sub.add_parser("run", help=run_help)
-    rn.add_argument("--lease", default=carry, help="the carried folder")
+    rn.add_argument("--lease", default=carry, help="the copied folder")
     rn.add_argument("--out", default=os.environ.get("OUT"), required="OUT" not in os.environ,
-                    help="where the returned files go (the device tool's $OUT)")
+                    help="the folder whose files come back from the GPU machine (default $OUT)")
     rn.add_argument("--runs", default=runs, help="the run folders (kept on a warm machine)")
     return pr, rn
 
@@ -328,7 +332,7 @@ def add_lease_commands(sub, carry: str, runs: str, prepare_help: str, run_help: 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m pqcodec.train.lease", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    pr, rn = add_lease_commands(sub, "lease", "runs/lease", "here: build the carry folder",
+    pr, rn = add_lease_commands(sub, "lease", "runs/lease", "here: build the folder to copy",
                                 "on the GPU: autoencoder, then prior, then split the weights into OUT")
     pr.add_argument("--model", required=True, help="weights to continue (their integer prior is dropped)")
     rn.add_argument("--ae-minutes", type=float, required=True)
@@ -348,13 +352,14 @@ def main(argv=None):
     rn.add_argument("--no-bf16", dest="bf16", action="store_false")
     rn.add_argument("--log-every", type=int, default=100)
     rn.add_argument("--save-every", type=int, default=1000)
-    tr = sub.add_parser("trim", help="here, just before the device call: drop the tracked files a lease "
+    tr = sub.add_parser("trim", help="here, just before the copy: drop the tracked files a lease "
                         "does not run from the working tree (git gives them back: untrim)")
-    tr.add_argument("--carry", nargs="+", default=["lease", ".whl"], help="the folders the call carries")
-    tr.add_argument("--dry-run", action="store_true", help="measure the call, remove nothing")
-    sub.add_parser("untrim", help="here, after the call: the files trim dropped, back from git")
+    tr.add_argument("--carry", nargs="+", default=["lease", ".whl"], help="the folders copied beside the tree")
+    tr.add_argument("--limit", type=int, default=CALL_LIMIT, help="bytes the whole copy may take")
+    tr.add_argument("--dry-run", action="store_true", help="measure the copy, remove nothing")
+    sub.add_parser("untrim", help="here, after the GPU run: the files trim dropped, back from git")
     jn = sub.add_parser("join", help="here: join the returned parts into a weights file")
-    jn.add_argument("folder", help="where the returned files lie (the device tool's files_at)")
+    jn.add_argument("folder", help="where the files that came back lie")
     jn.add_argument("--out", required=True, help="weights file to write")
     sh = sub.add_parser("ship", help="here: the weights file for pqcodec/models/ (float prior in float16)")
     sh.add_argument("weights")
@@ -366,8 +371,8 @@ def main(argv=None):
     elif a.cmd == "run":
         print(json.dumps(run(a), indent=1))
     elif a.cmd == "trim":
-        size = trim([Path(c) for c in a.carry], dry_run=a.dry_run)
-        print(f"the call copies {size / 1e6:.1f} MB (limit {CALL_LIMIT / 1e6:.1f})"
+        size = trim([Path(c) for c in a.carry], limit=a.limit, dry_run=a.dry_run)
+        print(f"the copy takes {size / 1e6:.1f} MB (limit {a.limit / 1e6:.1f})"
               + ("" if a.dry_run else "; after it: python -m pqcodec.train.lease untrim"))
     elif a.cmd == "untrim":
         print(f"{len(untrim())} files back from git")
