@@ -16,9 +16,9 @@ left_cdf[i] = floor(sum(p[:i]) * (2^24 - K) / sum(p)) + i; with integer weights 
 2^24 - K the float64 sums are exact and the scale is 1, so symbol i gets frequency weights[i] + 1
 out of 2^24: the same integers on every machine.
 
-The decoder also knows where a payload ends: the symbols it decodes are coded again as it goes
-(rangecoder.RangeEncoder, the words compared and dropped call by call), and a valid payload is
-exactly the words the encoder writes for them, its seal included (`left_over`). A decoder state
+The decoder also knows where a payload ends: the symbols it decodes are coded again as it goes (by
+the same backend's RangeEncoder), and a valid payload is exactly the words the encoder writes for
+them, its seal included (`left_over`). A decoder state
 holds two words, so neither coder's maybe_exhausted() sees a word appended after the seal.
 """
 import os
@@ -83,8 +83,12 @@ class RangeEncoder:
         else:
             self._coder.encode(symbols, weights)
 
+    def words(self) -> np.ndarray:
+        """The sealed stream as uint32 words (the encoder may go on encoding)."""
+        return np.asarray(self._coder.get_compressed(), dtype=np.uint32)
+
     def payload(self) -> bytes:
-        return self._coder.get_compressed().astype("<u4").tobytes()
+        return self.words().astype("<u4").tobytes()
 
 
 class RangeDecoder:
@@ -99,8 +103,7 @@ class RangeDecoder:
         else:
             self._coder = rangecoder.RangeDecoder(words)
         self._words = words
-        self._recoder = rangecoder.RangeEncoder()  # the decoded symbols coded again (module docstring)
-        self._matched = 0  # leading words that are the recoder's; None once one differs
+        self._recoder = RangeEncoder(self.backend)  # the decoded symbols coded again (module docstring)
 
     def decode(self, weights: np.ndarray) -> np.ndarray:
         if not len(weights):
@@ -112,29 +115,14 @@ class RangeDecoder:
                 symbols = self._coder.decode(weights)
         except Exception as e:  # both coders raise on a payload that cannot be a valid encoding
             raise CorruptFileError(f"payload does not decode ({e})") from None
-        self._recode(symbols, weights)
+        self._recoder.encode(symbols, weights)
         return symbols
-
-    def _recode(self, symbols: np.ndarray, weights: np.ndarray):
-        """Codes the decoded symbols again and compares the words settled so far with the payload's."""
-        if self._matched is None:
-            return
-        try:
-            self._recoder.encode(symbols, weights)
-        except ValueError:  # cannot happen for symbols the decoder found; the payload is no valid encoding
-            self._matched = None
-            return
-        self._matched = self._compared(self._recoder.take_words())
-
-    def _compared(self, words: list) -> int | None:
-        end = self._matched + len(words)
-        return end if np.array_equal(self._words[self._matched:end], np.array(words, dtype=np.uint32)) else None
 
     def left_over(self) -> int | None:
         """After the last symbol: how many bytes of the payload follow the words the encoder writes
-        for the symbols decoded (0 for a valid payload), or None when the payload is not those words
-        (truncated or damaged)."""
-        if self._matched is None:
+        for the symbols decoded (0 for a valid payload), or None when the payload does not start with
+        those words (truncated or damaged)."""
+        words = self._recoder.words()
+        if not np.array_equal(self._words[:len(words)], words):
             return None
-        end = self._compared(self._recoder.get_compressed().tolist())
-        return None if end is None else 4 * (len(self._words) - end)
+        return 4 * (len(self._words) - len(words))

@@ -223,13 +223,6 @@ class RangeEncoder:
             seal.append(0)
         return seal
 
-    def take_words(self) -> list:
-        """The words settled since the last call (held and sealing words not included), handed over
-        and no longer kept: a caller that streams them out bounds the coder's memory. get_compressed()
-        then gives only the words after them."""
-        words, self._words = self._words, []
-        return words
-
     def get_compressed(self) -> np.ndarray:
         """The sealed stream as uint32 words; the encoder may go on encoding afterwards."""
         return np.array(self._words + self._seal_words(), dtype=np.uint32)
