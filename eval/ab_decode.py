@@ -4,7 +4,7 @@ so that the machine's drift hits both alike: the fair ratio of two models' decod
 machine, where eval/bench.py's separate runs are good to about ±20 %. Prints the mean decode time
 per image of each round and the ratio of the medians, per quality level.
 
-    python eval/ab_decode.py ../shared/data/kodak pqcodec/models/pq-s8-m12k256-v4.safetensors \\
+    python -m eval.ab_decode ../shared/data/kodak pqcodec/models/pq-s8-m12k256-v4.safetensors \\
         pqcodec/models/pq-s8-m12k256-v5.safetensors --levels 3 5
 """
 import argparse
@@ -12,12 +12,13 @@ import time
 
 import numpy as np
 
-from common import load_rgb_images
+from .common import load_rgb_images
 from pqcodec.zoo import load_custom_codec
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.ab_decode", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("a", help="weights file A")
     ap.add_argument("b", help="weights file B")

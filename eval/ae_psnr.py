@@ -2,19 +2,20 @@
 """Distortion alone, per quality level, without entropy coding: mean RGB PSNR of decode(quantize(x))
 over a folder, for checkpoints during training (seconds, where eval/rd.py takes minutes).
 
-    python eval/ae_psnr.py ../shared/data/kodak --model runs/ae/model.safetensors
+    python -m eval.ae_psnr ../shared/data/kodak --model runs/ae/model.safetensors
 """
 import argparse
 
 import numpy as np
 
-from common import load_rgb_images
-import pqcodec_eval
+from .common import load_rgb_images
+from . import pqcodec_eval
 from pqcodec.metrics import psnr
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.ae_psnr", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("--model", help="weights file (default: the shipped default model)")
     ap.add_argument("--limit", type=int, help="first N images only")
@@ -22,7 +23,7 @@ def main():
     codec, _ = pqcodec_eval.load(args.model)
     images = load_rgb_images(args.folder)[:args.limit]
     grids = [(rgb, codec.image_to_tokens(rgb, codec.config.num_subvectors)) for _, rgb in images]
-    for q in range(1, codec.levels() + 1):
+    for q in range(1, codec.num_levels() + 1):
         a = codec.active_at(q)
         scores = [psnr(rgb, codec.tokens_to_image(t[:a], *rgb.shape[:2])) for rgb, t in grids]
         print(f"level {q} ({a} sub-quantizers, raw {a * np.log2(codec.config.codebook_size) / codec.config.stride ** 2:.3f} bpp): "

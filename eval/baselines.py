@@ -6,7 +6,7 @@ import PIL
 from PIL import Image
 from tqdm import tqdm
 
-from common import image_key, mean_curve, quality_row
+from .common import image_key, mean_curve, quality_row
 
 # Quality sweeps, fine at the low end where the learned codec competes. JPEG 2000 is swept by
 # compression ratio (24 / ratio = bpp for RGB) with the 9/7 wavelet and the colour transform on.

@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
 """The same-budget hyperprior on a rented GPU machine (issue 14): one prepared command per lease, as
-pqcodec/train/lease.py is for pqcodec's own weights (docs/training.md, "The learned baseline on a rented
-GPU machine"). Three steps, two machines:
+tools/gpu_lease.py is for pqcodec's own weights (docs/training.md, "The learned baseline on a rented
+GPU machine"). For a machine reached by copying a folder to it and a folder of results back, where
+your way of copying limits the bytes copied there (prepare --limit), the files that come back
+(run --return-files, parts of tools.gpu_lease.PART_BYTES) and the wall-clock time of one command
+(run --minutes). Three steps, two machines:
 
     # here, before any GPU (seconds): the folder to copy (the training photos as one stored zip); the
     # wheels a GPU machine without network access lacks (compressai, pytorch-msssim, constriction) in .whl/; the tree trimmed
-    python eval/baselines_lease.py prepare --data ../shared/data/train
-    python -m pqcodec.train.lease trim --carry lease-baselines .whl
-    # there, one command of at most 10 minutes with lease-baselines/ and .whl/ copied beside the tree,
+    python -m eval.baselines_lease prepare --data ../shared/data/train
+    python -m tools.gpu_lease trim --copy lease-baselines .whl
+    # there, one command within the machine's time limit (10 minutes so far) with lease-baselines/ and
+    # .whl/ copied beside the tree,
     # and at once a second on the same machine (only .whl/ copied, --minutes 2.8) that goes on from the
     # first's checkpoints; each installs the wheels first (docs/training.md); --out: the folder whose
-    # files come back ($OUT if set)
-    python3 eval/baselines_lease.py run --out RETURNED --minutes 8.5 --qualities 1 2 3
+    # files you copy back
+    python3 -m eval.baselines_lease run --out RETURNED --minutes 8.5 --qualities 1 2 3
     # here again: the tree back, the returned weights into runs/baselines/<arch>-q<Q>/ckpt.pt, then
     # Kodak with CompressAI's entropy coder on this CPU (rate from the bytes of its strings)
-    python -m pqcodec.train.lease untrim
-    python eval/baselines_lease.py join RETURNED_FOLDER --out runs/baselines    # --replace: a quality trained again
-    .venv-eval/bin/python eval/train_baselines.py --no-train --out runs/baselines --test ../shared/data/kodak \
+    python -m tools.gpu_lease untrim
+    python -m eval.baselines_lease join RETURNED_FOLDER --out runs/baselines    # --replace: a quality trained again
+    .venv-eval/bin/python -m eval.train_baselines --no-train --out runs/baselines --test ../shared/data/kodak \
         --results docs/results      # compressai: the eval environment (README, "Training and evaluation")
 
 `run` trains each quality in its own process, all at once on the one GPU (a step at these sizes is
@@ -28,7 +32,7 @@ weights into one file, split into parts a return can take, with a summary (crops
 the log of every quality). A quality the deadline stopped comes back labelled with the crops it saw;
 the curve's name says so. A second command on the same machine, still running (only .whl copied), continues
 every quality from its checkpoint (weights and Adam state, kept in --runs); a later lease cannot (the
-Adam state, 2× the weights, does not fit beside the photos in a 64 MiB copy), so a quality
+Adam state, 2× the weights, does not fit beside the photos in the copy's default limit), so a quality
 unfinished when its lease ends is trained again from the start with fewer beside it.
 """
 import argparse
@@ -43,14 +47,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_baselines  # noqa: E402  (also puts the checkout on sys.path, through common)
-from pqcodec.train.common import load_checkpoint, save_checkpoint  # noqa: E402
-from pqcodec.train.lease import (PART_BYTES, PHOTOS, add_lease_commands, joined, pack_photos,  # noqa: E402
-                                 split, unpack_photos)
+from pqcodec.train.common import load_checkpoint, save_checkpoint
+from tools.gpu_lease import PART_BYTES, PHOTOS, add_lease_commands, joined, pack_photos, split, unpack_photos
+
+from . import train_baselines
 
 BUNDLE = "baselines.safetensors"
-RETURN_FILES = 8  # files a command's returned folder may hold on the machines used so far (bmshj2018 qualities 1-5: 20.3 MB each, so 4 a call)
+RETURN_FILES = 8  # default files a command's returned folder may hold (run --return-files; bmshj2018 qualities 1-5: 20.3 MB each, so 4 a call)
 
 
 def _bundle_files(arch: str, qualities: list[int]) -> int:
@@ -90,7 +93,7 @@ def run(a) -> dict:
     signal.signal(signal.SIGTERM, terminated)
     try:
         for q in a.qualities:
-            cmd = [sys.executable, str(Path(train_baselines.__file__)), "--train-only", "--data", str(photos),
+            cmd = [sys.executable, "-m", "eval.train_baselines", "--train-only", "--data", str(photos),
                    "--out", str(runs), "--arch", a.arch, "--qualities", str(q), "--crops", str(a.crops),
                    "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr), "--warmup", str(a.warmup),
                    "--until", f"{until:.3f}",
@@ -135,7 +138,7 @@ def run(a) -> dict:
 
 def join(folder: Path, out: Path, replace: bool = False) -> list[Path]:
     """The returned parts (checked against their SHA-256) into out/<arch>-q<Q>/ckpt.pt, weights only,
-    which `train_baselines.py --no-train` evaluates. Refuses to overwrite a checkpoint unless `replace`
+    which `python -m eval.train_baselines --no-train` evaluates. Refuses to overwrite a checkpoint unless `replace`
     (checked for every quality before any is written); a replaced quality's old results go with it."""
     data = joined(folder, BUNDLE)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,13 +171,17 @@ def join(folder: Path, out: Path, replace: bool = False) -> list[Path]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m eval.baselines_lease", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     _, rn = add_lease_commands(sub, "lease-baselines", "runs/lease-baselines",
                                "here: the folder to copy (the training photos as one stored zip)",
-                               "on the GPU: every quality in its own process, then the weights into OUT")
-    rn.add_argument("--minutes", type=float, required=True, help="every quality stops (and saves) by then")
+                               "on the GPU: every quality in its own process, then the weights into --out")
+    rn.add_argument("--minutes", type=float, required=True,
+                    help="every quality stops (and saves) by then: within the time your GPU machine allows one command")
+    rn.add_argument("--return-files", type=int, default=RETURN_FILES,
+                    help="files the returned folder may hold: what your way of copying it back allows "
+                         f"(default {RETURN_FILES})")
     rn.add_argument("--qualities", type=int, nargs="+", required=True, choices=sorted(train_baselines.LAMBDAS))
     rn.add_argument("--arch", default="bmshj2018-hyperprior", choices=["bmshj2018-hyperprior", "mbt2018-mean"])
     rn.add_argument("--crops", type=int, default=train_baselines.PQCODEC_CROPS, help="training crops per quality")
@@ -193,12 +200,12 @@ def main(argv=None):
     if a.cmd == "run":
         a.qualities = sorted(set(a.qualities))
         files = _bundle_files(a.arch, a.qualities)
-        if files > RETURN_FILES:
+        if files > a.return_files:
             p.error(f"qualities {a.qualities} of {a.arch} come back as {files} files (weights in parts of "
-                    f"15 MiB, their SHA-256, the summary); a return takes {RETURN_FILES}: give fewer")
+                    f"15 MiB, their SHA-256, the summary); --return-files is {a.return_files}: give fewer")
     if a.cmd == "prepare":
         size = pack_photos(Path(a.data), Path(a.lease), a.limit)
-        print(f"{a.lease}: {size / 1e6:.1f} MB to carry")
+        print(f"{a.lease}: {size / 1e6:.1f} MB to copy")
     elif a.cmd == "run":
         summary = run(a)
         print(json.dumps({k: v for k, v in summary.items() if k != "qualities"}, indent=1))

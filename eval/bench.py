@@ -12,8 +12,8 @@ With --range-coders constriction python, pqcodec runs once with each range coder
 constriction's, and pqcodec's own, which runs where constriction has no wheel); --pqcodec-only leaves
 the hyperprior and AVIF out (no compressai needed).
 
-    python eval/bench.py ../shared/data/kodak [--levels 1 3 5] [--threads 1 2 4]
-    python eval/bench.py ../shared/data/kodak --levels 3 --range-coders constriction python --pqcodec-only
+    python -m eval.bench ../shared/data/kodak [--levels 1 3 5] [--threads 1 2 4]
+    python -m eval.bench ../shared/data/kodak --levels 3 --range-coders constriction python --pqcodec-only
 """
 import argparse
 import io
@@ -26,11 +26,11 @@ import time
 
 import numpy as np
 
-from common import load_rgb_images
+from .common import load_rgb_images
 
 
 def bench_pqcodec(images, level: int, model: str | None):
-    import pqcodec_eval
+    from . import pqcodec_eval
     codec, _ = pqcodec_eval.load(model)
 
     def run(rgb):
@@ -93,7 +93,8 @@ def worker(name, folder, level, model, threads):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("--levels", type=int, nargs="*", default=None, help="pqcodec levels (default: every level)")
     ap.add_argument("--model")
@@ -108,8 +109,8 @@ def main():
     if args.worker:
         return worker(args.worker, args.folder, args.level, args.model, args.threads[0])
 
-    import pqcodec_eval
-    levels = args.levels or range(1, pqcodec_eval.load(args.model)[0].levels() + 1)
+    from . import pqcodec_eval
+    levels = args.levels or range(1, pqcodec_eval.load(args.model)[0].num_levels() + 1)
     import torch
     rows, refs = {}, {}
     for threads in args.threads:
@@ -133,7 +134,7 @@ def main():
 
 
 def _run(args, name, label, level, threads, coder="auto") -> dict:
-    cmd = [sys.executable, __file__, args.folder, "--worker", name, "--level", str(level), "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "eval.bench", args.folder, "--worker", name, "--level", str(level), "--threads", str(threads)]
     if args.model:
         cmd += ["--model", args.model]
     env = dict(os.environ)

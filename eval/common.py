@@ -2,17 +2,15 @@
 cache."""
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
+from pqcodec.data import list_images
+from pqcodec.metrics import ms_ssim, psnr
 
-from pqcodec.data import list_images  # noqa: E402
-from pqcodec.metrics import ms_ssim, psnr  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS = ROOT / "docs" / "results"
 CACHE = ROOT / "eval" / ".cache"
@@ -35,7 +33,7 @@ def enable_lpips(alexnet_weights, lpips_linear=None) -> dict:
     """Adds LPIPS to every quality_row from here on; returns what names its weights (for cache keys).
     Raises perceptual.PerceptualError with a one-line message when the weights are absent."""
     global _lpips
-    import perceptual
+    from . import perceptual
     from pqcodec.zoo import sha256_of
     model = perceptual.load_lpips(alexnet_weights, lpips_linear)
     linear = perceptual.lpips_linear_path(lpips_linear)
@@ -52,7 +50,7 @@ def quality_row(num_bytes: int, rgb: np.ndarray, rec: np.ndarray) -> dict:
     """File-byte rate and distortion of one coded image."""
     row = dict(bytes=num_bytes, bpp=bpp(num_bytes, rgb), psnr=psnr(rgb, rec), ms_ssim=ms_ssim(rgb, rec))
     if _lpips:
-        import perceptual
+        from . import perceptual
         row["lpips"] = perceptual.mean_lpips([("", rgb, rec)], _lpips[0])["lpips"]
     return row
 

@@ -4,7 +4,7 @@ level coded plain and with each effort, on a folder of images; per level the mea
 and encode time, and the BD-rate of each effort's curve against the plain levels' (negative: fewer
 bits for the same quality). Bytes are real files', quality that of the files decoded.
 
-    python eval/effort.py ../shared/data/kodak --effort 5 [--levels 1 2 3 4 5] [--out docs/results]
+    python -m eval.effort ../shared/data/kodak --effort 5 [--levels 1 2 3 4 5] [--out docs/results]
 
 Per-image results are cached in eval/.cache like eval/rd.py's (the plain levels are the same
 entries). Writes TAG-effort.md and TAG-effort.json to --out (default ./results).
@@ -17,10 +17,10 @@ import numpy as np
 
 import torch
 
-import pqcodec_eval
-from bdrate import bd_rate_of
-from common import CACHE, ResultCache, mean_curve
-from result_paths import add_output_args
+from . import pqcodec_eval
+from .bdrate import bd_rate_of
+from .common import CACHE, ResultCache, mean_curve
+from .result_paths import add_output_args
 from pqcodec import DEFAULT_STEPS
 from pqcodec.metrics import ms_ssim_db
 
@@ -51,7 +51,8 @@ def per_image_table(curves: dict, level: int) -> list[str]:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.effort", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("--effort", type=int, nargs="+", default=[5], help="refinement steps to measure (default 5)")
     ap.add_argument("--levels", type=int, nargs="*", help="quality levels (default: all)")

@@ -16,7 +16,7 @@ the same budget, and the checks that the files are what they claim.
 3. PSNR (RGB) and MS-SSIM against the original, means over the images each codec fits; a grid PNG
    of a few images: original | pqcodec | JPEG | WebP | AVIF.
 
-    python eval/extreme.py ../shared/data/kodak --max-bytes 200 --out docs/results
+    python -m eval.extreme ../shared/data/kodak --max-bytes 200 --out docs/results
 """
 import argparse
 import hashlib
@@ -33,8 +33,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from baselines import SWEEPS
-from common import ROOT, load_rgb_images, quality_row
+from .baselines import SWEEPS
+from .common import ROOT, load_rgb_images, quality_row
 from pqcodec import bitstream
 from pqcodec.codec import resize
 
@@ -113,7 +113,8 @@ def classic_at_budget(rgb: np.ndarray, name: str, N: int) -> dict | None:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.extreme", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("--max-bytes", type=int, default=200)
     ap.add_argument("--images", type=int, default=None, help="the first N images only")
@@ -170,7 +171,7 @@ def main():
 
 def report(N, images, odd, rows, classic) -> list[str]:
     lines = [f"# {N} bytes per image: pqcodec's extreme mode against JPEG, WebP and AVIF", "",
-             f"`python eval/extreme.py ../shared/data/kodak --max-bytes {N} --out docs/results` "
+             f"`python -m eval.extreme ../shared/data/kodak --max-bytes {N} --out docs/results` "
              f"({len(images)} Kodak images). PSNR is RGB, MS-SSIM on RGB; means over the images each codec fits.", "",
              "| codec | fits | mean bytes | PSNR (dB) | MS-SSIM | how |", "|---|---|---|---|---|---|"]
     ok = [rows[n] for n in images if "error" not in rows[n]]

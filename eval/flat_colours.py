@@ -5,10 +5,10 @@ decoded mean per channel and the largest deviation from the true colour (solid: 
 without a 16 px border; patches: their 48x48 interior); the goal is every deviation within ±2. The files carry the flat layer (pqcodec/flat.py)
 unless --no-flat: then the table is the transforms' own (docs/quality.md, section 3).
 
-    python eval/flat_colours.py                                   # the default model
-    python eval/flat_colours.py --model pq-s8-m12k256-v3 --kodak ../shared/data/kodak
-    python eval/flat_colours.py --model runs/ae/model.safetensors      # a training run's weights
-    python eval/flat_colours.py --no-flat                         # the model alone, without the layer
+    python -m eval.flat_colours                                   # the default model
+    python -m eval.flat_colours --model pq-s8-m12k256-v3 --kodak ../shared/data/kodak
+    python -m eval.flat_colours --model runs/ae/model.safetensors      # a training run's weights
+    python -m eval.flat_colours --no-flat                         # the model alone, without the layer
 """
 import argparse
 from pathlib import Path
@@ -25,7 +25,8 @@ KODAK = ("kodim03.png", "kodim23.png")
 def main():
     import pqcodec
     from pqcodec.zoo import load_codec, load_custom_codec
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.flat_colours", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=pqcodec.DEFAULT_MODEL, help="a shipped model's name, or a weights file")
     ap.add_argument("--kodak", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"))
     ap.add_argument("--no-flat", action="store_true", help="files without the flat layer (the transforms alone)")
@@ -40,12 +41,12 @@ def main():
         return np.asarray(codec.decode(data).convert("RGB")).astype(int), len(data)
 
     print(f"model {a.model}{' without the flat layer' if a.no_flat else ''}; mean decoded colour, max |deviation| (solid: whole / inside a 16 px border)")
-    print("| case | colour | " + " | ".join(f"level {q}" for q in range(1, codec.levels() + 1)) + " |")
-    print("|---|---|" + "---|" * codec.levels())
+    print("| case | colour | " + " | ".join(f"level {q}" for q in range(1, codec.num_levels() + 1)) + " |")
+    print("|---|---|" + "---|" * codec.num_levels())
     worst = 0
     for name, col in COLOURS.items():
         cells = []
-        for q in range(1, codec.levels() + 1):
+        for q in range(1, codec.num_levels() + 1):
             out, _ = round_trip(np.full((256, 256, 3), col, np.uint8), q)
             dev, inner = np.abs(out - col).max(), np.abs(out[16:-16, 16:-16] - col).max()
             worst = max(worst, dev)
@@ -57,7 +58,7 @@ def main():
             img = img.transpose(1, 0, 2).copy()
         for (y, x), col in zip(PATCH_AT, COLOURS.values()):
             img[y:y + 64, x:x + 64] = col
-        per_level = [round_trip(img, q)[0] for q in range(1, codec.levels() + 1)]
+        per_level = [round_trip(img, q)[0] for q in range(1, codec.num_levels() + 1)]
         for (y, x), (name, col) in zip(PATCH_AT, COLOURS.items()):
             cells = []
             for out in per_level:

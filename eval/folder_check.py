@@ -11,9 +11,9 @@
    file, no output that differs from an uninterrupted run's, a summary line, and exit status 130 or
    143; a rerun must then write exactly the rest and exit 0.
 
-    python eval/folder_check.py                         # crops of ../shared/data/kodak, shipped model
-    python eval/folder_check.py ../shared/data/kodak --images 97 --workers 2
-    python eval/folder_check.py --synthetic --model W   # generated images, weights W (tests do this)
+    python -m eval.folder_check                         # crops of ../shared/data/kodak, shipped model
+    python -m eval.folder_check ../shared/data/kodak --images 97 --workers 2
+    python -m eval.folder_check --synthetic --model W   # generated images, weights W (tests do this)
 """
 import argparse
 import hashlib
@@ -277,7 +277,8 @@ def stop_checks(src_images: Path | None, tmp: Path, args, hows=tuple(STOPS)) -> 
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.folder_check", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", nargs="?", help=f"images to crop from (default: {KODAK} if present)")
     ap.add_argument("--synthetic", action="store_true", help="generated images instead of crops")
     ap.add_argument("--images", type=int, default=97, help="good images in the batch")
@@ -300,5 +301,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))  # run from a checkout without install
     sys.exit(main())

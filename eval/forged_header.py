@@ -3,7 +3,7 @@
 pixels wide, 1024 high: 2^25) over a payload of random bytes, 64 bytes in all, decoded with the shipped model,
 in-process (after loading) and through the CLI (a fresh process: import and model loading included).
 
-    python eval/forged_header.py
+    python -m eval.forged_header
 """
 import os
 import subprocess
@@ -13,15 +13,15 @@ import time
 
 import numpy as np
 
-from common import ROOT  # noqa: F401  (puts the checkout on the path)
 from pqcodec import bitstream
+from pqcodec import limits
 from pqcodec.errors import PQCodecError
 from pqcodec.zoo import load_codec
 
 
 def forged(codec, seed: int) -> bytes:
-    header = bitstream.Header(codec.model_hash, codec.active_at(codec.default_quality), 12,
-                              1024, bitstream.MAX_PIXELS // 1024, False, 0,
+    header = bitstream.Header(codec.model_hash, codec.active_at(codec.default_level), 12,
+                              1024, limits.MAX_PIXELS // 1024, False, 0,
                               conditional=codec.config.conditional)  # the version the model writes (6 for v5)
     head = bitstream.pack(header, b"")
     rng = np.random.default_rng(seed)

@@ -2,9 +2,9 @@
 """The long fuzz run: N mutated files (tests/fuzzing.py: truncated, bit-flipped, spliced, re-headed,
 random, extended) through `decode` with a tiny random model, in worker processes. Every file must end
 in a one-line PQCodecError or an image of its header's size within --time-bound seconds; anything
-else is reported with its seed (rerun one: `python eval/fuzz.py --first SEED --files 1`).
+else is reported with its seed (rerun one: `python -m eval.fuzz --first SEED --files 1`).
 
-    python eval/fuzz.py --files 100000 --workers 2
+    python -m eval.fuzz --files 100000 --workers 2
 """
 import argparse
 import collections
@@ -17,9 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import common  # noqa: E402,F401  (puts the checkout on sys.path)
-from fuzzing import make_corpus, make_weights, mutate, outcome  # noqa: E402
+from tests.fuzzing import make_corpus, make_weights, mutate, outcome  # tests/, in the checkout this runs from
 
 _state = {}
 
@@ -63,7 +61,8 @@ def _run(seeds: range) -> tuple[collections.Counter, list, float]:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.fuzz", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--first", type=int, default=0, help="first seed")
     ap.add_argument("--workers", type=int, default=2)

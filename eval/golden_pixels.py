@@ -29,10 +29,10 @@ difference and the count of differing values against the native decode, per fami
 if a child's pixels exceed the bounds against a reference, if a reference is missing, or if the
 variables did not take effect.
 
-    python eval/golden_pixels.py                       # measure (about 4 decodes of the 65 files)
-    python eval/golden_pixels.py --versions 5 6        # only these golden sets
-    python eval/golden_pixels.py --write               # first (re)write the references from the native decode
-    python eval/golden_pixels.py --full                # every child decodes the tokens too
+    python -m eval.golden_pixels                       # measure (about 4 decodes of the 65 files)
+    python -m eval.golden_pixels --versions 5 6        # only these golden sets
+    python -m eval.golden_pixels --write               # first (re)write the references from the native decode
+    python -m eval.golden_pixels --full                # every child decodes the tokens too
 
 Figures and the bounds' margin: docs/bitstream.md, "Decoded pixels across machines".
 """
@@ -158,8 +158,7 @@ def golden_entries(versions=None) -> list[dict]:
 def machine() -> str:
     """This machine in words: the ATen kernels torch picks and the CPU's model."""
     import torch
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from portability import cpu_description
+    from .portability import cpu_description
     return f"{torch.backends.cpu.get_cpu_capability()} ATen kernels, torch {torch.__version__}; {cpu_description()}"
 
 
@@ -197,14 +196,14 @@ def worker():
 
 def run_child(tag: str, family: str, threads: int, files: list[dict], out: Path, tokens: Path | None,
               keep_tokens: bool = False) -> dict:
-    from portability import DISPATCH_VARS, FAMILIES, WORKER_TIMEOUT_S
+    from .portability import DISPATCH_VARS, FAMILIES, WORKER_TIMEOUT_S
     env = {k: v for k, v in os.environ.items() if k not in DISPATCH_VARS}
     env.update(FAMILIES[family])
     t0 = time.perf_counter()
     job = dict(tag=tag, threads=threads, files=files, out=str(out), tokens=str(tokens) if tokens else None,
                keep_tokens=keep_tokens)
-    r = subprocess.run([sys.executable, __file__, "--worker"], input=json.dumps(job), env=env, stdout=subprocess.PIPE,
-                       text=True, timeout=WORKER_TIMEOUT_S)
+    r = subprocess.run([sys.executable, "-m", "eval.golden_pixels", "--worker"], input=json.dumps(job), env=env,
+                       stdout=subprocess.PIPE, text=True, timeout=WORKER_TIMEOUT_S)
     if r.returncode != 0:
         sys.exit(f"golden_pixels: child {tag} failed (exit status {r.returncode}); see its traceback above")
     print(f"[{tag}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -217,7 +216,8 @@ def diff_of(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.golden_pixels", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--versions", type=int, nargs="*", help="golden sets (default: all)")
     ap.add_argument("--threads", type=int, nargs=2, default=[2, 1], metavar=("N", "M"),
                     help="the native decode's threads (every family's too) and the other count (default 2 1)")
@@ -228,8 +228,7 @@ def main():
     args = ap.parse_args()
     if args.worker:
         return worker()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from portability import FAMILIES, cpu_description, table
+    from .portability import FAMILIES, cpu_description, table
 
     t_start = time.perf_counter()
     entries = golden_entries(args.versions)

@@ -19,8 +19,8 @@ device, and each is read on the other side:
 - times on the device: encode and decode of each image, after a warm-up.
 Exit status 1 on any mismatch of bytes or tokens; a JSON report with --json.
 
-    python eval/gpu_check.py [IMAGES ...] [--device cuda] [--json gpu-check.json]
-    python eval/gpu_check.py --dry-run --quick     # the plumbing, on the CPU
+    python -m eval.gpu_check [IMAGES ...] [--device cuda] [--json gpu-check.json]
+    python -m eval.gpu_check --dry-run --quick     # the plumbing, on the CPU
 """
 import argparse
 import hashlib
@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 DEFAULT_IMAGES = [ROOT / "tests" / "data" / "kodim23.png"]
 GOLDEN = ROOT / "tests" / "data" / "golden"
@@ -42,7 +41,7 @@ def _ways(codec, quick: bool) -> list[tuple[str, dict]]:
     """(label, pqcodec.encode keywords) for each way of coding an image."""
     if quick:
         return [("level 1", dict(quality=1)), ("max 200 B", dict(max_bytes=200))]
-    return ([(f"level {q}", dict(quality=q)) for q in range(1, codec.levels() + 1)]
+    return ([(f"level {q}", dict(quality=q)) for q in range(1, codec.num_levels() + 1)]
             + [("max 15000 B", dict(max_bytes=15000)), ("max 200 B", dict(max_bytes=200))])
 
 
@@ -102,7 +101,7 @@ def check_reduced_precision(path: Path, device: str, quick: bool) -> dict:
     rgb = np.asarray(Image.open(path).convert("RGB"))[:128, :192] if quick else \
         np.asarray(Image.open(path).convert("RGB"))[:256, :384]
     codec = load_codec(device=device)
-    levels = [codec.levels()] if quick else range(1, codec.levels() + 1)
+    levels = [codec.num_levels()] if quick else range(1, codec.num_levels() + 1)
     plain = {q: codec.encode_tokens(*_args(codec, rgb, q)) for q in levels}
     result = {}
     for setting in ("high", "medium"):
@@ -131,7 +130,7 @@ _ANALYSED: dict = {}
 
 def check_golden(dev, quick: bool) -> dict:
     """Every golden file of the loaded model decodes on the device to its recorded tokens and bytes."""
-    from pqcodec import bitstream
+    from pqcodec import coding
     ok, failed = 0, []
     for meta in sorted(GOLDEN.glob("v*/golden.json")):
         entries = json.loads(meta.read_text())["files"]
@@ -141,7 +140,7 @@ def check_golden(dev, quick: bool) -> dict:
             data = (meta.parent / e["file"]).read_bytes()
             try:
                 tokens = _tokens(dev, data)
-                good = f"{bitstream.token_checksum(tokens):08x}" == e["token_crc32"]
+                good = f"{coding.token_checksum(tokens):08x}" == e["token_crc32"]
             except Exception as err:  # reported, and makes the run fail
                 good = False
                 print(f"  golden {meta.parent.name}/{e['file']}: {err}", file=sys.stderr)
@@ -152,7 +151,8 @@ def check_golden(dev, quick: bool) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.gpu_check", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", nargs="*", type=Path, help="images (default: tests/data/kodim23.png)")
     ap.add_argument("--device", default="cuda", help="the device to cross with the CPU (default cuda)")
     ap.add_argument("--dry-run", action="store_true", help="the CPU in the device's place: the plumbing, anywhere")

@@ -3,7 +3,7 @@ local page, collect its JavaScript errors, evaluate expressions, send mouse inpu
 tests/test_compare_browser.py drives `pqcodec compare` pages with it; as a script it makes the
 README's screenshots of a page:
 
-    python eval/headless.py report.html -o docs/images/shot.png [--width 1100] [--height 1000] [--colours 256]
+    python -m eval.headless report.html -o docs/images/shot.png [--width 1100] [--height 1000] [--colours 256]
 
 Chromium is found as $PQCODEC_CHROMIUM, or `chromium` (Debian's package), `chromium-browser` or
 `google-chrome` on the PATH. It runs with a throw-away profile and no network services, so it works
@@ -170,7 +170,7 @@ class Browser:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Screenshot of a local HTML page in headless Chromium.")
+    p = argparse.ArgumentParser(prog="python -m eval.headless", description="Screenshot of a local HTML page in headless Chromium.")
     p.add_argument("page", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True, help="PNG file")
     p.add_argument("--width", type=int, default=1100)

@@ -4,9 +4,9 @@ frames, numpy arrays, paths, byte sources, coded files for decode), 64x48 pixels
 through `encode` and `decode` as a user would, and renders the table of docs/inputs.md: what pqcodec
 did with each (coded as RGB or greyscale, with the values it coded; or the one-line error).
 
-    python eval/input_contract.py                  # print the table (seconds)
-    python eval/input_contract.py --write          # replace the table in docs/inputs.md
-    python eval/input_contract.py --model shipped  # code with the shipped model (a minute), or WEIGHTS
+    python -m eval.input_contract                  # print the table (seconds)
+    python -m eval.input_contract --write          # replace the table in docs/inputs.md
+    python -m eval.input_contract --model shipped  # code with the shipped model (a minute), or WEIGHTS
 
 It codes with a tiny random model by default (tests/fuzzing.py): nothing in the table depends on the
 model but whether a case codes at all, which the shipped model gives the same. tests/test_inputs.py
@@ -24,13 +24,13 @@ from typing import Callable
 import numpy as np
 from PIL import Image, features
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from common import ROOT  # noqa: E402  (puts the checkout on sys.path)
-from fuzzing import make_weights  # noqa: E402
-from input_builders import adobe_rgb_profile, linear_grey_profile, png_16bit, srgb_profile  # noqa: E402
-import pqcodec  # noqa: E402
-from pqcodec.errors import PQCodecError  # noqa: E402
-from pqcodec.image import load_image  # noqa: E402
+import pqcodec
+from pqcodec.errors import PQCodecError
+from pqcodec.image import load_image
+from tests.fuzzing import make_weights  # tests/, in the checkout this runs from
+from tests.input_builders import adobe_rgb_profile, linear_grey_profile, png_16bit, srgb_profile
+
+from .common import ROOT
 
 DOC = ROOT / "docs" / "inputs.md"
 BEGIN, END = "<!-- begin table: eval/input_contract.py -->", "<!-- end table -->"
@@ -349,7 +349,7 @@ def versions() -> str:
 def table(codec) -> str:
     """The markdown table of every case, coded with `codec` (None: the shipped model through
     pqcodec.encode and pqcodec.decode)."""
-    lines = [f"Made by `python eval/input_contract.py --write` with {versions()}; {W}x{H} inputs.", "",
+    lines = [f"Made by `python -m eval.input_contract --write` with {versions()}; {W}x{H} inputs.", "",
              "| kind | input | result | coded values (0..255) or the error | rule |", "|---|---|---|---|---|"]
     encode, decode = (codec.encode, codec.decode) if codec else (pqcodec.encode, pqcodec.decode)
     with tempfile.TemporaryDirectory() as d:
@@ -372,7 +372,7 @@ def current_table(doc: str) -> str:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m eval.input_contract", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="'shipped', or a weights file (default: a tiny random model)")
     ap.add_argument("--write", action="store_true", help=f"replace the table in {DOC.relative_to(ROOT)}")
     ap.add_argument("--threads", type=int, default=1,

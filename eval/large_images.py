@@ -4,7 +4,7 @@ sizes, each a fresh process, on a Kodak photo resized (Lanczos) to the target me
 Checks that the decoded image has the source's size and that the file decodes exactly (the CLI
 verifies the token checksum).
 
-    python eval/large_images.py ../shared/data/kodak/kodim23.png --megapixels 1 4 12 24
+    python -m eval.large_images ../shared/data/kodak/kodim23.png --megapixels 1 4 12 24
 """
 import argparse
 import subprocess
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import ROOT, bpp
+from .common import ROOT, bpp
 from pqcodec.metrics import psnr
 
 
@@ -37,7 +37,8 @@ def timed_cli(*args) -> tuple[float, float]:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.large_images", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image")
     ap.add_argument("--megapixels", type=float, nargs="+", default=[1, 4, 12, 24])
     ap.add_argument("--quality", type=int, help="default: the model's default")

@@ -24,8 +24,8 @@ Run it once per format version and shipped model (the files of earlier versions 
 release that reads them; a model's files go in a folder of its name, except those of the version's
 first model, and golden.json keeps the other models' entries):
 
-    python eval/make_golden.py --version 7                            # the default model
-    python eval/make_golden.py --version 3 --model pq-s8-m12k256-v4   # a named one
+    python -m eval.make_golden --version 7                            # the default model
+    python -m eval.make_golden --version 3 --model pq-s8-m12k256-v4   # a named one
 """
 import argparse
 import dataclasses
@@ -42,7 +42,7 @@ from pqcodec.bitstream import Generated
 from pqcodec.codec import resize
 from pqcodec.ratecontrol import encode_to_size
 
-from golden_pixels import machine, reference_name, write_reference  # eval/, beside this script
+from .golden_pixels import machine, reference_name, write_reference  # eval/, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "data" / "kodim23.png"
@@ -136,7 +136,8 @@ def mapped_files(codec) -> dict[str, bytes]:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.make_golden", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "tests" / "data" / "golden"))
     ap.add_argument("--model", default=pqcodec.DEFAULT_MODEL, help="a shipped model's name")
     ap.add_argument("--version", type=int, default=bitstream.FORMAT_VERSION,
@@ -183,7 +184,7 @@ def main():
         if header.generated:
             entry["generated"] = dataclasses.asdict(header.generated)
         if header.mapped:  # levels per window, as the file's tokens say
-            counts = codec.tokens.window_counts(tokens)
+            counts = codec.token_coder.window_counts(tokens)
             entry["window_levels"] = [codec.config.active_levels.index(int(c)) + 1 for c in counts]
         entries.append(entry)
         print(f"{fname}: {len(data)} bytes")

@@ -9,7 +9,7 @@ a GPU (eval/gpu_check.py): the script says whether this CPU has such units, and 
 that the run cannot fail for the reason it names (tests/test_anywhere.py emulates the rounding on
 any CPU instead).
 
-    python eval/matmul_precision.py [IMAGE] [--levels 1 2 3 4 5]
+    python -m eval.matmul_precision [IMAGE] [--levels 1 2 3 4 5]
 """
 import argparse
 import sys
@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def cpu_units() -> list[str]:
@@ -32,7 +31,8 @@ def cpu_units() -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.matmul_precision", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image", nargs="?", type=Path, default=ROOT / "tests" / "data" / "kodim23.png")
     ap.add_argument("--levels", type=int, nargs="*", default=[1, 2, 3, 4, 5])
     args = ap.parse_args()

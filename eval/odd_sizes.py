@@ -3,11 +3,11 @@
 bytes, of Kodak images cropped to sizes whose sides are not multiples of 128 px, against whole-window
 768x512 crops, for each shipped model, levels 1 and 3.
 
-    python eval/odd_sizes.py ../shared/data/kodak --images 8
+    python -m eval.odd_sizes ../shared/data/kodak --images 8
 """
 import argparse
 
-from common import load_rgb_images
+from .common import load_rgb_images
 from pqcodec.data import list_images
 
 SIZES = [(512, 768), (375, 500), (321, 481)]  # (height, width): no cut windows, 7 of 12, 6 of 12
@@ -15,7 +15,8 @@ SIZES = [(512, 768), (375, 500), (321, 481)]  # (height, width): no cut windows,
 
 def main():
     from pqcodec.zoo import ZOO, load_codec
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.odd_sizes", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("--images", type=int, default=8, help="the first N images (sorted by name)")
     ap.add_argument("--levels", type=int, nargs="*", default=[1, 3])

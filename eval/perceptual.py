@@ -2,7 +2,7 @@
 """Perceptual quality of reconstructions: FID and KID (torch-fidelity) on 256x256 patches, following
 HiFiC (Mentzer et al. 2020), and mean LPIPS (lpips package, AlexNet) over whole images.
 
-    python eval/perceptual.py ORIGINALS_DIR RECONSTRUCTIONS_DIR \\
+    python -m eval.perceptual ORIGINALS_DIR RECONSTRUCTIONS_DIR \\
         --inception-weights weights-inception-2015-12-05-6726825d.pth \\
         --alexnet-weights alexnet-owt-7be5be79.pth [--lpips-linear alex.pth] [--json out.json]
 
@@ -81,13 +81,13 @@ def load_pairs(originals_dir, reconstructions_dir) -> list[tuple[str, np.ndarray
     return pairs
 
 
-def _require(module: str):
+def require_module(module: str):
     if importlib.util.find_spec(module) is None:
         raise PerceptualError(f"{module} is not installed: pip install -e '.[perceptual]' "
                               "(needs torchvision, see docs/perceptual.md)")
 
 
-def _require_file(path, what: str) -> Path:
+def require_file(path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise PerceptualError(f"{what} weights not found: {path} ({WEIGHTS_HELP})")
@@ -120,8 +120,8 @@ def _patch_dataset(images: list[np.ndarray]):
 
 def fid_kid(pairs, inception_weights, feature_layer: str = FID_LAYER) -> dict:
     """FID and KID between the HiFiC patches of the originals and of the reconstructions."""
-    _require("torch_fidelity")
-    path = _require_file(inception_weights, "Inception")
+    require_module("torch_fidelity")
+    path = require_file(inception_weights, "Inception")
     import torch
     import torch_fidelity
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -147,7 +147,7 @@ def fid_kid(pairs, inception_weights, feature_layer: str = FID_LAYER) -> dict:
 
 def default_lpips_linear() -> Path:
     """The v0.1 AlexNet linear layers inside the installed lpips package (found without importing it)."""
-    _require("lpips")
+    require_module("lpips")
     return Path(importlib.util.find_spec("lpips").origin).parent / "weights" / "v0.1" / "alex.pth"
 
 
@@ -158,8 +158,8 @@ def lpips_linear_path(given=None) -> Path:
 
 def load_lpips(alexnet_weights, lpips_linear=None):
     """LPIPS-Alex from local files only: the linear layers and a torchvision AlexNet state dict."""
-    linear = _require_file(lpips_linear_path(lpips_linear), "LPIPS linear-layer")
-    alex_path = _require_file(alexnet_weights, "AlexNet")
+    linear = require_file(lpips_linear_path(lpips_linear), "LPIPS linear-layer")
+    alex_path = require_file(alexnet_weights, "AlexNet")
     import lpips
     import torch
     try:
@@ -228,7 +228,8 @@ def random_backbone_metrics(pair_sets: dict, workdir, feature_layer: str = "192"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.perceptual", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("originals")
     ap.add_argument("reconstructions")
     ap.add_argument("--inception-weights", help="torch-fidelity Inception: weights-inception-2015-12-05-6726825d.pth")
@@ -243,12 +244,12 @@ def main(argv=None) -> int:
         if args.lpips_linear and not args.alexnet_weights:
             raise PerceptualError("--lpips-linear needs --alexnet-weights")
         if args.inception_weights:
-            _require("torch_fidelity")
-            _require_file(args.inception_weights, "Inception")
+            require_module("torch_fidelity")
+            require_file(args.inception_weights, "Inception")
         linear = lpips_linear_path(args.lpips_linear) if args.alexnet_weights else None
         if args.alexnet_weights:
-            _require_file(linear, "LPIPS linear-layer")
-            _require_file(args.alexnet_weights, "AlexNet")
+            require_file(linear, "LPIPS linear-layer")
+            require_file(args.alexnet_weights, "AlexNet")
         pairs = load_pairs(args.originals, args.reconstructions)
         from pqcodec.zoo import sha256_of  # provenance of every figure: which files gave it
         weights = {"inception": args.inception_weights, "alexnet": args.alexnet_weights, "lpips_linear": linear}

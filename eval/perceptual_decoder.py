@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The perceptual decoder against the MSE decoder, from the very same .bin files (issue 13).
 
-    python eval/perceptual_decoder.py ../shared/data/kodak [--decoder-file F] [--model W] \\
+    python -m eval.perceptual_decoder ../shared/data/kodak [--decoder-file F] [--model W] \\
         [--levels 1 2 3] [--images N] [--grid kodim23.png@400,60 ...] [--save-recon DIR] \\
         [--inception-weights weights-inception-2015-12-05-6726825d.pth]
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, features
 
-from common import CACHE, RESULTS, ROOT, bpp, image_key, load_rgb_images  # common puts the checkout on sys.path
+from .common import CACHE, RESULTS, bpp, image_key, load_rgb_images
 from pqcodec.metrics import ms_ssim, psnr
 
 BLOCK = 32
@@ -99,9 +99,9 @@ def pillow_at_most(rgb: np.ndarray, fmt: str, max_bytes: int) -> tuple[np.ndarra
     """(decoded image, its bytes, setting, fits) of the highest Pillow quality whose file is at most
     max_bytes (`pqcodec compare`'s bisection and settings); when none fits, the lowest quality's
     (fits False), to show what the format's smallest file looks like."""
-    from pqcodec.compare import PILLOW_CODECS, _matched
+    from pqcodec.compare import PILLOW_CODECS, coded_within
     pc = next(c for c in PILLOW_CODECS if c.fmt == fmt)
-    row = _matched(pc, Image.fromarray(rgb), rgb, max_bytes)
+    row = coded_within(pc, Image.fromarray(rgb), rgb, max_bytes)
     if row.shown:
         return np.asarray(row.decoded.convert("RGB")), row.num_bytes, row.setting, True
     data = pc.encode(Image.fromarray(rgb), pc.lowest)
@@ -145,7 +145,8 @@ def parse_grid(spec: str) -> tuple[str, tuple[int, int] | None]:
 
 # -- main -------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m eval.perceptual_decoder", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", help="folder of test images (Kodak)")
     p.add_argument("--model", help="main weights file (default: the shipped default model)")
     p.add_argument("--decoder-file", help="perceptual decoder file (default: the shipped model's)")
@@ -176,14 +177,13 @@ def main(argv=None) -> int:
         sys.exit(f"perceptual_decoder.py: error: {e}")
     decoder_file = Path(args.decoder_file) if args.decoder_file else models_dir() / ZOO[DEFAULT_MODEL].decoders[0].filename
     if args.inception_weights:  # before any work: torch-fidelity importable, the weights file there
-        sys.path.insert(0, str(ROOT / "eval"))
-        import perceptual
+        from . import perceptual
         try:
-            perceptual._require("torch_fidelity")
-            perceptual._require_file(args.inception_weights, "Inception")
+            perceptual.require_module("torch_fidelity")
+            perceptual.require_file(args.inception_weights, "Inception")
         except perceptual.PerceptualError as e:
             sys.exit(f"perceptual_decoder.py: error: {e}")
-    levels = args.levels or list(range(1, codec.levels() + 1))
+    levels = args.levels or list(range(1, codec.num_levels() + 1))
     images = load_rgb_images(Path(args.images))
     total_images = len(images)
     if args.limit:
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
 
     subset = "" if len(images) == total_images else f" (first {len(images)} of {total_images} images)"
     lines = [f"# Perceptual decoder vs MSE decoder, the same .bin files{subset}", "",
-             f"`python eval/perceptual_decoder.py {args.images}"
+             f"`python -m eval.perceptual_decoder {args.images}"
              + (f" --decoder-file {args.decoder_file}" if args.decoder_file else "")
              + (f" --model {args.model}" if args.model else "") + (f" --images {args.limit}" if args.limit else "")
              + "`", "",

@@ -23,7 +23,7 @@ range coder against constriction's, and float32 products with inputs rounded to 
 a CPU with bf16 units or a GPU does under a reduced matmul precision). ARM64 CPUs and GPUs themselves
 are not covered (eval/gpu_check.py is the GPU's check).
 
-    python eval/portability.py ../shared/data/kodak --images 4 --levels 1 3 5 [--max-bytes 200 ...]
+    python -m eval.portability ../shared/data/kodak --images 4 --levels 1 3 5 [--max-bytes 200 ...]
                                [--model WEIGHTS] [--threads 1 2 4]
 """
 import argparse
@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import load_rgb_images  # and the checkout on sys.path
+from .common import load_rgb_images
 
 DISPATCH_VARS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 FAMILIES = {
@@ -124,8 +124,8 @@ def worker():
     from pqcodec.zoo import load_codec, load_custom_codec
     codec = load_custom_codec(job["model"]) if job.get("model") else load_codec()
     tag = job["tag"]
-    from pqcodec import entropy
-    from pqcodec.nets.integer_prior import int8_products
+    from pqcodec.coding import entropy
+    from pqcodec.coding import int8_products
     from pqcodec.numerics import BF16_BITS, TF32_BITS, RoundedProducts
     rounding = os.environ.get("PORTABILITY_ROUNDING")
     result = dict(capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
@@ -144,7 +144,7 @@ def run_worker(family: str, job: dict) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in DISPATCH_VARS + VARIANT_VARS}
     env.update({**FAMILIES, **VARIANTS}[family])
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, __file__, "--worker"], input=json.dumps(job), env=env,
+    r = subprocess.run([sys.executable, "-m", "eval.portability", "--worker"], input=json.dumps(job), env=env,
                        stdout=subprocess.PIPE, text=True, timeout=WORKER_TIMEOUT_S)  # stderr: progress
     if r.returncode != 0:
         sys.exit(f"portability: worker {job['tag']} failed (exit status {r.returncode}); see its traceback above")
@@ -174,7 +174,8 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> str:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.portability", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", nargs="?", help="images (Kodak)")
     ap.add_argument("--images", type=int, default=4, help="the first N images of the folder (default 4)")
     ap.add_argument("--levels", type=int, nargs="*", default=[1, 3, 5], help="quality levels (default 1 3 5)")

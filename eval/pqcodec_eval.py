@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common import ROOT, image_key, load_rgb_images, quality_row, source_fingerprint
-from result_paths import output_location
+from .common import ROOT, image_key, load_rgb_images, quality_row, source_fingerprint
+from .result_paths import output_location
 
 
 def load(model_path: str | None):
@@ -29,7 +29,7 @@ def level_run(args, tool: str):
     if not images:
         raise SystemExit(f"{tool}: error: no images under {args.folder}")
     codec, identity = load(args.model)
-    levels = args.levels or list(range(1, codec.levels() + 1))
+    levels = args.levels or list(range(1, codec.num_levels() + 1))
     out, args.tag = output_location(args.out, args.tag, args.folder)
     return images, codec, identity, levels, out
 
@@ -67,7 +67,7 @@ def code_to_size(codec, rgb: np.ndarray, max_bytes: int | None, bpp: float | Non
     t1 = time.perf_counter()
     header, tokens = codec.decode_tokens(r.data)
     rec = codec.render(header, tokens)
-    return dict(quality_row(len(r.data), rgb, rec), max_bytes=r.max_bytes, level=r.quality, rd_lambda=r.rd_lambda,
+    return dict(quality_row(len(r.data), rgb, rec), max_bytes=r.max_bytes, level=r.level, rd_lambda=r.rd_lambda,
                 generated=header.generated is not None, mapped=header.mapped, encodes=r.encodes, encode_s=t1 - t0)
 
 

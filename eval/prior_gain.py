@@ -8,7 +8,7 @@
       same windows and schedule, softmax in float64): what integer arithmetic costs;
 and the real payload from file bytes against (c), and the whole file against (c) plus header.
 
-    python eval/prior_gain.py ../shared/data/kodak --train ../shared/data/train
+    python -m eval.prior_gain ../shared/data/kodak --train ../shared/data/train
 """
 import argparse
 import math
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import CACHE, ResultCache, load_rgb_images
-import pqcodec_eval
+from .common import CACHE, ResultCache, load_rgb_images
+from . import pqcodec_eval
 from pqcodec import DEFAULT_STEPS
 from pqcodec.data import list_images
 
@@ -39,10 +39,10 @@ def histogram_bits(counts: np.ndarray, tokens: list[np.ndarray], smoothing: floa
 def float_prior_bits(codec, tokens: list[np.ndarray], active: int, steps: int) -> float:
     """Mean bits per index of `tokens` (list of (>= active, h, w)) under the float prior, windows
     and schedule as the coder uses them (padding positions neither coded nor attended)."""
-    from pqcodec.latent import to_windows, window_validity
+    from pqcodec.coding import to_windows, window_validity
     from pqcodec.train.quantize import prior_bits
     window = codec.config.window
-    step_of = torch.from_numpy(codec.tokens.schedule(steps).step_of())
+    step_of = torch.from_numpy(codec.token_coder.schedule(steps).step_of())
     total = n = 0.0
     for t in tokens:
         grid = torch.from_numpy(t[:active].astype(np.int64))
@@ -61,7 +61,8 @@ def count(tokens: list[np.ndarray], M: int, K: int) -> np.ndarray:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.prior_gain", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("--train", required=True, help="training images, to fit the histograms of (b)")
     ap.add_argument("--train-limit", type=int, default=400, help="training images used for (b)")
@@ -85,7 +86,7 @@ def main():
           "| (c) MIM prior, integer | (c') MIM prior, float | (c) vs (c') | payload from file bytes "
           "| file vs (c) + header |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for q in range(1, codec.levels() + 1):
+    for q in range(1, codec.num_levels() + 1):
         a = codec.active_at(q)
         rows = pqcodec_eval.run_level(codec, identity, test, q, args.steps, cache)
         test_tokens = [t[:a] for t in test_tokens_all]

@@ -11,7 +11,7 @@ Means over images; BD-rate (eval/bdrate.py) of each λ curve's upper envelope an
 curve (the N every image reaches) against the levels' curve. Writes TAG-ratecontrol.json and .md to
 --out (default ./results; the committed ones: --out docs/results), after every image.
 
-    OMP_NUM_THREADS=1 nice -n 19 python eval/rate_control.py ../shared/data/kodak --out docs/results
+    OMP_NUM_THREADS=1 nice -n 19 python -m eval.rate_control ../shared/data/kodak --out docs/results
 """
 import argparse
 import json
@@ -19,14 +19,12 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bdrate import bd_rate  # noqa: E402
-from common import bpp, load_rgb_images, psnr  # noqa: E402
-from result_paths import add_output_args, output_location  # noqa: E402
+from .bdrate import bd_rate
+from .common import bpp, load_rgb_images, psnr
+from .result_paths import add_output_args, output_location
 
 SIZES = [500, 1000, 2000, 5000, 10000, 20000, 40000]
 LAMBDAS = [0.03, 0.1, 0.3, 1.0]
@@ -37,9 +35,9 @@ def image_rows(codec, rgb, lambdas, distortions, sizes, steps):
     from pqcodec.ratecontrol import RateError, encode_to_size
     H, W = rgb.shape[:2]
     t = time.perf_counter()
-    analysis = codec.image_to_tokens(rgb, codec.active_at(codec.levels()), candidates=rdoq.CANDIDATES)
+    analysis = codec.image_to_tokens(rgb, codec.active_at(codec.num_levels()), candidates=rdoq.CANDIDATES)
     row = {"analysis_s": time.perf_counter() - t, "curve": [], "max_bytes": []}
-    for q in range(1, codec.levels() + 1):
+    for q in range(1, codec.num_levels() + 1):
         active = codec.active_at(q)
         for dist in distortions:
             for lam in [0.0, *lambdas]:
@@ -62,7 +60,7 @@ def image_rows(codec, rgb, lambdas, distortions, sizes, steps):
         decoded = np.asarray(codec.decode(r.data).convert("RGB"))
         assert decoded.shape == rgb.shape and len(r.data) <= N
         row["max_bytes"].append(dict(N=N, fits=True, bytes=len(r.data), bpp=bpp(len(r.data), rgb),
-                                     psnr=psnr(rgb, decoded), quality=r.quality, rd_lambda=r.rd_lambda,
+                                     psnr=psnr(rgb, decoded), quality=r.level, rd_lambda=r.rd_lambda,
                                      encodes=r.encodes, encode_s=r.seconds))
     return row
 
@@ -157,7 +155,7 @@ def markdown(s, command):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m eval.rate_control", description=__doc__.split("\n\n")[0])
     ap.add_argument("folder")
     ap.add_argument("--images", type=int, default=None, help="the first K images only")
     ap.add_argument("--sizes", type=int, nargs="*", default=SIZES, help="N for --max-bytes")
@@ -187,14 +185,14 @@ def main(argv=None):
     paths = list_images(args.folder)[:args.images]
     out, tag = output_location(args.out, args.tag, args.folder)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python eval/rate_control.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m eval.rate_control " + " ".join(argv if argv is not None else sys.argv[1:])
     rows = {}
     for path in paths:
         (name, rgb), = load_rgb_images([path])
         t = time.perf_counter()
         rows[name] = image_rows(codec, rgb, args.lambdas, args.distortions, args.sizes, args.steps)
         print(f"{name}: {time.perf_counter() - t:.1f} s", flush=True)
-        s = summarize(rows, codec.levels(), args.lambdas, args.distortions, args.sizes)
+        s = summarize(rows, codec.num_levels(), args.lambdas, args.distortions, args.sizes)
         meta = dict(command=command, threads=args.threads, cpu_count=os.cpu_count(), model=args.model or "shipped")
         (out / f"{tag}-ratecontrol.json").write_text(json.dumps(dict(meta=meta, summary=s, images=rows), indent=1))
         (out / f"{tag}-ratecontrol.md").write_text(markdown(s, command))

@@ -14,9 +14,9 @@ the means over the images of real files), drawn beside the levels' and in the BD
 Per-image results are cached in eval/.cache (keyed by codec, settings, code and pixels): a rerun on
 the same inputs only redraws.
 
-    python eval/rd.py ../shared/data/kodak --out docs/results    # the committed Kodak results
-    python eval/rd.py my_photos/                                 # results/my_photos-*
-    python eval/rd.py ../shared/data/kodak --out docs/results --classic-from docs/results \
+    python -m eval.rd ../shared/data/kodak --out docs/results    # the committed Kodak results
+    python -m eval.rd my_photos/                                 # results/my_photos-*
+    python -m eval.rd ../shared/data/kodak --out docs/results --classic-from docs/results \
         --max-bytes 500 1000 2000 5000 10000 20000 40000          # the λ-continuous curve too
 """
 import argparse
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines import SWEEPS, psnr_at_rate, sweep
-from bdrate import bd_rate_of
-from common import CACHE, ResultCache, enable_lpips, mean_curve
-from published import PUBLISHED_KODAK
-from result_paths import add_output_args
-import pqcodec_eval
+from .baselines import SWEEPS, psnr_at_rate, sweep
+from .bdrate import bd_rate_of
+from .common import CACHE, ResultCache, enable_lpips, mean_curve
+from .published import PUBLISHED_KODAK
+from .result_paths import add_output_args
+from . import pqcodec_eval
 from pqcodec import DEFAULT_STEPS
 from pqcodec.metrics import ms_ssim_db
 from pqcodec.ratecontrol import RD_DISTORTION
@@ -143,7 +143,8 @@ def plot(curves: list[dict], published: list[dict], path: Path, max_bpp: float, 
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.rd", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("--model", help="weights file (default: the shipped default model)")
     ap.add_argument("--levels", type=int, nargs="*", help="quality levels (default: all)")
@@ -172,7 +173,7 @@ def main():
 
     t0 = time.time()
     if args.alexnet_weights:
-        from perceptual import PerceptualError
+        from .perceptual import PerceptualError
         try:
             enable_lpips(args.alexnet_weights, args.lpips_linear)
         except PerceptualError as e:

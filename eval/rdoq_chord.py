@@ -7,34 +7,32 @@ says where in the gap a point lies: 0 at level q-1's bytes, 1 at level q's (log 
 point's bytes are a real file's and its PSNR that of the file decoded. Variants, for experiments:
 --candidates (rdoq.CANDIDATES, the nearest codewords considered per index).
 
-    python eval/rdoq_chord.py ../shared/data/kodak --images kodim01 kodim04 kodim07 kodim13 kodim19 kodim22
+    python -m eval.rdoq_chord ../shared/data/kodak --images kodim01 kodim04 kodim07 kodim13 kodim19 kodim22
 
 --results DIR (no coding, from eval/rd.py's committed per-image results, e.g. docs/results): how far
 each --max-bytes file lies from its image's chord, and the BD-rate against the levels of the curve
 that files exactly on their chords at each N would draw (what a perfect in-between coder reaches).
 
-    python eval/rdoq_chord.py --results docs/results
+    python -m eval.rdoq_chord --results docs/results
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_rgb_images, psnr  # noqa: E402
+from .common import load_rgb_images, psnr
 
 
 def points(codec, rgb, lambdas, distortion: str) -> list[tuple]:
     """(level, λ, bytes, PSNR, dB against the chord, gap position) for levels 2.. at each λ."""
     decoded = lambda data: codec.render(*codec.decode_tokens(data))  # noqa: E731
     plain = {}
-    for q in range(1, codec.levels() + 1):
+    for q in range(1, codec.num_levels() + 1):
         data = codec.encode(rgb, q)
         plain[q] = (len(data), psnr(rgb, decoded(data)))
     rows = []
-    for q in range(2, codec.levels() + 1):
+    for q in range(2, codec.num_levels() + 1):
         (b0, p0), (b1, p1) = plain[q - 1], plain[q]
         for lam in lambdas:
             data, _ = codec.encode_with_stats(rgb, q, rd_lambda=lam, distortion=distortion)
@@ -47,7 +45,7 @@ def points(codec, rgb, lambdas, distortion: str) -> list[tuple]:
 def from_results(folder: Path, tag: str = "kodak"):
     """The chord analysis of committed results (TAG-pqcodec.json, TAG-pqcodec-ratecontrol.json)."""
     import json
-    from bdrate import bd_rate
+    from .bdrate import bd_rate
     levels = json.loads((folder / f"{tag}-pqcodec.json").read_text())
     sizes = json.loads((folder / f"{tag}-pqcodec-ratecontrol.json").read_text())
     chords = {}   # image -> (log bytes, PSNR) of its levels
@@ -78,7 +76,8 @@ def from_results(folder: Path, tag: str = "kodak"):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.rdoq_chord", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", nargs="?")
     ap.add_argument("--results", type=Path, help="analyse committed results in this folder instead of coding")
     ap.add_argument("--images", nargs="*", help="image names (stems) in the folder (default: all)")
@@ -91,7 +90,7 @@ def main():
         return from_results(args.results)
     if not args.folder:
         ap.error("a folder of images, or --results DIR")
-    import pqcodec_eval
+    from . import pqcodec_eval
     from pqcodec import rdoq
     if args.candidates:
         rdoq.CANDIDATES = args.candidates

@@ -11,7 +11,7 @@ training images (random reveal orders and levels, as the prior trains) and evalu
 folder's windows with the coding schedule, against the prior alone: bits per coded index, from
 the float softmax (the integer prior the coder runs adds +0.12..0.17 %, docs/bitstream.md).
 
-    python eval/subquantizer_dependence.py ../shared/data/kodak --train ../shared/data/train
+    python -m eval.subquantizer_dependence ../shared/data/kodak --train ../shared/data/train
 
 About 15 minutes on 2 cores (most of it tokenising 1,439 training photos and training the head).
 """
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import pqcodec_eval
+from . import pqcodec_eval
 from pqcodec import DEFAULT_STEPS
-from pqcodec.bitstream import Schedule
-from pqcodec.latent import to_windows
+from pqcodec.coding import Schedule
+from pqcodec.coding import to_windows
 from pqcodec.train.windows import WindowSampler, image_tokens
 
 
@@ -57,7 +57,8 @@ class ConditionalHead(nn.Module):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.subquantizer_dependence", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", help="test images (e.g. ../shared/data/kodak)")
     ap.add_argument("--train", required=True, help="training images the head learns from")
     ap.add_argument("--model", help="weights file (default: the shipped model)")

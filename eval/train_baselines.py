@@ -7,7 +7,7 @@ crops of 256 px (1.79 M crops of 128 px in pixels), so this default gives each h
 third of the pixels the shipped model's autoencoder saw: a baseline that favours pqcodec, never the
 reverse. Then each trained quality codes the test folder with CompressAI's real entropy coder (rate
 from the bytes of its strings) and the curve is written in CompressAI's results layout for
-`eval/rd.py --extra`, named with the crops each quality saw.
+`python -m eval.rd --extra`, named with the crops each quality saw.
 
 CompressAI's recipe: loss = lambda * 255^2 * MSE + bpp (RateDistortionLoss), Adam, a separate Adam
 (lr 1e-3) on the entropy bottleneck's quantiles (aux loss), lambda per quality from CompressAI; the
@@ -20,7 +20,7 @@ resumes from OUT/<arch>-q<Q>/ckpt.pt and, once trained, leaves its test results 
 separate processes at once (one --qualities each: what eval/baselines_lease.py does on a rented GPU machine,
 whose checkpoints `--no-train` then evaluates here).
 
-    python eval/train_baselines.py --data ../shared/data/train --test ../shared/data/kodak \
+    python -m eval.train_baselines --data ../shared/data/train --test ../shared/data/kodak \
         --out runs/baselines --arch bmshj2018-hyperprior --qualities 1 2 3 4 5
 """
 import argparse
@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import load_rgb_images, mean_curve, quality_row
-from result_paths import add_output_args, output_location
+from .common import load_rgb_images, mean_curve, quality_row
+from .result_paths import add_output_args, output_location
 from pqcodec.train.common import load_checkpoint, lr_at, save_checkpoint
 
 LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.18}
@@ -160,7 +160,8 @@ def curve_name(arch: str, crops: list[int]) -> str:
 
 def main(argv=None):
     started = time.time()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval.train_baselines", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="training photos (needed unless --no-train)")
     ap.add_argument("--test", help="test images (e.g. Kodak; needed unless --train-only)")
     ap.add_argument("--out", required=True, help="run folder: one subfolder per trained quality")
@@ -236,7 +237,7 @@ def main(argv=None):
     path.write_text(json.dumps(curve, indent=1))
     print(json.dumps(curve["results"], indent=1))
     print(f"written {path} ({len(points)} qualities); add it to the RD plot with: "
-          f"python eval/rd.py {args.test} --extra {path}")
+          f"python -m eval.rd {args.test} --extra {path}")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ from .codec import Codec, DEFAULT_STEPS
 from .errors import (CorruptFileError, ImageError, InputTypeError, ModelFilesError, PQCodecError, UnsupportedFileError,
                      named)
 from .model import ModelConfig, PQCodecModel
+from .request import EncodeRequest, RequestError
 from .sources import coded_input
 from .zoo import DEFAULT_MODEL, codec_for_file, codec_to_encode, load_codec, load_custom_codec
 
-__version__ = "0.13.0"
+__version__ = "0.14.0"
 
 
 def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, model: str | None = None,
@@ -46,18 +47,8 @@ def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS,
     file without them, as pqcodec 0.10.0 wrote).
     device: where the networks run: "cpu" (None: the default), "cuda", "cuda:N" or "auto" (CUDA where
     torch sees it); the file is the same bytes on every device (devices.py)."""
-    codec = codec_to_encode(model, device)
-    if max_bytes is None and bpp is None:
-        if generative:
-            raise PQCodecError("generative needs a size (max_bytes or bpp)")
-        return codec.encode(image, quality, steps, name=name, rd_lambda=rd_lambda, effort=effort, flat=flat)
-    if quality is not None or rd_lambda:
-        raise PQCodecError("give either a size (max_bytes or bpp) or a quality/rd_lambda, not both")
-    if effort:
-        raise PQCodecError("effort works with a quality, not with a size (max_bytes or bpp) yet")
-    from .ratecontrol import encode_to_size
-    return encode_to_size(codec, image, max_bytes=max_bytes, bpp=bpp, steps=steps, name=name, generative=generative,
-                          flat=flat).data
+    request = EncodeRequest(quality, max_bytes, bpp, steps, effort, rd_lambda, generative, flat).check()
+    return request.file_of(codec_to_encode(model, device), image, name).data
 
 
 def decode(source, model: str | None = None, *, name: str | None = None, decoder: str = "mse", device=None):
@@ -79,6 +70,6 @@ def decode(source, model: str | None = None, *, name: str | None = None, decoder
     return codec.decode(data, name=name, decoder=decoder)  # an unknown or missing decoder fails first
 
 
-__all__ = ["encode", "decode", "Codec", "PQCodecModel", "ModelConfig", "load_codec", "load_custom_codec",
-           "PQCodecError", "CorruptFileError", "UnsupportedFileError", "ModelFilesError", "ImageError", "InputTypeError",
-           "DEFAULT_STEPS", "DEFAULT_MODEL"]
+__all__ = ["encode", "decode", "Codec", "PQCodecModel", "ModelConfig", "EncodeRequest", "load_codec", "load_custom_codec",
+           "PQCodecError", "RequestError", "CorruptFileError", "UnsupportedFileError", "ModelFilesError", "ImageError",
+           "InputTypeError", "DEFAULT_STEPS", "DEFAULT_MODEL"]

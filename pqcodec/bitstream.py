@@ -1,7 +1,8 @@
-"""Everything that defines the .bin bitstream, next to its version: the header, the window layout
-and chunking, the coding schedule, the probability precision and the checks. docs/bitstream.md
-documents every field; keep the two in step. Changing anything here changes files: bump
-FORMAT_VERSION and keep the golden files of tests/data/golden decoding (tests/test_golden.py).
+"""The .bin container, next to its version: the header, its checks and the layers it carries; the
+payload inside is the coding core's (pqcodec/coding: the window layout and chunks, the schedule,
+the probability precision, the range coder). docs/bitstream.md documents every field; keep the two
+in step. Changing anything here or in pqcodec/coding changes files: bump FORMAT_VERSION and keep
+the golden files of tests/data/golden decoding (tests/test_golden.py).
 
     magic      2 bytes   b"PQ"
     version    1 byte    PLAIN_VERSION..FORMAT_VERSION (3..7): the lowest that holds the file
@@ -34,17 +35,13 @@ FORMAT_VERSION and keep the golden files of tests/data/golden decoding (tests/te
 The header is 17-21 bytes (15 fixed, height and width 1-3 bytes each; 19 for 768x512), plus 4-6 in
 a generated file and, in version 7, 2-5 (features, flat len) plus the layer (1..max_flat_bytes).
 
-The payload codes the token grid window by window (WINDOW x WINDOW positions of the model's
-window, row-major over windows), WINDOW_CHUNK windows at a time; inside a chunk, step by step of
-the schedule, the indices revealed at that step (windows in order, then positions in schedule
-order, then sub-quantizers), each with the prior's integer frequency table (PROB_BITS). After every
-chunk but the last, CHUNK_CHECK_BYTES of the CRC-32 of that chunk's tokens follow, coded as
-uniform bytes: a damaged or forged payload fails there, after one chunk's work, not after the
-whole image its header claims.
+The payload is the coding core's (pqcodec/coding): the token grid window by window, chunk by
+chunk, step by step of the schedule, each index with the integer prior's frequency table, and a
+check after every chunk but the last.
 
 A generated file (the extreme mode below the lowest level, pqcodec/extreme.py) codes a shrunken
 image's token grid (grid h x grid w) and only the first `sent` steps of its schedule; the decoder
-draws the indices of the later steps from the prior's frequency tables with `sample_symbols`
+draws the indices of the later steps from the prior's frequency tables with `coding.sample_symbols`
 (integer arithmetic and a counter-based splitmix64 stream: the same draws on every machine), then
 decodes the grid and resizes it to height x width with Pillow's RESIZE_FILTER. The token checksum
 covers the whole grid, drawn indices included.
@@ -52,7 +49,7 @@ covers the whole grid, drawn indices included.
 A mapped file (version 5, rate control's level map, pqcodec/levelmap.py) gives each window a level
 of its own: the payload starts with the level map, one symbol per window (row-major), the index of
 the window's count in the model's level table, uniform over the levels up to the header's count
-(`map_weights`); then the windows are coded in groups of one count each, the lowest count first,
+(`coding.map_weights`); then the windows are coded in groups of one count each, the lowest count first,
 windows in row-major order within a group, WINDOW_CHUNK at a time, a chunk check after every chunk
 but the payload's last. In the decoded token array (and its checksum) the indices a window does not
 use are -1 (0xFFFF as uint16). Files that need neither (of a model without a conditional head,
@@ -64,7 +61,7 @@ generated or mapped; in the payload, each step's indices are coded sub-quantizer
 at a step, first sub-quantizer 0's indices of every position revealed there (windows in order, then
 positions in schedule order), then sub-quantizer 1's, and so on, each table from the prior's logits
 plus the head's term from the indices of the lower sub-quantizers at the same position
-(nets/integer_conditional.py). A generated file's draws follow the same order.
+(coding/integer_conditional.py). A generated file's draws follow the same order.
 
 Version 7 (pqcodec 0.11.0 and later) is the format of files with **flat blocks** (pqcodec/flat.py),
 and only of theirs: the blocks of the image grid (GRID_STRIDE pixels a side) whose every channel
@@ -78,17 +75,12 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-from functools import cached_property
 
-import numpy as np
-
+from .coding.layout import max_payload_bytes
+from .coding.schedule import DrawnSteps
 from .errors import CorruptFileError, UnsupportedFileError
+from .limits import MAX_PIXELS, MAX_SIDE
 from .words import counted
-
-# -- the payload's layout -----------------------------------------------------------------------
-WINDOW_CHUNK = 32        # windows coded together (bounds memory; a chunk check follows each but the last)
-CHUNK_CHECK_BYTES = 2    # low bytes of the CRC-32 of a chunk's tokens, coded as uniform symbols
-PROB_BITS = 24           # every frequency table totals 2^24 (constriction's default precision)
 
 MAGIC = b"PQ"
 FORMAT_VERSION = 7       # the newest version; a file is written as the lowest version that holds it
@@ -101,15 +93,12 @@ FLAT_VERSION = 7         # a file with flat blocks painted over the image (pqcod
 RETIRED_VERSIONS = {1: "pqcodec 0.1.0 (a one-byte model id)",
                     2: "pqcodec 0.3.0 (a float prior: its files decode only on the CPU family that made them)"}
 MODEL_HASH_BYTES = 4
-MAX_SIDE = 32768
 GRID_STRIDE = 8          # pixels per token: the transforms of every model (nets/autoencoder.py)
-MAX_PIXELS = 1 << 25  # 33.5 MP: the transforms are tiled, but the image, token grid and time still scale
 _GREY = 0x10
 _GENERATED = 0x20
 _MAPPED = 0x40
 _FEATURE_CONDITIONAL = 0x01  # version 7's features byte
 _FEATURE_FLAT = 0x02
-UNUSED = -1              # a decoded index a window of a mapped file does not use (0xFFFF in the checksum)
 SHARPEN_MAX = 7          # sampler byte: bits 0-2
 SEED_MAX = 31            # sampler byte: bits 3-7
 RESIZE_FILTER = "LANCZOS"  # Pillow's filter from a generated file's grid to the image size (uint8, fixed point)
@@ -124,6 +113,10 @@ class Generated:
     sent: int          # steps 0..sent-1 are in the payload; steps sent..steps-1 are drawn
     sharpen: int       # 0: the most probable symbol; n >= 1: draw with probability ~ f^n
     seed: int
+
+    def drawn_steps(self) -> DrawnSteps:
+        """What the token coder needs of it: which steps are drawn, and how."""
+        return DrawnSteps(self.sent, self.sharpen, self.seed)
 
     def validate(self, steps: int, full_grid: tuple[int, int]):
         if not (1 <= self.grid_height <= full_grid[0] and 1 <= self.grid_width <= full_grid[1]):
@@ -201,21 +194,6 @@ def max_flat_bytes(blocks: int, channels: int) -> int:
     return -(-blocks * (1 + golomb + channels * 17) // 8) + 1
 
 
-def max_payload_bytes(indices: int) -> int:
-    """The range coder's fixed-point probabilities (24 bits) cost any index at most 3 bytes: a longer
-    payload is damage. Plus the chunk checks (at most one per WINDOW_CHUNK indices, as every window
-    has one) and a few words of coder state. A mapped file: count its map's symbols as indices too."""
-    return 3 * indices + CHUNK_CHECK_BYTES * (indices // WINDOW_CHUNK + 1) + 16
-
-
-def map_weights(windows: int, choices: int) -> np.ndarray:
-    """The level map's tables (windows, choices): each of `choices` symbols 2^PROB_BITS // choices,
-    the remainder to symbol 0 (as frequency - 1, the range coder's weights)."""
-    freq = np.full((windows, choices), (1 << PROB_BITS) // choices, dtype=np.int64)
-    freq[:, 0] += (1 << PROB_BITS) % choices
-    return (freq - 1).astype(np.float64)
-
-
 # The longest a file can be: MAX_PIXELS at stride 8, 15 sub-quantizers. Readers refuse longer inputs
 # before reading them whole.
 MAX_FILE_BYTES = (64 + max_payload_bytes(16 * (MAX_PIXELS // 64 + 2 * MAX_SIDE // 8 + 1))  # 15 + a level map's
@@ -225,11 +203,6 @@ MAX_FILE_BYTES = (64 + max_payload_bytes(16 * (MAX_PIXELS // 64 + 2 * MAX_SIDE /
 def model_hash_of(sha256_hex: str) -> bytes:
     """The model field of files made with the weights whose SHA-256 (hex) is given."""
     return bytes.fromhex(sha256_hex)[:MODEL_HASH_BYTES]
-
-
-def token_checksum(tokens: np.ndarray) -> int:
-    """CRC-32 of the indices as uint16 little-endian, C order; UNUSED (-1) counts as 0xFFFF."""
-    return zlib.crc32(np.ascontiguousarray(np.asarray(tokens).astype("<u2")).tobytes())
 
 
 def _varint(n: int) -> bytes:
@@ -338,111 +311,3 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     except ValueError as e:
         raise CorruptFileError(f"invalid header: {e}") from None
     return header, data[pos + 6:]
-
-
-def chunk_check(tokens: np.ndarray) -> np.ndarray:
-    """The CHUNK_CHECK_BYTES symbols (byte values) that follow a chunk whose windows hold `tokens`:
-    the low bytes of their token_checksum."""
-    crc = token_checksum(tokens)
-    return np.array([(crc >> (8 * i)) & 0xFF for i in range(CHUNK_CHECK_BYTES)], dtype=np.int64)
-
-
-# -- the coding schedule ------------------------------------------------------------------------
-_MASK64 = (1 << 64) - 1
-
-
-_GAMMA = 0x9E3779B97F4A7C15
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's output function on uint64 arrays (arithmetic modulo 2^64)."""
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def _splitmix64(state: int) -> tuple[int, int]:
-    """One step of splitmix64: (the next state, its output)."""
-    state = (state + _GAMMA) & _MASK64
-    return state, int(_mix64(np.array([state], dtype=np.uint64))[0])
-
-
-def seeded_permutation(n: int, seed: int) -> np.ndarray:
-    order = list(range(n))
-    state = seed
-    for i in range(n - 1, 0, -1):
-        state, r = _splitmix64(state)
-        j = r % (i + 1)
-        order[i], order[j] = order[j], order[i]
-    return np.array(order, dtype=np.int64)
-
-
-def cosine_boundaries(n: int, steps: int) -> list[int]:
-    """Positions revealed after each step, b[t] for t = 0..steps: strictly increasing from 0 to n,
-    following 1 - cos(pi/2 * t/steps)."""
-    b = [0]
-    for t in range(1, steps + 1):
-        target = round(n * (1 - math.cos(math.pi / 2 * t / steps)))
-        # at least one position per step, and room left for the steps still to come
-        b.append(min(max(target, b[-1] + 1), n - (steps - t)))
-    return b
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """In which order, and in how many steps, the positions of a window are revealed; encoder and
-    decoder derive it from (window, steps, seed) alone. The order is a seeded shuffle computed with
-    integer arithmetic only (splitmix64 + Fisher-Yates), so it is the same with every numpy or
-    torch version; step sizes follow MaskGIT's cosine curve: few positions in the first steps
-    (coded with little context), ever more once context exists."""
-    window: int
-    steps: int
-    seed: int
-
-    def __post_init__(self):
-        if not 1 <= self.steps <= self.window ** 2:
-            raise ValueError(f"steps must be in 1..{self.window ** 2}, got {self.steps}")
-
-    @cached_property
-    def order(self) -> np.ndarray:
-        """Window positions (row-major indices) in the order they are revealed."""
-        return seeded_permutation(self.window ** 2, self.seed)
-
-    @cached_property
-    def boundaries(self) -> list[int]:
-        return cosine_boundaries(self.window ** 2, self.steps)
-
-    def step_of(self) -> np.ndarray:
-        """The step (0-based) revealing each window position (row-major), (window^2,) int64."""
-        out = np.empty(self.window ** 2, dtype=np.int64)
-        for t in range(self.steps):
-            out[self.positions(t)] = t
-        return out
-
-    def positions(self, step: int) -> np.ndarray:
-        """The window positions revealed at `step` (0-based)."""
-        return self.order[self.boundaries[step]:self.boundaries[step + 1]]
-
-
-# -- a generated file's drawn indices ---------------------------------------------------------------
-def sample_symbols(weights: np.ndarray, sharpen: int, seed: int, counter: int) -> np.ndarray:
-    """The indices a generated file's decoder draws from frequency tables `weights` (m, K) (float64
-    integers f - 1, as the range coder takes them): the counter-th to (counter+m-1)-th draws of the
-    file. Integer arithmetic only, so every machine draws the same:
-    - sharpen 0: the most probable symbol (the lowest index among equals);
-    - sharpen n >= 1: symbol i with probability v_i / sum(v), v_i = ((f_i >> s) + 1)^n, s the
-      smallest shift that keeps the sum below 2^63; the uniform integer is r mod sum(v), r the
-      splitmix64 output for (seed, counter + j)."""
-    f = weights.astype(np.int64) + 1                                    # (m, K), 1..2^PROB_BITS
-    if sharpen == 0:
-        return np.argmax(f, axis=1).astype(np.int64)
-    m, K = f.shape
-    shift = max(0, PROB_BITS + 1 - (63 - math.ceil(math.log2(K))) // sharpen)
-    v = ((f >> shift) + 1) ** sharpen                                   # each < 2^(63 - log2 K)
-    cdf = np.cumsum(v, axis=1)                                          # exact int64
-    key = np.uint64(_splitmix64(seed)[1])
-    with np.errstate(over="ignore"):
-        r = _mix64(key + (np.arange(m, dtype=np.uint64) + np.uint64(counter + 1)) * np.uint64(_GAMMA))
-    u = (r % cdf[:, -1].astype(np.uint64)).astype(np.int64)             # (m,) in 0..sum-1
-    return (cdf <= u[:, None]).sum(axis=1).astype(np.int64)

@@ -21,6 +21,7 @@ from .errors import PQCodecError
 from .files import (check_folder_of, check_output, check_writable_folder, read_image_stream, write_all,
                     write_atomic)
 from .jobs import CodingOptions, decode_image, details, encode_image, failure_line, folded_warnings, is_internal
+from .request import EncodeRequest, RequestError
 from .stopping import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated,
                        sigterm_raises, stop_status)
 from .words import counted
@@ -174,7 +175,7 @@ def _quality_help() -> str:
     from .zoo import DEFAULT_MODEL, ZOO
     levels = _model_levels(None)
     top = levels if levels else "the model's levels"
-    return (f"quality level, 1 (smallest file) .. {top}; default {ZOO[DEFAULT_MODEL].default_quality} "
+    return (f"quality level, 1 (smallest file) .. {top}; default {ZOO[DEFAULT_MODEL].default_level} "
             f"(shipped model {DEFAULT_MODEL}; a --model has its own levels)")
 
 
@@ -195,10 +196,21 @@ def _device(args) -> str:
 
 
 def _options(args) -> CodingOptions:
-    return CodingOptions(device=_device(args), model=args.model, quality=getattr(args, "quality", None), steps=getattr(args, "steps", None),
-                         max_bytes=getattr(args, "max_bytes", None), bpp=getattr(args, "bpp", None),
-                         generative=getattr(args, "generative", False), decoder=getattr(args, "decoder", None) or "mse",
-                         effort=getattr(args, "effort", 0), flat=not getattr(args, "no_flat", False))
+    return CodingOptions(model=args.model, request=_request(args), decoder=getattr(args, "decoder", None) or "mse",
+                         device=_device(args))
+
+
+def _request(args) -> EncodeRequest:
+    """The encode request of the command line (request.py), its options checked together: a UsageError
+    names them as flags."""
+    request = EncodeRequest(quality=getattr(args, "quality", None), max_bytes=getattr(args, "max_bytes", None),
+                            bpp=getattr(args, "bpp", None), steps=getattr(args, "steps", None),
+                            effort=getattr(args, "effort", 0), generative=getattr(args, "generative", False),
+                            flat=not getattr(args, "no_flat", False))
+    try:
+        return request.check(lambda field: "--" + field.replace("_", "-"))
+    except RequestError as e:
+        raise UsageError(str(e)) from None
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -228,10 +240,7 @@ def _run_folder(args, decode: bool) -> int:
 
 def cmd_encode(args):
     from .formats import is_image_extension
-    if args.generative and args.max_bytes is None and args.bpp is None:
-        raise UsageError("--generative needs a size: --max-bytes N or --bpp B")
-    if args.effort and (args.max_bytes is not None or args.bpp is not None):
-        raise UsageError("--effort works with --quality, not with --max-bytes or --bpp (yet)")
+    _request(args)  # options that do not go together fail before any work
     if Path(args.input).is_dir():
         return _run_folder(args, decode=False)
     if args.output != "-" and is_image_extension(Path(args.output)):
@@ -313,7 +322,7 @@ def cmd_info(args):
 
 
 def cmd_compare(args):
-    from .compare import Target, compare_all, expand_inputs
+    from .compare import compare_all, expand_inputs
     from .compare_page import render
     from .zoo import codec_to_encode
     if Path(args.output).suffix.lower() not in (".html", ".htm"):
@@ -325,8 +334,8 @@ def cmd_compare(args):
     device = _device(args)
     with _about(args.model or "model", args.debug):
         codec = codec_to_encode(args.model, device)
-    target = Target(quality=args.quality, max_bytes=args.max_bytes, bpp=args.bpp)
-    comparisons, failed, warned = compare_all(paths, codec, target, progress=not args.quiet)
+    request = _request(args)
+    comparisons, failed, warned = compare_all(paths, codec, request, progress=not args.quiet)
     for line in warned:
         print(f"pqcodec: warning: {line}", file=sys.stderr)
     if not comparisons and len(failed) == 1:
@@ -335,11 +344,11 @@ def cmd_compare(args):
         _error(line)
     if not comparisons:
         raise CliError(f"{args.output}: not written: no image could be compared")
-    if target.by_size():
+    if request.by_size:
         how = "pqcodec coded each image with rate control: the best quality within the size asked for."
     else:
-        level = f"{args.quality}" if args.quality else f"{codec.default_quality} (the default)"
-        how = f"pqcodec coded each image at level {level} of {codec.levels()}."
+        level = f"{request.quality}" if request.quality else f"{codec.default_level} (the default)"
+        how = f"pqcodec coded each image at level {level} of {codec.num_levels()}."
     write_atomic(output, render(comparisons, "pqcodec against JPEG, WebP and AVIF at the same file size", how)
                  .encode("utf-8"), args.force, inputs=paths)
     return EXIT_ERROR if failed else 0

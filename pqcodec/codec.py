@@ -1,6 +1,6 @@
 """Images <-> .bin files: the transforms in tiles, the token coder, the container.
 
-The token grid is coded by `TokenCoder` (latent.py) with the integer-exact prior, so a file decodes
+The token grid is coded by the coding core's `TokenCoder` (pqcodec/coding) with the integer-exact prior, so a file decodes
 on any machine; the transforms are float (a decoded pixel may differ by one level between CPU
 families, like JPEG decoders' float IDCTs), and the token checksum in the header guards the decode.
 """
@@ -18,12 +18,14 @@ from PIL import Image
 
 from . import bitstream, flat as flat_blocks, rdoq, refine
 from .bitstream import Generated, Header
+from .coding.layout import UNUSED, max_payload_bytes, position_counts, token_checksum, window_grid
+from .coding.token_coder import CompressedTokens, TokenCoder
 from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, ModelFilesError, PQCodecError, UnsupportedFileError, named
 from .files import sha256_of
 from .image import load_image, to_pil
-from .latent import Coded, TokenCoder, numerics_fence, position_counts, window_grid
 from .model import PQCodecModel
+from .numerics import numerics_fence
 from .sources import coded_input
 
 DEFAULT_STEPS = 12
@@ -53,7 +55,7 @@ class Codec:
     Decoders: the model's own ("mse") always; "perceptual" where a perceptual decoder file for this
     model's weights is registered (zoo.py, or `add_decoder`); it is loaded on first use."""
 
-    def __init__(self, model: PQCodecModel, model_hash: bytes, default_quality: int | None = None,
+    def __init__(self, model: PQCodecModel, model_hash: bytes, default_level: int | None = None,
                  weights_sha256: str | None = None, name: str | None = None):
         """model_hash: what files made with it carry in their model field (bitstream.model_hash_of).
         weights_sha256: the SHA-256 of the weights file, which a decoder file must name to pair;
@@ -66,7 +68,7 @@ class Codec:
         self._decoder_files: dict[str, tuple[Path, str | None]] = {}  # name -> (file, its expected SHA-256)
         self._decoders: dict[str, torch.nn.Module] = {}
         self._nets64: dict[torch.nn.Module, torch.nn.Module] = {}  # a decoder -> its float64 copy (_synthesis64)
-        self.default_quality = default_quality or math.ceil(self.levels() / 2)
+        self.default_level = default_level or math.ceil(self.num_levels() / 2)
         if self.config.stride != bitstream.GRID_STRIDE:  # the header's grids are counted in these tokens
             raise UnsupportedFileError(f"a model of stride {self.config.stride} cannot code this format "
                                        f"(tokens of {bitstream.GRID_STRIDE} px)")
@@ -82,10 +84,10 @@ class Codec:
                 model.int_cond.check_exact()
         except ValueError as e:
             raise UnsupportedFileError(f"these weights cannot be coded exactly on every machine ({e})") from None
-        self.tokens = TokenCoder(model.int_prior, self.config.window, self.config.schedule_seed, self.config.active_levels,
+        self.token_coder = TokenCoder(model.int_prior, self.config.window, self.config.schedule_seed, self.config.active_levels,
                                  model.int_cond if self.config.conditional else None)
 
-    def levels(self) -> int:
+    def num_levels(self) -> int:
         return len(self.config.active_levels)
 
     @property
@@ -96,7 +98,7 @@ class Codec:
     def to(self, device) -> "Codec":
         """Moves the model (and the decoders loaded) to `device` ("cpu", "cuda", "cuda:1", or a
         torch.device) and returns self. The files are the same on every device: the prior and head
-        are integer-exact (nets/integer_prior.py), the transforms' float differences never reach the
+        are integer-exact (pqcodec/coding), the transforms' float differences never reach the
         tokens' checksum."""
         device = torch.device(device)
         self.model.to(device)
@@ -148,12 +150,12 @@ class Codec:
         self._decoders[decoder] = net.to(self.device)
         return self._decoders[decoder]
 
-    def active_at(self, quality: int) -> int:
-        """Sub-quantizers in use at a quality level (1-based)."""
-        return self.config.active_levels[quality - 1]
+    def active_at(self, level: int) -> int:
+        """Sub-quantizers in use at a level (1-based)."""
+        return self.config.active_levels[level - 1]
 
     def max_steps(self) -> int:
-        return self.tokens.max_steps()
+        return self.token_coder.max_steps()
 
     # -- image <-> tokens, in tiles ---------------------------------------------------------------
     def _tiles(self, h: int, w: int):
@@ -236,14 +238,15 @@ class Codec:
                           *, name: str | None = None, rd_lambda: float = 0.0,
                           distortion: str = "latent", effort: int = 0, flat: bool = True) -> tuple[bytes, CodingStats]:
         """image: any source image.load_image takes; errors name it `name` (default: its path,
-        <bytes>, ...). quality: None for the model's default; steps: None for DEFAULT_STEPS.
+        <bytes>, ...). quality: the level, 1..num_levels() (None: the model's default); steps: None for
+        DEFAULT_STEPS.
         rd_lambda > 0: RDOQ (rdoq.py), the encoder trades distortion for bits at that λ
         (`distortion` "latent" or "pixel"); 0 is the plain quantizer. effort > 0: that many steps
         of latent refinement first (refine.py). The decoder is the same. flat: send the image's
         flat blocks (flat.py; a file without them when False)."""
-        quality = self.default_quality if quality is None else quality
-        _check_level("quality", quality, self.levels())
-        steps = self._check_steps(steps)
+        quality = self.default_level if quality is None else quality
+        _check_level("quality", quality, self.num_levels())
+        steps = self.check_steps(steps)
         rd_lambda = rdoq.check_lambda(rd_lambda)
         effort = refine.check_effort(effort)
         rgb, grey = load_image(image, name)
@@ -276,16 +279,16 @@ class Codec:
         grid = (generated.grid_height, generated.grid_width) if generated else self.grid_size(height, width)
         if tokens.ndim != 3 or tokens.shape[0] not in self.config.active_levels or tokens.shape[1:] != grid:
             raise PQCodecError(f"tokens of shape {tokens.shape} do not fit a {width}x{height} image at any level")
-        if tokens.size and (tokens.min() < bitstream.UNUSED or tokens.max() >= self.config.codebook_size):
-            raise PQCodecError(f"token values must be in 0..{self.config.codebook_size - 1} (or {bitstream.UNUSED}: unused)")
+        if tokens.size and (tokens.min() < UNUSED or tokens.max() >= self.config.codebook_size):
+            raise PQCodecError(f"token values must be in 0..{self.config.codebook_size - 1} (or {UNUSED}: unused)")
         if tokens.size and tokens.min() < 0:
             if generated:
                 raise PQCodecError("a generated file's tokens cannot have unused indices")
             try:
-                self.tokens.window_counts(tokens)
+                self.token_coder.window_counts(tokens)
             except ValueError as e:
                 raise PQCodecError(f"tokens with unused indices: {e}") from None
-        steps = self._check_steps(steps)
+        steps = self.check_steps(steps)
         if flat is not None:
             flat_blocks.decode(flat, self.grid_size(height, width), 1 if greyscale else 3)  # a layer a reader takes
         return self._pack(tokens, height, width, greyscale, steps, generated=generated, flat=flat)[0]
@@ -298,22 +301,22 @@ class Codec:
         flat: as encode_analysed."""
         top = int(counts.max())
         grid = np.kron(counts, np.ones((self.config.window,) * 2, dtype=np.int64))[:tokens.shape[1], :tokens.shape[2]]
-        mapped = np.where(np.arange(top)[:, None, None] < grid, tokens[:top], bitstream.UNUSED)
+        mapped = np.where(np.arange(top)[:, None, None] < grid, tokens[:top], UNUSED)
         return self.encode_analysed(mapped, size, greyscale, steps, flat=flat)
 
-    def _check_steps(self, steps: int | None) -> int:
+    def check_steps(self, steps: int | None) -> int:
         """steps, or DEFAULT_STEPS for None, once checked to be a whole number the model's windows allow."""
         steps = DEFAULT_STEPS if steps is None else steps
         _check_level("steps", steps, self.max_steps())
         return steps
 
     def _pack(self, tokens, height, width, greyscale, steps, choose=None, generated: Generated | None = None,
-              flat: bytes | None = None) -> tuple[bytes, Coded]:
+              flat: bytes | None = None) -> tuple[bytes, CompressedTokens]:
         """(file, what the token coder made: its payload, ideal bits, and the tokens coded: `tokens`,
         or what `choose` chose, or with a generated file's draws); flat: the header's flat layer"""
-        c = self.tokens.compress(tokens, steps, choose, generated)
+        c = self.token_coder.compress(tokens, steps, choose, generated.drawn_steps() if generated else None)
         header = Header(self.model_hash, c.tokens.shape[0], steps, height, width, greyscale,
-                        bitstream.token_checksum(c.tokens), generated, c.mapped, self.config.conditional, flat)
+                        token_checksum(c.tokens), generated, c.mapped, self.config.conditional, flat)
         return bitstream.pack(header, c.payload), c
 
     def encode_generated(self, tokens: np.ndarray, size: tuple[int, int], greyscale: bool, steps: int,
@@ -381,11 +384,12 @@ class Codec:
         h, w = header.grid()
         symbols = header.active * h * w + (math.prod(window_grid(h, w, self.config.window))
                                            if header.mapped else 0)  # a level map's symbols
-        if len(payload) > bitstream.max_payload_bytes(symbols):
+        if len(payload) > max_payload_bytes(symbols):
             raise CorruptFileError(f"payload of {len(payload)} bytes is longer than {symbols} symbols can take "
-                                   f"({bitstream.max_payload_bytes(symbols)} bytes; file damaged)")
-        tokens = self.tokens.decompress(payload, header.active, h, w, header.steps, header.generated, header.mapped)
-        if bitstream.token_checksum(tokens) != header.checksum:
+                                   f"({max_payload_bytes(symbols)} bytes; file damaged)")
+        drawn = header.generated.drawn_steps() if header.generated else None
+        tokens = self.token_coder.decompress(payload, header.active, h, w, header.steps, drawn, header.mapped)
+        if token_checksum(tokens) != header.checksum:
             raise CorruptFileError("token checksum mismatch: the file is damaged or truncated")
         return header, tokens
 

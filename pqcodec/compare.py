@@ -25,6 +25,7 @@ from .errors import PQCodecError
 from .formats import is_image_name
 from .image import image_bytes, load_image, to_pil
 from .metrics import ms_ssim, psnr
+from .request import EncodeRequest
 from .words import counted
 
 
@@ -56,20 +57,8 @@ PILLOW_CODECS = (
 )
 
 
-@dataclass(frozen=True)
-class Target:
-    """How pqcodec's size is chosen: a quality level (None: the model's default), or a size in bytes
-    (max_bytes) or bits per pixel (bpp) for rate control. At most one of the three."""
-    quality: int | None = None
-    max_bytes: int | None = None
-    bpp: float | None = None
-
-    def by_size(self) -> bool:
-        return self.max_bytes is not None or self.bpp is not None
-
-
 @dataclass
-class Coded:
+class CodecResult:
     """One codec's result on one image. decoded is None when the codec has no file to show: not in
     this Pillow, or its smallest file is larger than pqcodec's (`note` says which)."""
     codec: str
@@ -95,8 +84,8 @@ class Comparison:
     width: int
     height: int
     original: Image.Image
-    pqcodec_target: str
-    rows: list[Coded] = field(default_factory=list)
+    pqcodec_request: str
+    rows: list[CodecResult] = field(default_factory=list)
 
     @property
     def budget(self) -> int:
@@ -132,26 +121,28 @@ def steps_per_image(codec) -> int:
     return len(_decoders(codec)) + len(PILLOW_CODECS)
 
 
-def compare_image(codec, source, name: str, target: Target, progress=None) -> Comparison:
-    """Codes `source` (any image load_image takes; errors name it `name`) with pqcodec as `target`
+def compare_image(codec, source, name: str, request: EncodeRequest, progress=None) -> Comparison:
+    """Codes `source` (any image load_image takes; errors name it `name`) with pqcodec as `request`
     says and every Pillow codec in at most pqcodec's bytes. progress(): called once per codec done."""
     tick = progress or (lambda: None)
     rgb, grey = load_image(source, name)
     original = to_pil(rgb, grey)
     H, W = rgb.shape[:2]
-    data, setting, encode_s = _encode_pqcodec(codec, original, name, target)
-    result = Comparison(name, W, H, original, _describe_target(codec, target, H, W))
+    start = time.perf_counter()
+    encoded = request.file_of(codec, original, name)
+    data, setting, encode_s = encoded.data, encoded.setting, time.perf_counter() - start
+    result = Comparison(name, W, H, original, request.describe(codec, H, W))
     for decoder in _decoders(codec):
         start = time.perf_counter()
         decoded = codec.decode(data, name=name) if decoder == "mse" else codec.decode(data, name=name, decoder=decoder)
         decode_s = time.perf_counter() - start
         label = "pqcodec" if decoder == "mse" else f"pqcodec ({decoder})"
-        result.rows.append(_measured(Coded(label, setting, len(data), decoded, encode_s=encode_s, decode_s=decode_s,
+        result.rows.append(_measured(CodecResult(label, setting, len(data), decoded, encode_s=encode_s, decode_s=decode_s,
                                            is_pqcodec=True, note="sets the size" if decoder == "mse" else
                                            "the same file, another decoder"), rgb))
         tick()
     for pillow_codec in PILLOW_CODECS:
-        result.rows.append(_matched(pillow_codec, original, rgb, len(data)))
+        result.rows.append(coded_within(pillow_codec, original, rgb, len(data)))
         tick()
     return result
 
@@ -162,50 +153,25 @@ def _decoders(codec) -> tuple[str, ...]:
     return tuple(getattr(codec, "decoders", lambda: ("mse",))())
 
 
-def _encode_pqcodec(codec, img: Image.Image, name: str, target: Target) -> tuple[bytes, str, float]:
-    """(file, the setting in words, seconds)."""
-    start = time.perf_counter()
-    if target.by_size():
-        from .ratecontrol import encode_to_size
-        r = encode_to_size(codec, img, max_bytes=target.max_bytes, bpp=target.bpp, name=name)
-        setting = f"{r.setting()} ({counted(r.encodes, 'coder pass', 'coder passes')})"
-        return r.data, setting, time.perf_counter() - start
-    quality = codec.default_quality if target.quality is None else target.quality
-    data = codec.encode(img, quality, name=name)
-    return data, f"level {quality}", time.perf_counter() - start
-
-
-def _describe_target(codec, target: Target, height: int, width: int) -> str:
-    if target.max_bytes is not None:
-        return f"the best quality in at most {counted(target.max_bytes, 'byte')} (rate control)"
-    if target.bpp is not None:
-        from .ratecontrol import budget
-        n = budget(bpp=target.bpp, height=height, width=width)
-        return f"the best quality in at most {target.bpp:g} bpp = {counted(n, 'byte')} (rate control)"
-    if target.quality is None:
-        return f"level {codec.default_quality} (the model's default) of {codec.levels()}"
-    return f"level {target.quality} of {codec.levels()}"
-
-
-def _measured(row: Coded, rgb: np.ndarray) -> Coded:
+def _measured(row: CodecResult, rgb: np.ndarray) -> CodecResult:
     decoded = np.asarray(row.decoded.convert("RGB"))
     row.psnr, row.ms_ssim = psnr(rgb, decoded), ms_ssim(rgb, decoded)
     return row
 
 
-def _matched(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) -> Coded:
+def coded_within(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) -> CodecResult:
     """`pc` at the highest setting whose file is at most `budget` bytes, by bisection over its
     settings (file sizes grow with the setting, not always strictly: the file kept is always one
     coded and measured here, so the bisection may miss a larger setting that fits, never exceed)."""
     if not pc.available():
-        return Coded(pc.name, note=f"not available: this Pillow has no {pc.name} encoder")
+        return CodecResult(pc.name, note=f"not available: this Pillow has no {pc.name} encoder")
     try:
         return _bisect(pc, img, rgb, budget)
     except (OSError, ValueError) as e:  # beyond the format's limits (WebP: 16383 px a side)
-        return Coded(pc.name, note=f"Pillow cannot write this image as {pc.name} ({e})")
+        return CodecResult(pc.name, note=f"Pillow cannot write this image as {pc.name} ({e})")
 
 
-def _bisect(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) -> Coded:
+def _bisect(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) -> CodecResult:
     def code(q: int) -> tuple[bytes, float]:
         start = time.perf_counter()
         data = pc.encode(img, q)
@@ -213,7 +179,7 @@ def _bisect(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) -> 
 
     data, seconds = code(pc.lowest)
     if len(data) > budget:
-        return Coded(pc.name, f"quality {pc.lowest}", len(data), note=(
+        return CodecResult(pc.name, f"quality {pc.lowest}", len(data), note=(
             f"cannot match: its smallest file (quality {pc.lowest}) is {counted(len(data), 'byte')}, "
             f"more than pqcodec's {budget}; not shown"))
     best = (pc.lowest, data, seconds)
@@ -234,7 +200,7 @@ def _bisect(pc: PillowCodec, img: Image.Image, rgb: np.ndarray, budget: int) -> 
     note = f"{counted(under, 'byte')} under pqcodec's" if under else "exactly pqcodec's bytes"
     if q == pc.highest:
         note += " (its highest setting)"
-    return _measured(Coded(pc.name, f"quality {q}", len(data), decoded, encode_s=encode_s, decode_s=decode_s,
+    return _measured(CodecResult(pc.name, f"quality {q}", len(data), decoded, encode_s=encode_s, decode_s=decode_s,
                            note=note), rgb)
 
 
@@ -243,7 +209,7 @@ def png_bytes(img: Image.Image) -> bytes:
     return image_bytes(img, "PNG")
 
 
-def compare_all(paths: list[Path], codec, target: Target, progress: bool = True):
+def compare_all(paths: list[Path], codec, request: EncodeRequest, progress: bool = True):
     """compare_image on each path, with a progress bar (tqdm, on stderr) when `progress`. Returns
     (the comparisons made, one line `NAME: reason` per image that failed: unreadable, or too small a
     size for rate control; it is left out, the others go on; Pillow's warnings about an image as
@@ -258,7 +224,7 @@ def compare_all(paths: list[Path], codec, target: Target, progress: bool = True)
             lines = []
             try:
                 with folded_warnings(lines):
-                    done.append(compare_image(codec, path, str(path), target, progress=lambda: bar.update()))
+                    done.append(compare_image(codec, path, str(path), request, progress=lambda: bar.update()))
             except Exception as e:
                 if is_internal(e):
                     raise

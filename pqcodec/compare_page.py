@@ -6,7 +6,7 @@ import base64
 import html
 import math
 
-from .compare import PILLOW_CODECS, Comparison, Coded, png_bytes
+from .compare import PILLOW_CODECS, Comparison, CodecResult, png_bytes
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222}
@@ -144,7 +144,7 @@ def _section(c: Comparison, anchor: str) -> str:
 
     images = [_img("original", c.original, c.name)] + [_img(r.codec, r.decoded, c.name) for r in shown]
     return (f"<section class=comparison id={anchor}><h2>{_e(c.name)} <small>{c.width}×{c.height}</small></h2>\n"
-            f"<p>pqcodec at {_e(c.pqcodec_target)}: {c.budget} bytes; every other codec in at most {c.budget} bytes.</p>\n"
+            f"<p>pqcodec at {_e(c.pqcodec_request)}: {c.budget} bytes; every other codec in at most {c.budget} bytes.</p>\n"
             f"<div class=controls>{select('left', c.rows[0].codec)}{select('right', default_right)}"
             "<input type=range class=split min=0 max=1000 value=500 aria-label='split position'>"
             "<label><input type=checkbox class=zoom> 1:1 zoom (drag to pan)</label></div>\n"
@@ -164,7 +164,7 @@ def _table(c: Comparison) -> str:
     return f"<div class=scroll><table class=results>{head}{''.join(_row(c, r) for r in c.rows)}</table></div>\n"
 
 
-def _row(c: Comparison, r: Coded) -> str:
+def _row(c: Comparison, r: CodecResult) -> str:
     size = "" if r.num_bytes is None else str(r.num_bytes)
     bpp = "" if r.num_bytes is None else f"{c.bpp(r.num_bytes):.4f}"
     cells = [r.codec, r.setting, size, bpp, _num(r.psnr, 2), _num(r.ms_ssim, 4), _num(_ms_ssim_db(r.ms_ssim), 2),

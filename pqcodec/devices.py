@@ -2,7 +2,7 @@
 
 The transforms, the integer prior and the conditional head run on the device; the range coder and
 the container on the CPU. A file is the same bytes on every device: the prior's and the head's
-integers are exact on any device (nets/integer_prior.py), and the transforms' float differences
+integers are exact on any device (coding/integer_prior.py), and the transforms' float differences
 (a decoded pixel may differ by a level, as between CPU families) never reach the tokens.
 
 The default is "cpu": "auto" takes a CUDA device where torch sees one. A GPU pays off on large

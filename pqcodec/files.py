@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .bitstream import MAX_PIXELS
+from .limits import MAX_PIXELS
 from .errors import CorruptFileError, ImageError, PQCodecError
 
 TEMP_SUFFIX = ".part"
@@ -212,27 +212,26 @@ def _sync_folder(folder: Path):
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-def read_coded_file(source: Path | BinaryIO) -> bytes:
-    """A .bin file's bytes, from a path or a binary stream (stdin); input longer than any pqcodec
-    file can be is refused without reading it whole."""
-    from .bitstream import MAX_FILE_BYTES
+def read_coded_file(source: Path | BinaryIO, longest: int) -> bytes:
+    """A .bin file's bytes, from a path or a binary stream (stdin); input longer than `longest`, the
+    longest a pqcodec file can be (bitstream.MAX_FILE_BYTES), is refused without reading it whole."""
     if isinstance(source, Path):
         size = source.stat().st_size
-        if size > MAX_FILE_BYTES:
+        if size > longest:
             raise CorruptFileError(f"{size} bytes is longer than any pqcodec file can be")
         return source.read_bytes()
-    return _read_bounded(source, MAX_FILE_BYTES, CorruptFileError(
-        f"longer than any pqcodec file can be ({MAX_FILE_BYTES} bytes)"))
+    return read_bounded(source, longest, CorruptFileError(
+        f"longer than any pqcodec file can be ({longest} bytes)"))
 
 
 def read_image_stream(stream: BinaryIO) -> bytes:
     """An image file's bytes from a stream (stdin), refused past MAX_IMAGE_STREAM_BYTES."""
-    return _read_bounded(stream, MAX_IMAGE_STREAM_BYTES, ImageError(
+    return read_bounded(stream, MAX_IMAGE_STREAM_BYTES, ImageError(
         f"longer than any image pqcodec codes can be ({MAX_IMAGE_STREAM_BYTES} bytes: "
         f"{MAX_PIXELS} pixels of 16 bytes, plus headers)"))
 
 
-def _read_bounded(stream: BinaryIO, limit: int, too_long: Exception) -> bytes:
+def read_bounded(stream: BinaryIO, limit: int, too_long: Exception) -> bytes:
     """Reads to the end of `stream`, raising `too_long` past `limit` bytes, never reading more than
     limit + 1. In chunks of what is there (read1): one long read would hold back a Ctrl-C until its
     end, which a pipe may never give. A chunk that is not bytes (a text stream) is returned as it

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .bitstream import MAX_PIXELS, MAX_SIDE
+from .limits import MAX_PIXELS, MAX_SIDE
 from .errors import ImageError, named
 from .files import read_image_stream
 from .sources import (CONTENTS, FILE_SOURCES, PATH, can_seek, check_regular_file, source_kind, source_name,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import ModelFilesError, PQCodecError
 from .files import OutputError
+from .request import EncodeRequest
 
 # what the library calls a source it has no name for (bytes, arrays): the CLI says which file it was
 _UNNAMED = ("<bytes>: ", "<file object>: ", "input: ")
@@ -19,31 +20,19 @@ _UNNAMED = ("<bytes>: ", "<file object>: ", "input: ")
 class CodingOptions:
     """The coding settings of a run (picklable: folder workers get a copy)."""
     model: str | None = None
-    quality: int | None = None
-    steps: int | None = None
-    max_bytes: int | None = None    # rate control (ratecontrol.py): a size instead of a quality
-    bpp: float | None = None
-    generative: bool = False        # below the lowest level, partly drawn grids (extreme.py)
+    request: EncodeRequest = EncodeRequest()  # encode: to what (request.py)
     decoder: str = "mse"            # decode: which decoder (decoders.py)
-    effort: int = 0                 # encode: steps of latent refinement (refine.py)
-    flat: bool = True               # encode: send the flat blocks (flat.py)
     device: str = "cpu"             # where the networks run (devices.py)
 
 
 def encode_image(source, name: str, options: CodingOptions, notes: list | None = None) -> bytes:
     """The .bin bytes of an image (a path, or the bytes read from stdin); errors call it `name`.
     With a size (max_bytes or bpp), a line on what the search chose and cost goes to `notes`."""
-    import pqcodec
-    if options.max_bytes is None and options.bpp is None:
-        return pqcodec.encode(source, quality=options.quality, steps=options.steps, model=options.model, name=name,
-                              effort=options.effort, flat=options.flat, device=options.device)
-    from .ratecontrol import encode_to_size
     from .zoo import codec_to_encode
-    result = encode_to_size(codec_to_encode(options.model, options.device), source, max_bytes=options.max_bytes, bpp=options.bpp,
-                            steps=options.steps, name=name, generative=options.generative, flat=options.flat)
-    if notes is not None:
-        notes.append(result.summary())
-    return result.data
+    encoded = options.request.file_of(codec_to_encode(options.model, options.device), source, name)
+    if notes is not None and encoded.summary:
+        notes.append(encoded.summary)
+    return encoded.data
 
 
 def decode_image(source, name: str, output: Path | str, fmt: str, options: CodingOptions,

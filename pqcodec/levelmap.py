@@ -22,8 +22,7 @@ import math
 
 import numpy as np
 
-from .bitstream import CHUNK_CHECK_BYTES, WINDOW_CHUNK
-from .latent import window_grid
+from .coding.layout import CHUNK_CHECK_BYTES, WINDOW_CHUNK, window_grid
 
 MU_STEPS = 60   # bisection steps on log mu (numpy on a few hundred windows: microseconds each)
 ATTEMPTS = 3    # mapped files coded at most, each after one over N lowered the budget
@@ -85,7 +84,7 @@ def fit(codec, rgb: np.ndarray, plain_pass, plain_image, code_mapped, N: int, to
     """A mapped file of levels 1..top that fits in N bytes, by the allocation above:
     (file, the tokens coded (UNUSED beyond each window's count), levels per window (1-based,
     (windows high, windows wide))), or None when no map with two levels or more fits.
-    plain_pass(quality) -> (file, CodingStats) and plain_image(quality) -> its decoded image: the
+    plain_pass(level) -> (file, CodingStats) and plain_image(level) -> its decoded image: the
     plain files of the image (rate control makes each once); code_mapped(counts (windows high,
     windows wide) sub-quantizers) -> (file, CodingStats): Codec.encode_mapped of the image.
     Up to ATTEMPTS mapped files are coded: a file over N (the estimate of the coder's last words

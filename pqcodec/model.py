@@ -13,7 +13,9 @@ from torch import nn
 from safetensors.torch import load_file, save_file, safe_open
 
 from .files import sha256_of
-from .nets import ConditionalHead, Decoder, Encoder, IntConditionalHead, IntegerPrior, MIMPrior, ProductQuantizer
+from .coding.integer_conditional import IntConditionalHead
+from .coding.integer_prior import IntegerPrior
+from .nets import ConditionalHead, Decoder, Encoder, MIMPrior, ProductQuantizer
 from .nets.autoencoder import PADDINGS
 from .numerics import float32_default
 

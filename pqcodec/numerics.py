@@ -1,7 +1,7 @@
 """Float products on machines we do not have: what a caller's float settings or another device may
 do to the integer prior's products, emulated on any CPU.
 
-The integer prior (nets/integer_prior.py) carries integers in float tensors and relies on every
+The integer prior (coding/integer_prior.py) carries integers in float tensors and relies on every
 product of them being exact. Some machines round a float32 product's inputs first:
 - `torch.set_float32_matmul_precision("medium")` lets a CPU with bf16 units (e.g. Intel AMX) or a GPU
   compute float32 matrix products from bfloat16 inputs: 8 significant bits;
@@ -82,3 +82,17 @@ def float32_default():
         yield
     finally:
         torch.set_default_dtype(saved)
+
+
+@contextlib.contextmanager
+def numerics_fence():
+    """What coding needs whatever the caller set: no autocast (thread-local, so safe beside other
+    threads), no autograd. The integer prior is exact under any matmul precision (its float32
+    products take operands that bf16 and TF32 keep exactly, above) and thread count, so no
+    process-wide setting is touched."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        yield

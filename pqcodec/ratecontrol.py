@@ -70,14 +70,14 @@ class RateError(PQCodecError):
 class RateResult:
     data: bytes
     max_bytes: int
-    quality: int          # the level chosen
+    level: int            # the level chosen
     rd_lambda: float      # RDOQ's λ at that level (0: plain quantization)
     encodes: int          # token-coder passes the search made (the analysis transform ran once)
     seconds: float        # the whole search, analysis and decodes included
     psnr: float | None    # of the file chosen, when the search decoded it (RGB, against the input)
-    generated: Generated | None = None  # the extreme mode's fields, when it won (quality: its level)
+    generated: Generated | None = None  # the extreme mode's fields, when it won (level: the level of its grid)
     steps: int = 0                      # of the coding schedule
-    window_levels: np.ndarray | None = None  # a level map's levels per window, when it won (quality: the highest)
+    window_levels: np.ndarray | None = None  # a level map's levels per window, when it won (level: the highest)
 
     def setting(self) -> str:
         """What the search chose, in words."""
@@ -86,8 +86,8 @@ class RateResult:
             used = np.unique(m, return_counts=True)
             return "levels by window: " + ", ".join(f"{n} at {q}" for q, n in zip(*used))
         if g is None:
-            return f"level {self.quality}" + (f", RDOQ λ {self.rd_lambda:.3g}" if self.rd_lambda else "")
-        return (f"level {self.quality} shrunk to a {g.grid_width}x{g.grid_height} token grid"
+            return f"level {self.level}" + (f", RDOQ λ {self.rd_lambda:.3g}" if self.rd_lambda else "")
+        return (f"level {self.level} shrunk to a {g.grid_width}x{g.grid_height} token grid"
                 + (f", {g.sent} of {counted(self.steps, 'step')} sent, the rest drawn" if g.sent < self.steps else ""))
 
     def summary(self) -> str:
@@ -98,7 +98,7 @@ class RateResult:
 @dataclass
 class _Candidate:
     """A file the search found that fits, and what RateResult says of it."""
-    quality: int
+    level: int
     rd_lambda: float
     data: bytes
     tokens: np.ndarray | None = None         # to decode it (None: `psnr` is known)
@@ -133,7 +133,7 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
     generative: below the lowest level, only partly drawn grids (extreme.py's `hybrid`).
     flat: send the image's flat blocks (flat.py)."""
     start = time.perf_counter()
-    steps = codec._check_steps(steps)
+    steps = codec.check_steps(steps)
     rgb, grey = load_image(image, name)
     H, W = rgb.shape[:2]
     with named(name or image_source_name(image)):
@@ -150,7 +150,7 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         #    bytes: the full-size analysis would be wasted)
         if 8 * N >= MIN_BITS_PER_INDEX * h * w * codec.active_at(1):
             if analysis is None:
-                analysis = codec.image_to_tokens(rgb, codec.active_at(codec.levels()), candidates=rdoq.CANDIDATES)
+                analysis = codec.image_to_tokens(rgb, codec.active_at(codec.num_levels()), candidates=rdoq.CANDIDATES)
             found, passes, least = _level_candidates(codec, analysis, rgb, grey, N, steps, distortion, blocks)
             encodes, smallest = encodes + passes, min(s for s in (smallest, least) if s is not None)
         # 4. below the lowest level: the extreme mode
@@ -175,7 +175,7 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
                               else flat_blocks.paint(codec.tokens_to_image(c.tokens, H, W), c.flat))
     best = max(candidates, key=lambda c: -math.inf if c.psnr is None else c.psnr)
     assert len(best.data) <= N
-    return RateResult(best.data, N, best.quality, best.rd_lambda, encodes, time.perf_counter() - start, best.psnr,
+    return RateResult(best.data, N, best.level, best.rd_lambda, encodes, time.perf_counter() - start, best.psnr,
                       best.generated, steps, best.window_levels)
 
 
@@ -185,15 +185,15 @@ def _level_candidates(codec: Codec, analysis: rdoq.Analysis, rgb, grey, N: int, 
     level above it with RDOQ, the level map; the coder passes made; the smallest size met).
     analysis: the image's, at the top level; blocks: the flat blocks every file carries, or None."""
     H, W = rgb.shape[:2]
-    levels = codec.levels()
+    levels = codec.num_levels()
     layer = None if blocks is None else blocks.layer
     encodes, choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
-    plain, decoded = {}, {}    # quality -> (file, CodingStats) at λ = 0, and its decoded image: made once each
+    plain, decoded = {}, {}    # level -> (file, CodingStats) at λ = 0, and its decoded image: made once each
 
-    def code(quality: int, lam: float):
+    def code(level: int, lam: float):
         nonlocal encodes
         encodes += 1
-        active = codec.active_at(quality)
+        active = codec.active_at(level)
         choose = None
         if lam > 0:
             if active not in choosers:
@@ -202,18 +202,18 @@ def _level_candidates(codec: Codec, analysis: rdoq.Analysis, rgb, grey, N: int, 
             choose.rd_lambda = lam
         return codec.encode_analysed(analysis.tokens[:active], (H, W), grey, steps, choose, flat=layer)
 
-    def plain_pass(quality: int):
-        if quality not in plain:
-            plain[quality] = code(quality, 0.0)
-        return plain[quality]
+    def plain_pass(level: int):
+        if level not in plain:
+            plain[level] = code(level, 0.0)
+        return plain[level]
 
-    def plain_image(quality: int) -> np.ndarray:
-        if quality not in decoded:
-            decoded[quality] = flat_blocks.paint(codec.tokens_to_image(plain_pass(quality)[1].tokens, H, W), blocks)
-        return decoded[quality]
+    def plain_image(level: int) -> np.ndarray:
+        if level not in decoded:
+            decoded[level] = flat_blocks.paint(codec.tokens_to_image(plain_pass(level)[1].tokens, H, W), blocks)
+        return decoded[level]
 
-    def size(quality: int) -> int:
-        return len(plain_pass(quality)[0])
+    def size(level: int) -> int:
+        return len(plain_pass(level)[0])
 
     # 1. the highest level that fits at λ = 0 (sizes grow with the level): level 1 first, then bisection
     lo, hi, mid = 0, levels + 1, 1   # level lo fits (0: none known), level hi does not (levels+1: past the top)
@@ -244,11 +244,11 @@ def _level_candidates(codec: Codec, analysis: rdoq.Analysis, rgb, grey, N: int, 
     return candidates, encodes, smallest
 
 
-def _lambda_search(code, quality: int, N: int, plain_size: int):
-    """((λ, data, tokens) of the smallest λ found whose file at `quality` fits in N, or None;
-    the smallest size met). code(quality, λ) -> (file, CodingStats); plain_size: the file's size at
+def _lambda_search(code, level: int, N: int, plain_size: int):
+    """((λ, data, tokens) of the smallest λ found whose file at `level` fits in N, or None;
+    the smallest size met). code(level, λ) -> (file, CodingStats); plain_size: the file's size at
     λ = 0, known to be over N."""
-    data, stats = code(quality, LAMBDA_MAX)
+    data, stats = code(level, LAMBDA_MAX)
     if len(data) > N:
         return None, len(data)
     best = (LAMBDA_MAX, data, stats.tokens)
@@ -265,7 +265,7 @@ def _lambda_search(code, quality: int, N: int, plain_size: int):
             x = lo[0] + (hi[0] - lo[0]) * (ylo - t) / (ylo - yhi) if ylo > yhi else (lo[0] + hi[0]) / 2
             x = min(max(x, lo[0] + 0.05 * (hi[0] - lo[0])), hi[0] - 0.05 * (hi[0] - lo[0]))
         lam = math.exp(x)
-        data, stats = code(quality, lam)
+        data, stats = code(level, lam)
         side = "hi" if len(data) <= N else "lo"
         if side == "hi":
             hi = (x, len(data))

@@ -2,7 +2,7 @@
 the few nearest codewords of its sub-vector, the one that minimises distortion + λ · bits, where
 bits = −log2 p is what the integer prior's frequency table at that coding step charges for it.
 
-Encoder side only: the choice is made inside the token coder's loop (latent.py, `TokenCoder.compress`'s
+Encoder side only: the choice is made inside the token coder's loop (coding/token_coder.py, `TokenCoder.compress`'s
 `choose` hook), where each step's frequency tables are known before its symbols are coded; the
 decoder reads the chosen indices like any others, the file format does not change and λ is not in
 the file. The choice is greedy per step: it charges a symbol its own bits, not what it changes in
@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bitstream import PROB_BITS
-from .latent import _inside, to_windows
+from .coding.layout import PROB_BITS, inside, to_windows
 
 CANDIDATES = 8          # nearest codewords considered per index
 DISTORTIONS = ("latent", "pixel")
@@ -103,8 +102,8 @@ class Chooser:
     def __call__(self, chunk: slice, pos: torch.Tensor, sel: torch.Tensor, weights: np.ndarray, symbols: np.ndarray,
                  subq: slice):
         sel = sel.cpu()
-        cand = _inside(self.cand[chunk][:, pos.cpu()][..., subq, :], sel).reshape(-1, self.L).numpy()
-        dist = _inside(self.dist[chunk][:, pos.cpu()][..., subq, :], sel).reshape(-1, self.L).numpy()
+        cand = inside(self.cand[chunk][:, pos.cpu()][..., subq, :], sel).reshape(-1, self.L).numpy()
+        dist = inside(self.dist[chunk][:, pos.cpu()][..., subq, :], sel).reshape(-1, self.L).numpy()
         bits = PROB_BITS - np.log2(np.take_along_axis(weights, cand, 1) + 1)
         best = np.argmin(dist + self.rd_lambda * bits, axis=1)
         return cand[np.arange(len(cand)), best].astype(np.int64)

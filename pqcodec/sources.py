@@ -82,6 +82,7 @@ def check_regular_file(path: Path, error=PQCodecError):
 def coded_input(source, name: str | None = None) -> tuple[bytes, str]:
     """(the bytes of a coded file, what errors call it) from a path, contents or a binary file object;
     a path or file object is read bounded (files.read_coded_file). `name` overrides the name."""
+    from .bitstream import MAX_FILE_BYTES
     from .files import read_coded_file
     kind = source_kind(source)
     if kind is None:
@@ -94,8 +95,8 @@ def coded_input(source, name: str | None = None) -> tuple[bytes, str]:
             if kind == PATH:
                 path = Path(os.fsdecode(source))
                 check_regular_file(path)
-                return read_coded_file(path), name
-            data = read_coded_file(rewound(source))
+                return read_coded_file(path, MAX_FILE_BYTES), name
+            data = read_coded_file(rewound(source), MAX_FILE_BYTES)
         except OSError as e:
             raise PQCodecError(e.strerror or str(e)) from None
         if not isinstance(data, (bytes, bytearray)):

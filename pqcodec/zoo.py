@@ -47,7 +47,7 @@ class ZooEntry:
     name: str
     filename: str
     sha256: str
-    default_quality: int
+    default_level: int
     decoders: tuple[DecoderFile, ...] = ()
     base: str | None = None      # a head file's base: the ZOO name whose weights file it names (model.py)
     in_wheel: bool = True        # installed with the package (setup.cfg's package data), or only in a checkout
@@ -58,20 +58,20 @@ ZOO = {e.name: e for e in [
     # base v4's weights beside it; its files are format 6. The perceptual decoder pairs with v4's
     # autoencoder, which v5 shares
     ZooEntry("pq-s8-m12k256-v5", "pq-s8-m12k256-v5.safetensors",
-             "f2b5d9f9f7feef28d2e1e628b5763410353d787632f0035c78d20009a997067a", default_quality=3,
+             "f2b5d9f9f7feef28d2e1e628b5763410353d787632f0035c78d20009a997067a", default_level=3,
              decoders=(DecoderFile("perceptual", "pq-s8-m12k256-v4-perceptual.safetensors",
                                    "ebf705e6afaf81e810f705f312a9cb838e9868cc29f75c69729b09f92d78365d"),),
              base="pq-s8-m12k256-v4"),
     # pqcodec 0.6.0-0.9.0's default: its files (formats 3-5) still decode
     ZooEntry("pq-s8-m12k256-v4", "pq-s8-m12k256-v4.safetensors",
-             "41652e7b33abcb50bb7faecd26e5beaf0ce754cee7e1eb01c760fc9025a8a388", default_quality=3,
+             "41652e7b33abcb50bb7faecd26e5beaf0ce754cee7e1eb01c760fc9025a8a388", default_level=3,
              # the perceptual decoder (issue 13; pqcodec/models/pq-s8-m12k256-v4-perceptual.md): same files
              decoders=(DecoderFile("perceptual", "pq-s8-m12k256-v4-perceptual.safetensors",
                                    "ebf705e6afaf81e810f705f312a9cb838e9868cc29f75c69729b09f92d78365d"),)),
     # pqcodec 0.4.0 and 0.5.0's default: its files (format 3) still decode, with its weights (42.5 MB),
     # which only a checkout holds: a wheel leaves them out (PQCODEC_MODELS_DIR finds them)
     ZooEntry("pq-s8-m12k256-v3", "pq-s8-m12k256-v3.safetensors",
-             "ba5c6133abe8efa39c0d5b3bf1fe3c481a1c697558b8145a3ed443579b15c7cd", default_quality=3,
+             "ba5c6133abe8efa39c0d5b3bf1fe3c481a1c697558b8145a3ed443579b15c7cd", default_level=3,
              in_wheel=False),
 ]}
 DEFAULT_MODEL = "pq-s8-m12k256-v5"
@@ -162,7 +162,7 @@ def _load_codec(name: str, device: str):
     # the weights and a head file's base: checked here, so that a missing or wrong one is the model's
     # one-line error (the decoders' files are checked on first use: codec.py)
     path, *_ = [_check_model_file(entry, f) for f in files_needed(name) if f.required]
-    codec = Codec(PQCodecModel.load(path), model_hash_of(entry.sha256), entry.default_quality,
+    codec = Codec(PQCodecModel.load(path), model_hash_of(entry.sha256), entry.default_level,
                   weights_sha256=entry.sha256, name=f"model {entry.name}")
     for d in entry.decoders:
         codec.add_decoder(d.name, models_dir() / d.filename, d.sha256)

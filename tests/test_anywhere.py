@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import pqcodec
-from pqcodec import bitstream
+from pqcodec import coding
 from pqcodec.errors import PQCodecError, UnsupportedFileError
-from pqcodec.nets import integer_prior
+from pqcodec.coding import integer_prior, kernels
 from pqcodec.numerics import BF16_BITS, TF32_BITS, OPERAND_EXACT, RoundedProducts, round_significand
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def float32_products(monkeypatch):
     codec = load_codec()
 
     def reset():
-        integer_prior.int8_products.cache_clear()
+        kernels.int8_products.cache_clear()
         codec.model.int_prior.forget_derived()
         codec.model.int_cond.forget_derived()
     monkeypatch.setenv("PQCODEC_INT8", "0")
@@ -65,7 +65,7 @@ def _recode(codec, data: bytes) -> tuple[str, bytes]:
     header, tokens = codec.decode_tokens(data)
     again = codec.encode_tokens(tokens, header.height, header.width, header.greyscale, header.steps,
                                 header.generated, header.flat)
-    return f"{bitstream.token_checksum(tokens):08x}", again
+    return f"{coding.token_checksum(tokens):08x}", again
 
 
 RECORDED = {e["file"]: e["token_crc32"] for e in json.loads((V7 / "golden.json").read_text())["files"]}
@@ -180,8 +180,8 @@ def test_cli_device_option(tmp_path, capsys):
 def test_gpu_check_dry_run(tmp_path):
     """The prepared GPU check (eval/gpu_check.py) runs its steps with the CPU in the GPU's place."""
     report = tmp_path / "gpu.json"
-    run = subprocess.run([sys.executable, str(ROOT / "eval" / "gpu_check.py"), "--dry-run", "--quick",
-                          "--json", str(report)], capture_output=True, text=True, timeout=900)
+    run = subprocess.run([sys.executable, "-m", "eval.gpu_check", "--dry-run", "--quick",
+                          "--json", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr
     r = json.loads(report.read_text())
     assert r["dry_run"] and not r["failures"] and r["golden"]["checked"] >= 2

@@ -201,7 +201,7 @@ def test_quality_and_steps_out_of_range(tiny_codec, argument, value):
 def test_numpy_integers_and_none_are_taken(tiny_codec):
     plain = tiny_codec.encode(RGB, 2, 5)
     assert tiny_codec.encode(RGB, np.int64(2), np.uint8(5)) == plain
-    assert tiny_codec.encode(RGB, None, None) == tiny_codec.encode(RGB, tiny_codec.default_quality,
+    assert tiny_codec.encode(RGB, None, None) == tiny_codec.encode(RGB, tiny_codec.default_level,
                                                                    pqcodec.DEFAULT_STEPS)
 
 

@@ -1,5 +1,5 @@
 """The same-budget hyperprior's GPU plan (eval/baselines_lease.py) dry-run on the CPU with tiny
-crops: prepare the carry, train two qualities side by side as the GPU machine would, join the
+crops: prepare the folder to copy, train two qualities side by side as the GPU machine would, join the
 returned parts here, evaluate them with CompressAI's real entropy coder (eval/train_baselines.py
 --no-train). Needs compressai: runs in CI's second environment (.ci/run)."""
 import json
@@ -13,10 +13,8 @@ import torch
 from PIL import Image
 
 pytest.importorskip("compressai")
-EVAL = Path(__file__).resolve().parent.parent / "eval"
-sys.path.insert(0, str(EVAL))
-import baselines_lease  # noqa: E402
-import train_baselines  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+from eval import baselines_lease, train_baselines  # noqa: E402
 from pqcodec.train.common import load_checkpoint  # noqa: E402
 
 
@@ -33,9 +31,9 @@ def folders(tmp_path_factory):
 
 def lease_run(root: Path, out: str, *args: str) -> dict:
     """`run` as the device would call it (later options win: --lease and --runs may be given again)."""
-    r = subprocess.run([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--lease", str(root / "lease"),
+    r = subprocess.run([sys.executable, "-m", "eval.baselines_lease", "run", "--lease", str(root / "lease"),
                         "--out", str(root / out), "--runs", str(root / f"runs-{out}"), "--crop", "64",
-                        "--threads", "1", *args], capture_output=True, text=True, timeout=300)
+                        "--threads", "1", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads((root / out / "summary.json").read_text())
 
@@ -43,7 +41,7 @@ def lease_run(root: Path, out: str, *args: str) -> dict:
 def test_prepare_run_join_evaluate(folders, tmp_path):
     size = baselines_lease.pack_photos(folders / "photos", folders / "lease")
     assert sorted(p.name for p in (folders / "lease").iterdir()) == ["train.zip"] and size > 0
-    with pytest.raises(SystemExit, match="over the carry budget"):
+    with pytest.raises(SystemExit, match="over the copy limit"):
         baselines_lease.pack_photos(folders / "photos", tmp_path / "small", limit=100)
 
     summary = lease_run(folders, "OUT", "--minutes", "5", "--qualities", "1", "2", "--crops", "12", "--batch", "8")
@@ -59,12 +57,12 @@ def test_prepare_run_join_evaluate(folders, tmp_path):
     assert [again["qualities"][q]["crops"] for q in "12"] == [20, 20] and again["qualities"]["1"]["step"] == 3
     summary = lease_run(folders, "OUT", "--minutes", "5", "--qualities", "1", "2", "--crops", "12", "--batch", "8",
                         "--runs", str(folders / "runs-fresh"))  # the 12-crop weights again, for what follows
-    r = subprocess.run([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--lease", str(tmp_path / "none"),
+    r = subprocess.run([sys.executable, "-m", "eval.baselines_lease", "run", "--lease", str(tmp_path / "none"),
                         "--out", str(tmp_path / "o"), "--runs", str(tmp_path / "r"), "--minutes", "1",
-                        "--qualities", "1"], capture_output=True, text=True)
+                        "--qualities", "1"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and "train.zip: not here, nor photos from an earlier call" in r.stderr
-    r = subprocess.run([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--out", str(tmp_path / "o"),
-                        "--minutes", "1", "--qualities", "9"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "eval.baselines_lease", "run", "--out", str(tmp_path / "o"),
+                        "--minutes", "1", "--qualities", "9"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice: 9" in r.stderr  # CompressAI has qualities 1..8
 
     back = folders / "back"
@@ -124,10 +122,10 @@ def test_a_stopped_run_brings_back_what_its_qualities_saved(folders, tmp_path):
     if not (folders / "lease" / "train.zip").exists():
         baselines_lease.pack_photos(folders / "photos", folders / "lease")
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--lease", str(folders / "lease"),
+    proc = subprocess.Popen([sys.executable, "-m", "eval.baselines_lease", "run", "--lease", str(folders / "lease"),
                              "--out", str(tmp_path / "OUT"), "--runs", str(runs), "--crop", "64", "--threads", "1",
                              "--minutes", "10", "--qualities", "1", "--crops", "10000000", "--batch", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     log = runs / "bmshj2018-hyperprior-q1" / "log.jsonl"
     deadline = time.time() + 120
     while not (log.exists() and log.stat().st_size) and time.time() < deadline and proc.poll() is None:
@@ -139,9 +137,9 @@ def test_a_stopped_run_brings_back_what_its_qualities_saved(folders, tmp_path):
     assert summary["qualities"]["1"]["crops"] >= 100 and summary["parts"]  # 50 steps logged before the stop
     assert load_checkpoint(runs / "bmshj2018-hyperprior-q1" / "ckpt.pt")["crops"] == summary["qualities"]["1"]["crops"]
 
-    r = subprocess.run([sys.executable, str(EVAL / "baselines_lease.py"), "run", "--lease", str(folders / "lease"),
+    r = subprocess.run([sys.executable, "-m", "eval.baselines_lease", "run", "--lease", str(folders / "lease"),
                         "--out", str(tmp_path / "OUT2"), "--runs", str(tmp_path / "runs2"), "--crop", "512",
-                        "--minutes", "1", "--qualities", "2"], capture_output=True, text=True, timeout=300)
+                        "--minutes", "1", "--qualities", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "at least 512 px" in r.stdout
     summary = json.loads((tmp_path / "OUT2" / "summary.json").read_text())
     assert summary["qualities"]["2"]["exit"] == 1 and "parts" not in summary
@@ -149,10 +147,10 @@ def test_a_stopped_run_brings_back_what_its_qualities_saved(folders, tmp_path):
 
 def test_the_learning_rate_follows_the_cosine_over_the_budget(folders, tmp_path):
     from pqcodec.train.common import lr_at
-    r = subprocess.run([sys.executable, str(EVAL / "train_baselines.py"), "--train-only", "--data",
+    r = subprocess.run([sys.executable, "-m", "eval.train_baselines", "--train-only", "--data",
                         str(folders / "photos"), "--out", str(tmp_path), "--qualities", "1", "--crops", "40",
                         "--batch", "8", "--crop", "64", "--lr", "2e-4", "--warmup", "1", "--threads", "1"],
-                       capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     last = json.loads((tmp_path / "bmshj2018-hyperprior-q1" / "log.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 5 and last["lr"] == lr_at(4, 5, 2e-4, 1) < 2e-4 / 4  # the 5th step's, near the end

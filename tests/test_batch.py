@@ -112,10 +112,10 @@ def test_force_in_a_folder_run_replaces_only_regular_files(tiny_weights, tmp_pat
 
 
 def test_folder_warnings_are_one_line_per_file(tiny_weights, tmp_path):
-    from test_cli_errors import _corrupt_exif_jpeg
+    from test_cli_errors import corrupt_exif_jpeg
     src = tmp_path / "photos"
     src.mkdir()
-    _corrupt_exif_jpeg(src / "exif.jpg")
+    corrupt_exif_jpeg(src / "exif.jpg")
     _save(src / "fine.png", seed=1)
     r = run_cli("encode", src, "-o", tmp_path / "bins", "--model", tiny_weights, "--workers", "2", "--quiet")
     err = r.stderr.decode()

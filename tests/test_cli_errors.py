@@ -55,9 +55,9 @@ def test_threads_after_the_subcommand(tiny_weights, png, tmp_path):
 
 def test_help_shows_the_quality_range_and_default(cli):
     from pqcodec.zoo import DEFAULT_MODEL, ZOO, load_codec
-    levels = load_codec(DEFAULT_MODEL).levels()
+    levels = load_codec(DEFAULT_MODEL).num_levels()
     text = " ".join(cli("encode", "--help").stdout.decode().split())
-    assert f"1 (smallest file) .. {levels}; default {ZOO[DEFAULT_MODEL].default_quality}" in text, text
+    assert f"1 (smallest file) .. {levels}; default {ZOO[DEFAULT_MODEL].default_level}" in text, text
 
 
 @pytest.mark.parametrize("name, message, status", [("out.psd", "cannot write", 2), ("out.jpg", "change the decoded", 2),
@@ -117,7 +117,7 @@ def test_errors_name_the_file_or_stdin(cli, tiny_codec, tiny_weights, tmp_path, 
     assert err.startswith("pqcodec: error: stdin: "), err
 
 
-def _corrupt_exif_jpeg(path):
+def corrupt_exif_jpeg(path):
     import struct
     ifd = (struct.pack("<H", 3) + struct.pack("<HHII", 0x0112, 3, 1, 6) + struct.pack("<HHII", 0x010F, 2, 200, 5000)
            + struct.pack("<HHII", 0x8769, 4, 1, 9999))  # orientation, then a tag and an IFD pointing past the end
@@ -127,7 +127,7 @@ def _corrupt_exif_jpeg(path):
 
 def test_pillow_warnings_are_one_line(cli, tiny_weights, tmp_path):
     src = tmp_path / "exif.jpg"
-    _corrupt_exif_jpeg(src)
+    corrupt_exif_jpeg(src)
     with warnings.catch_warnings(record=True) as caught:  # the file does make Pillow warn, more than once
         warnings.simplefilter("always")
         with Image.open(src) as img:
@@ -258,7 +258,7 @@ def test_an_oversize_image_is_refused_in_pqcodecs_words(cli, tiny_weights, tmp_p
     """12000^2 printed Pillow's DecompressionBombWarning before pqcodec's message; 30000^2 was refused
     in Pillow's words ("could be decompression bomb DOS attack"). Both: pqcodec's limit, one line."""
     import pqcodec
-    from pqcodec.bitstream import MAX_PIXELS, MAX_SIDE
+    from pqcodec.limits import MAX_PIXELS, MAX_SIDE
     from pqcodec.errors import PQCodecError
     src = tmp_path / "big.png"
     src.write_bytes(_png_header(side, side))
@@ -273,11 +273,11 @@ def test_an_oversize_image_is_refused_in_pqcodecs_words(cli, tiny_weights, tmp_p
 
 def test_counts_agree_with_their_nouns(tiny_codec):
     """"cannot fit in 1 bytes": a count of 1 takes the singular, wherever a message counts."""
-    from pqcodec.compare import Target, _describe_target
+    from pqcodec.request import EncodeRequest
     from pqcodec.ratecontrol import RateError, encode_to_size
     from pqcodec.words import counted
     assert [counted(n, "byte") for n in (0, 1, 2)] == ["0 bytes", "1 byte", "2 bytes"]
     assert counted(1, "coder pass", "coder passes") == "1 coder pass" and counted(3, "pass", "passes") == "3 passes"
     with pytest.raises(RateError, match=r"cannot fit in 1 byte: the smallest file this model reaches is \d+ bytes"):
         encode_to_size(tiny_codec, random_image(16, 16), max_bytes=1)
-    assert "at most 1 byte (rate control)" in _describe_target(tiny_codec, Target(max_bytes=1), 16, 16)
+    assert "at most 1 byte (rate control)" in EncodeRequest(max_bytes=1).describe(tiny_codec, 16, 16)

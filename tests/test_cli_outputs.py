@@ -213,7 +213,6 @@ def test_checkpoints_cannot_run_code(tmp_path):
     import pickle
     import torch
     from pqcodec.train.common import load_checkpoint
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
     marker = tmp_path / "ran"
 
     class Evil:
@@ -224,7 +223,7 @@ def test_checkpoints_cannot_run_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(ckpt)
     assert not marker.exists()
-    import train_baselines
+    from eval import train_baselines
     assert train_baselines.load_checkpoint is load_checkpoint
 
 
@@ -239,7 +238,7 @@ def _needs_the_eval_extra(*modules):
 
 
 def test_rd_results_are_named_after_the_folder_and_kept_out_of_docs(tiny_weights, tmp_path):
-    """`python eval/rd.py my_photos/` writes results/my_photos-* where it runs; the committed Kodak
+    """`python -m eval.rd my_photos/` writes results/my_photos-* where it runs; the committed Kodak
     results in docs/results are written only when asked for with --out docs/results."""
     _needs_the_eval_extra("scipy", "matplotlib")
     root = Path(__file__).resolve().parent.parent
@@ -249,13 +248,14 @@ def test_rd_results_are_named_after_the_folder_and_kept_out_of_docs(tiny_weights
     photos.mkdir()
     for i in range(2):
         Image.fromarray(random_image(64, 96, seed=i)).save(photos / f"{i}.png")
-    r = subprocess.run([sys.executable, str(root / "eval" / "rd.py"), "my_photos", "--model", str(tiny_weights),
-                        "--levels", "1", "--classic", "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=300)
+    # run where the photos are, not in the checkout: PYTHONPATH finds the eval package there
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    r = subprocess.run([sys.executable, "-m", "eval.rd", "my_photos", "--model", str(tiny_weights),
+                        "--levels", "1", "--classic", "--no-cache"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert {p.name: p.stat().st_mtime_ns for p in docs.iterdir()} == before, "docs/results was written"
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
         "my_photos-bdrate.md", "my_photos-pqcodec.json", "my_photos-rd.png"]
-    sys.path.insert(0, str(root / "eval"))
-    from result_paths import output_location
+    from eval.result_paths import output_location
     assert output_location("docs/results", None, "../shared/data/kodak") == (Path("docs/results"), "kodak")

@@ -2,7 +2,7 @@
 it), Ctrl-C twice, SIGTERM to the main process alone, and SIGKILL of the main process. The run must
 stop on the signal, with files still to do, leave no process of it behind and no partial or temporary
 file, write nothing after its exit, say what it wrote, and a rerun must write exactly the rest.
-eval/folder_check.py does the stopping and the checks (the same code `python eval/folder_check.py`
+eval/folder_check.py does the stopping and the checks (the same code `python -m eval.folder_check`
 runs with the shipped model, where it also holds the stop to 2 s: the speed figure, README's "about a
 second"); here on generated images with the tiny model, each run in a session of its own, with time
 limits that only a hang exceeds, so that a slow or busy machine does not fail them."""
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
-import folder_check  # noqa: E402
-from pqcodec.files import _read_bounded  # noqa: E402
+from eval import folder_check
+from pqcodec.files import read_bounded
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process checks read /proc (Linux)")
 IMAGES, SIZE = 24, 128
@@ -131,7 +130,7 @@ def test_a_single_file_run_stops_on_a_signal(tiny_weights, tmp_path, sig, status
 def test_reading_a_pipe_stops_on_a_signal_that_reached_another_thread():
     """A process-wide signal may be taken by any thread (torch's), or come just before the read's
     system call: the main thread's blocking read() is then not interrupted, and its handler would wait
-    for the writer. `_read_bounded` waits in slices, so the handler runs within one. The signal is sent
+    for the writer. `read_bounded` waits in slices, so the handler runs within one. The signal is sent
     here to a helper thread, which is what such a delivery looks like to the main thread."""
     class Stop(Exception):
         pass
@@ -153,7 +152,7 @@ def test_reading_a_pipe_stops_on_a_signal_that_reached_another_thread():
             helper.start()
             closer.start()
             with pytest.raises(Stop):
-                _read_bounded(stream, 1 << 20, AssertionError("not reached"))
+                read_bounded(stream, 1 << 20, AssertionError("not reached"))
             took = time.monotonic() - t0
             writer_closed = bool(closed)
     finally:

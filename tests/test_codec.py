@@ -78,8 +78,8 @@ def test_thread_count_does_not_change_bytes_or_image(tiny_weights):
 def test_window_chunking_round_trips(tiny_codec, monkeypatch, chunk):
     """Windows are coded in chunks of WINDOW_CHUNK (the last one partial), with a check after each
     but the last; the chunk size is part of the format, and every chunk layout codes exactly."""
-    import pqcodec.latent as latent
-    monkeypatch.setattr(latent, "WINDOW_CHUNK", chunk)
+    import pqcodec.coding.token_coder as token_coder
+    monkeypatch.setattr(token_coder, "WINDOW_CHUNK", chunk)
     rgb = random_image(40, 72, seed=2)  # 2 x 3 windows of 4 x 4 tokens
     data = tiny_codec.encode(rgb, 2)
     assert np.array_equal(tiny_codec.decode_tokens(data)[1], tiny_codec.image_to_tokens(rgb, 2))
@@ -125,7 +125,7 @@ def test_levels_map_quality_to_sub_quantizers(tiny_weights, tmp_path):
     from pqcodec.bitstream import unpack
     model = calibrated(PQCodecModel.load(tiny_weights).grown(4, (1, 2, 4)))
     codec = Codec(model, b"test")
-    assert codec.levels() == 3 and codec.default_quality == 2
+    assert codec.num_levels() == 3 and codec.default_level == 2
     rgb = random_image(24, 20)
     sizes = []
     for q, active in ((1, 1), (2, 2), (3, 4)):

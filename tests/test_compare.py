@@ -12,7 +12,8 @@ from PIL import Image
 
 from conftest import DATA
 from pqcodec import compare
-from pqcodec.compare import PILLOW_CODECS, Target, compare_image
+from pqcodec.compare import PILLOW_CODECS, compare_image
+from pqcodec.request import EncodeRequest
 from pqcodec.compare_page import render
 
 
@@ -28,7 +29,7 @@ def codec():
 
 @pytest.fixture(scope="module")
 def at_default(codec):
-    return compare_image(codec, _crop(256, 192), "parrots", Target())
+    return compare_image(codec, _crop(256, 192), "parrots", EncodeRequest())
 
 
 def test_every_codec_gets_at_most_pqcodecs_bytes_and_the_highest_setting_that_fits(at_default):
@@ -52,7 +53,7 @@ def test_every_codec_gets_at_most_pqcodecs_bytes_and_the_highest_setting_that_fi
 
 
 def test_a_codec_that_cannot_get_as_small_is_marked_and_not_shown(codec):
-    c = compare_image(codec, _crop(320, 200), "parrots", Target(quality=1))
+    c = compare_image(codec, _crop(320, 200), "parrots", EncodeRequest(quality=1))
     jpeg = next(r for r in c.rows if r.codec == "JPEG")
     assert not jpeg.shown and jpeg.num_bytes > c.budget and "cannot match" in jpeg.note
     page = render([c], "t", "how")
@@ -60,10 +61,10 @@ def test_a_codec_that_cannot_get_as_small_is_marked_and_not_shown(codec):
 
 
 def test_rate_control_sets_the_budget(codec):
-    c = compare_image(codec, _crop(256, 192), "parrots", Target(max_bytes=1500))
+    c = compare_image(codec, _crop(256, 192), "parrots", EncodeRequest(max_bytes=1500))
     assert c.budget <= 1500 and c.rows[0].setting.startswith("level") and "coder passes" in c.rows[0].setting
     assert all(r.num_bytes <= c.budget for r in c.rows if r.shown)
-    assert "at most 1500 bytes" in c.pqcodec_target
+    assert "at most 1500 bytes" in c.pqcodec_request
 
 
 def _embedded(page: str) -> dict[str, np.ndarray]:
@@ -105,7 +106,7 @@ def test_the_table(at_default):
 
 def test_an_unavailable_codec_says_so(codec, monkeypatch):
     monkeypatch.setattr(compare.PillowCodec, "available", lambda self: self.name != "AVIF")
-    c = compare_image(codec, _crop(64, 48), "small", Target(quality=5))
+    c = compare_image(codec, _crop(64, 48), "small", EncodeRequest(quality=5))
     avif = next(r for r in c.rows if r.codec == "AVIF")
     assert not avif.shown and avif.num_bytes is None and "no AVIF encoder" in avif.note
     assert c.rows[0].ms_ssim is None  # under 161 px: n/a
@@ -120,14 +121,14 @@ def test_an_image_pillow_cannot_write_leaves_the_others(codec, monkeypatch):
             raise OSError("encoding error 5")
         return real(self, img, quality)
     monkeypatch.setattr(compare.PillowCodec, "encode", encode)
-    c = compare_image(codec, _crop(64, 48), "small", Target(quality=5))
+    c = compare_image(codec, _crop(64, 48), "small", EncodeRequest(quality=5))
     webp = next(r for r in c.rows if r.codec == "WebP")
     assert not webp.shown and "Pillow cannot write this image as WebP (encoding error 5)" in webp.note
     assert next(r for r in c.rows if r.codec == "JPEG").shown
 
 
 def test_greyscale_stays_greyscale(codec):
-    c = compare_image(codec, _crop(64, 48).convert("L"), "grey", Target(quality=4))
+    c = compare_image(codec, _crop(64, 48).convert("L"), "grey", EncodeRequest(quality=4))
     assert c.original.mode == "L" and all(r.decoded.mode == "L" for r in c.rows if r.shown)
     assert all(r.num_bytes <= c.budget for r in c.rows if r.shown)
 
@@ -136,14 +137,14 @@ class _WithPerceptual:
     """A codec whose model has a second decoder (the interface issue 16 adds to Codec)."""
 
     def __init__(self, codec):
-        self.codec, self.default_quality = codec, codec.default_quality
+        self.codec, self.default_level = codec, codec.default_level
         self.decoded_with = []
 
     def decoders(self):
         return ("mse", "perceptual")
 
-    def levels(self):
-        return self.codec.levels()
+    def num_levels(self):
+        return self.codec.num_levels()
 
     def encode(self, *args, **kwargs):
         return self.codec.encode(*args, **kwargs)
@@ -155,7 +156,7 @@ class _WithPerceptual:
 
 
 def test_every_decoder_of_the_model_is_shown_for_the_same_file(codec):
-    c = compare_image(_WithPerceptual(codec), _crop(64, 48), "small", Target(quality=2))
+    c = compare_image(_WithPerceptual(codec), _crop(64, 48), "small", EncodeRequest(quality=2))
     plain, perceptual = c.rows[:2]
     assert perceptual.codec == "pqcodec (perceptual)" and perceptual.num_bytes == plain.num_bytes == c.budget
     assert np.array_equal(np.asarray(perceptual.decoded), np.asarray(plain.decoded)[:, ::-1])

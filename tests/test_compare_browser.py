@@ -10,7 +10,6 @@ import importlib.util
 import io
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,7 @@ from PIL import Image
 from conftest import DATA, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "eval"))
-from headless import Browser, find_chromium  # noqa: E402
+from eval.headless import Browser, find_chromium
 
 ARTIFACT = ROOT / "artifacts" / "compare-browser.png"
 WIDTH, HEIGHT = 640, 400          # the test image (a crop of kodim23): wider than the viewer below

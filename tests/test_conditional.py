@@ -1,4 +1,4 @@
-"""The conditional head (nets/conditional.py, nets/integer_conditional.py): the coder's
+"""The conditional head (nets/conditional.py, coding/integer_conditional.py): the coder's
 sub-quantizer-by-sub-quantizer tables are the teacher-forced ones, the head changes them, files are
 format 6 and round-trip, its sums stay exact for any operands, int8 and float32 products agree, and
 a weights file that holds only the head loads with its base."""
@@ -11,12 +11,13 @@ import torch
 
 from conftest import TINY, random_image, tiny_model
 from pqcodec import bitstream
-from pqcodec.bitstream import Schedule
+from pqcodec import coding
+from pqcodec.coding import Schedule
 from pqcodec.errors import CorruptFileError
-from pqcodec.latent import TokenCoder, to_windows, window_validity
+from pqcodec.coding import TokenCoder, to_windows, window_validity
 from pqcodec.model import ModelConfig, PQCodecModel
-from pqcodec.nets import integer_prior
-from pqcodec.nets.integer_prior import ACC_LIMIT
+from pqcodec.coding import kernels
+from pqcodec.coding.integer_prior import ACC_LIMIT
 from pqcodec.train.conditional import conditional_untrained
 from pqcodec.train.quantize import prior_bits
 
@@ -78,7 +79,7 @@ def test_mapped_and_generated_files_of_a_conditional_model_round_trip(cond_codec
     header, decoded = cond_codec.decode_tokens(data)
     assert header.mapped and header.version == bitstream.CONDITIONAL_VERSION
     per_token = np.kron(counts, np.ones((4, 4), dtype=np.int64))[:8, :9]
-    assert np.array_equal(decoded, np.where(np.arange(4)[:, None, None] < per_token, tokens, bitstream.UNUSED))
+    assert np.array_equal(decoded, np.where(np.arange(4)[:, None, None] < per_token, tokens, coding.UNUSED))
     small = cond_codec.image_to_tokens(img[:32, :32], 2)
     gen, grid = cond_codec.encode_generated(small, img.shape[:2], False, 12, Generated(4, 4, 3, 1, 5))
     header, decoded = cond_codec.decode_tokens(gen)
@@ -148,8 +149,8 @@ def test_int8_and_float32_products_give_the_same_tables(cond_codec, monkeypatch)
 
     def tables(on: bool):
         monkeypatch.setenv("PQCODEC_INT8", "1" if on else "0")
-        monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: 1.0)
-        integer_prior.int8_products.cache_clear()
+        monkeypatch.setattr(kernels, "_int8_is_faster", lambda *args: 1.0)
+        kernels.int8_products.cache_clear()
         m.int_prior.forget_derived()
         m.int_cond.forget_derived()
         with torch.inference_mode():
@@ -158,7 +159,7 @@ def test_int8_and_float32_products_give_the_same_tables(cond_codec, monkeypatch)
         with_int8, without = tables(True), tables(False)
     finally:
         monkeypatch.undo()
-        integer_prior.int8_products.cache_clear()
+        kernels.int8_products.cache_clear()
         m.int_prior.forget_derived()
         m.int_cond.forget_derived()
     assert torch.equal(with_int8, without)
@@ -180,7 +181,7 @@ def test_a_head_file_holds_only_the_head_and_loads_with_its_base(cond_weights, t
             assert torch.equal(v, want[k].half().float()), k
         else:
             assert torch.equal(v, want[k]), k
-    from pqcodec.train.lease import prepare
+    from tools.gpu_lease import prepare
     with pytest.raises(SystemExit, match="holds only a conditional head"):   # a GPU lease trains the base
         prepare(tmp_path / "head.safetensors", tmp_path, tmp_path / "lease")
     (tmp_path / "base.safetensors").write_bytes(b"not the base")
@@ -267,6 +268,6 @@ def test_shipped_head_saves_bits_and_its_integer_form_costs_under_one_percent():
         float_bits, n = prior_bits(m, windows, active, step_of)
         int_bits, _ = prior_bits(m, windows, active, step_of, integer=True)
         alone = m.int_prior.frequencies(x, active, step_of, torch.ones(x.shape[:2], dtype=torch.bool))
-        alone_bits = float(-torch.log2((alone.gather(-1, x[..., :active, None]) + 1) / 2 ** bitstream.PROB_BITS).sum())
+        alone_bits = float(-torch.log2((alone.gather(-1, x[..., :active, None]) + 1) / 2 ** coding.PROB_BITS).sum())
     assert int_bits <= float_bits * 1.01
     assert int_bits <= alone_bits * 0.95

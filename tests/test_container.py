@@ -1,6 +1,7 @@
 import pytest
 
 from pqcodec import bitstream
+from pqcodec import limits
 from pqcodec.bitstream import Header, pack, unpack
 from pqcodec.errors import CorruptFileError, UnsupportedFileError
 
@@ -15,7 +16,7 @@ def test_round_trip_and_size():
     assert len(data) - 4 == 19  # magic 2, version, model hash 4, mode, steps, 2+2 varints, crc 4, check 2
 
 
-@pytest.mark.parametrize("side", [1, 127, 128, 16383, 16384, bitstream.MAX_SIDE])
+@pytest.mark.parametrize("side", [1, 127, 128, 16383, 16384, limits.MAX_SIDE])
 def test_varint_sides(side):
     h = Header(HASH, 1, 1, side, 1, True, 0)
     assert unpack(pack(h, b""))[0] == h
@@ -55,6 +56,6 @@ def test_bad_headers(data, message):
 
 
 def test_pixel_limit():
-    side = bitstream.MAX_SIDE
+    side = limits.MAX_SIDE
     with pytest.raises(ValueError, match="exceeds"):
         pack(Header(HASH, 1, 1, side, side, False, 0), b"")

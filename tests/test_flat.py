@@ -45,7 +45,7 @@ def worst_deviation(codec, level: int, use_flat: bool) -> int:
 def test_flat_colours_come_back_within_2_at_every_level(shipped):
     """Issue 14's test: six colours, solid and as patches in a photo, every level, ±2. Without the
     flat layer the shipped model misses them by far more (docs/quality.md, section 3)."""
-    for level in range(1, shipped.levels() + 1):
+    for level in range(1, shipped.num_levels() + 1):
         assert worst_deviation(shipped, level, use_flat=True) <= 2, level
     assert worst_deviation(shipped, 1, use_flat=False) > 10
 

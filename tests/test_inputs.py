@@ -3,8 +3,6 @@ coder is handed): bit depth by mode and dtype, never by value; floats as [0, 1];
 converted to sRGB; animations refused; and docs/inputs.md's table is what eval/input_contract.py
 measures now."""
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +15,6 @@ from conftest import random_image
 from input_builders import (ADOBE_RGB_GAMMA, ADOBE_RGB_PRIMARIES, SRGB_PRIMARIES, adobe_rgb_profile,
                             linear_grey_profile, png_16bit, rgb_to_xyz, srgb_profile)
 
-EVAL = Path(__file__).resolve().parent.parent / "eval"
 
 
 def _file(img: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -234,8 +231,7 @@ def test_docs_table_is_what_the_code_does(tiny_codec):
     """docs/inputs.md's table against a fresh run of eval/input_contract.py (with the tiny model: the
     table does not depend on the model). On other Pillow or numpy versions than the table was made
     with, only the columns that say what happened are compared (messages and values may differ)."""
-    sys.path.insert(0, str(EVAL))
-    import input_contract
+    from eval import input_contract
     doc = input_contract.current_table(input_contract.DOC.read_text())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the script runs: a thread pool only slows inputs this small
@@ -244,7 +240,7 @@ def test_docs_table_is_what_the_code_does(tiny_codec):
     finally:
         torch.set_num_threads(threads)
     if input_contract.versions() in doc:
-        assert fresh == doc, "docs/inputs.md is out of date: run python eval/input_contract.py --write"
+        assert fresh == doc, "docs/inputs.md is out of date: run python -m eval.input_contract --write"
     else:
         def outcomes(text):
             return [row.split(" | ")[:3] for row in text.splitlines() if row.startswith("| ")]

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pqcodec.bitstream import PROB_BITS, Schedule
-from pqcodec.latent import to_windows
+from pqcodec.coding import PROB_BITS, Schedule, to_windows
 from pqcodec.model import PQCodecModel
-from pqcodec.nets import integer_prior
-from pqcodec.nets.integer_prior import ACC_LIMIT, IntLinear
+from pqcodec.coding import integer_prior, kernels
+from pqcodec.coding.integer_prior import ACC_LIMIT, IntLinear
 
 
 def _staged(prior, tokens, active, schedule, valid):
@@ -92,31 +91,31 @@ def _frequencies_of(prior, seed=0):
 
 def _set_int8(monkeypatch, prior, on: bool):
     monkeypatch.setenv("PQCODEC_INT8", "1" if on else "0")
-    integer_prior.int8_products.cache_clear()
+    kernels.int8_products.cache_clear()
     prior.forget_derived()
 
 
-@pytest.mark.parametrize("kernel", integer_prior.INT8_KERNELS)
+@pytest.mark.parametrize("kernel", kernels.INT8_KERNELS)
 def test_int8_and_float32_products_are_the_same_integers(two_layer_prior, monkeypatch, kernel):
     """Each int8 kernel that passes its exactness check here is taken (also where it is slow: the
     speed probe is bypassed) and gives the float32 products' integers, with operands made as int8;
     PQCODEC_INT8=0 turns the int8 products off."""
     prior = two_layer_prior
-    monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: 1.0)
-    monkeypatch.setattr(integer_prior, "INT8_KERNELS", (kernel,))
+    monkeypatch.setattr(kernels, "_int8_is_faster", lambda *args: 1.0)
+    monkeypatch.setattr(kernels, "INT8_KERNELS", (kernel,))
     try:
         _set_int8(monkeypatch, prior, True)
         with_int8 = _frequencies_of(prior)
         p = prior.head._rows(slice(None))["int8"]
         used = p is not None
-        assert used == (integer_prior.int8_products() == kernel) and (not used or p["kernel"] == kernel)
+        assert used == (kernels.int8_products() == kernel) and (not used or p["kernel"] == kernel)
         assert prior.ln_f.operand_dtype == (torch.int8 if used else torch.float32)
         _set_int8(monkeypatch, prior, False)
         assert prior.head._rows(slice(None))["int8"] is None and prior.ln_f.operand_dtype == torch.float32
         assert torch.equal(_frequencies_of(prior), with_int8)
     finally:
         monkeypatch.undo()
-        integer_prior.int8_products.cache_clear()
+        kernels.int8_products.cache_clear()
         prior.forget_derived()
     if not used:
         pytest.skip(f"no exact {kernel} int8 products on this machine: only the float32 path was checked")
@@ -130,17 +129,17 @@ def test_int8_check_refuses_an_inexact_kernel(monkeypatch, flaw):
         y = x.double() @ pack["w"].double().t()
         y = y.float().bfloat16().float() if flaw == "bf16 output" else y.clamp(-2 ** 20, 2 ** 20).float()
         return (y if bias is None else y + bias).to(dtype)
-    monkeypatch.setattr(integer_prior, "_int8_pack", lambda w, kernel: {"w": w})
-    monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: 1.0)  # exactness alone decides
-    integer_prior.int8_products.cache_clear()
+    monkeypatch.setattr(kernels, "int8_pack", lambda w, kernel: {"w": w})
+    monkeypatch.setattr(kernels, "_int8_is_faster", lambda *args: 1.0)  # exactness alone decides
+    kernels.int8_products.cache_clear()
     try:
-        monkeypatch.setattr(integer_prior, "_int8_linear", _exact_kernel)
-        assert integer_prior.int8_products()  # the check passes an exact kernel...
-        integer_prior.int8_products.cache_clear()
-        monkeypatch.setattr(integer_prior, "_int8_linear", inexact)
-        assert not integer_prior.int8_products()  # ...and refuses this one
+        monkeypatch.setattr(kernels, "int8_linear", _exact_kernel)
+        assert kernels.int8_products()  # the check passes an exact kernel...
+        kernels.int8_products.cache_clear()
+        monkeypatch.setattr(kernels, "int8_linear", inexact)
+        assert not kernels.int8_products()  # ...and refuses this one
     finally:
-        integer_prior.int8_products.cache_clear()
+        kernels.int8_products.cache_clear()
 
 
 def _exact_kernel(x, pack, bias, dtype=torch.float32):
@@ -156,17 +155,17 @@ def test_int8_products_are_not_taken_where_they_are_slower(monkeypatch):
     def slow(x, pack, bias, dtype=torch.float32):
         time.sleep(0.002)
         return _exact_kernel(x, pack, bias, dtype)
-    monkeypatch.setattr(integer_prior, "_int8_pack", lambda w, kernel: {"w": w})
-    monkeypatch.setattr(integer_prior, "_int8_linear", slow)
+    monkeypatch.setattr(kernels, "int8_pack", lambda w, kernel: {"w": w})
+    monkeypatch.setattr(kernels, "int8_linear", slow)
     monkeypatch.setenv("PQCODEC_INT8", "1")
-    integer_prior.int8_products.cache_clear()
+    kernels.int8_products.cache_clear()
     try:
-        assert not integer_prior.int8_products()
-        monkeypatch.setattr(integer_prior, "_int8_is_faster", lambda *args: 1.0)
-        integer_prior.int8_products.cache_clear()
-        assert integer_prior.int8_products()  # the same kernel, were it fast: exact, so taken
+        assert not kernels.int8_products()
+        monkeypatch.setattr(kernels, "_int8_is_faster", lambda *args: 1.0)
+        kernels.int8_products.cache_clear()
+        assert kernels.int8_products()  # the same kernel, were it fast: exact, so taken
     finally:
-        integer_prior.int8_products.cache_clear()
+        kernels.int8_products.cache_clear()
 
 
 def test_priors_of_pqcodec_0_4_load_with_their_ranges_and_code(tmp_path):
@@ -176,7 +175,7 @@ def test_priors_of_pqcodec_0_4_load_with_their_ranges_and_code(tmp_path):
     from safetensors.torch import load_file, save_file
     from conftest import TINY, random_image
     from pqcodec.codec import Codec
-    from pqcodec.nets.integer_prior import calibrate
+    from pqcodec.train.calibrate import calibrate
     from pqcodec.train.quantize import calibration_windows
     torch.manual_seed(0)
     model = PQCodecModel(TINY)

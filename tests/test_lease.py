@@ -1,5 +1,5 @@
-"""The GPU plan (pqcodec/train/lease.py) dry-run on the CPU with a tiny config: prepare the carry
-folder, run both stages as the GPU machine would, join the returned parts into weights that code."""
+"""The GPU plan (tools/gpu_lease.py) dry-run on the CPU with a tiny config: prepare the folder to
+copy, run both stages as the GPU machine would, join the returned parts into weights that code."""
 import dataclasses
 import json
 
@@ -9,8 +9,8 @@ from PIL import Image
 
 from pqcodec import bitstream
 from pqcodec.model import PQCodecModel
-from pqcodec.train import lease
 from pqcodec.train.__main__ import main as train_main
+from tools import gpu_lease as lease
 from conftest import random_image
 from test_train import TINY_AE
 
@@ -32,20 +32,20 @@ def test_prepare_run_join(photos, tmp_path, monkeypatch):
                 "--steps", "1", "--batch", "2", "--warmup", "1"])
     start = PQCodecModel.load(base / "prior" / "model.safetensors")
 
-    carry = tmp_path / "lease"
-    size = lease.prepare(base / "prior" / "model.safetensors", photos, carry)
-    assert size == lease._carry_bytes(carry) and sorted(p.name for p in carry.iterdir()) == ["init.safetensors", "train.zip"]
-    carried = PQCodecModel.load(carry / "init.safetensors")  # float16 on disk, float32 once loaded
-    assert not carried.can_code()
-    for (k, a), b in zip(start.state_dict().items(), carried.state_dict().values()):
+    copied = tmp_path / "lease"
+    size = lease.prepare(base / "prior" / "model.safetensors", photos, copied)
+    assert size == lease._folder_bytes(copied) and sorted(p.name for p in copied.iterdir()) == ["init.safetensors", "train.zip"]
+    loaded = PQCodecModel.load(copied / "init.safetensors")  # float16 on disk, float32 once loaded
+    assert not loaded.can_code()
+    for (k, a), b in zip(start.state_dict().items(), loaded.state_dict().values()):
         if a.is_floating_point() and not k.startswith("int_prior."):
             assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
-    with pytest.raises(SystemExit, match="over the carry budget"):
+    with pytest.raises(SystemExit, match="over the copy limit"):
         lease.prepare(base / "prior" / "model.safetensors", photos, tmp_path / "small", limit=1000)
 
     out = tmp_path / "OUT"
     monkeypatch.chdir(tmp_path)
-    lease.main(["run", "--lease", str(carry), "--out", str(out), "--runs", str(tmp_path / "runs"),
+    lease.main(["run", "--lease", str(copied), "--out", str(out), "--runs", str(tmp_path / "runs"),
                 "--ae-minutes", "5", "--prior-minutes", "5", "--ae-steps", "3", "--prior-steps", "2",
                 "--ae-batch", "2", "--crop", "32", "--prior-batch", "4", "--ae-warmup", "1", "--prior-warmup", "1",
                 "--log-every", "1", "--no-bf16", "--synthetic", "0.5", "--padding", "replicate"])
@@ -85,7 +85,7 @@ def test_split_makes_parts_a_return_can_take(tmp_path):
 
 
 def test_trim_drops_only_what_git_gives_back(tmp_path):
-    """The copy to the GPU machine takes the working tree beside the carried folders (64 MiB in all): trim removes the
+    """The copy to the GPU machine takes the working tree beside the copied folders (trim --limit bytes in all): trim removes the
     tracked files a lease does not run, untrim brings them back; a changed file stops it first."""
     import subprocess
     repo = tmp_path / "repo"
@@ -102,34 +102,34 @@ def test_trim_drops_only_what_git_gives_back(tmp_path):
     (repo / "notes.txt").write_text("untracked, not ignored: it travels and stays")
     (repo / ".venv").mkdir()
     (repo / ".venv" / "big").write_bytes(b"v" * 1_000_000)  # ignored: it must not travel, so .gitignore stays
-    carry = tmp_path / "carry"
-    carry.mkdir()
-    (carry / "train.zip").write_bytes(b"z" * 5000)
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    (copied / "train.zip").write_bytes(b"z" * 5000)
     tree = lambda: {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}  # noqa: E731
     before = tree()
 
-    with pytest.raises(SystemExit, match="over"):  # trimmed, the call is 5 files of 4 KiB + the carry's 8 KiB
-        lease.trim([carry], repo, limit=20_000)
+    with pytest.raises(SystemExit, match="over"):  # trimmed, the call is 5 files of 4 KiB + the copied folder's 8 KiB
+        lease.trim([copied], repo, limit=20_000)
     with pytest.raises(SystemExit, match="no such folder"):
         lease.trim([tmp_path / "absent"], repo)
     (repo / "docs" / "img.png").write_bytes(b"changed")
     with pytest.raises(SystemExit, match="docs/img.png: changed"):
-        lease.trim([carry], repo)
+        lease.trim([copied], repo)
     subprocess.run([*git, "update-index", "--assume-unchanged", "docs/img.png"], check=True)
     with pytest.raises(SystemExit, match="docs/img.png: git overlooks"):
-        lease.trim([carry], repo)
+        lease.trim([copied], repo)
     subprocess.run([*git, "update-index", "--no-assume-unchanged", "docs/img.png"], check=True)
     assert tree().keys() == before.keys()  # nothing was removed by a refused trim
     (repo / "docs" / "img.png").write_bytes(before[repo / "docs" / "img.png"])
 
     expected = 5 * 4096 + 8192
-    assert lease.trim([carry], repo, limit=30_000, dry_run=True) == expected
+    assert lease.trim([copied], repo, limit=30_000, dry_run=True) == expected
     assert tree() == before  # a dry run only measures
-    assert lease.trim([carry], repo, limit=30_000) == expected
+    assert lease.trim([copied], repo, limit=30_000) == expected
     left = sorted(str(p.relative_to(repo)) for p in tree())
     assert left == [".gitignore", ".venv/big", "eval/b.py", "notes.txt", "pqcodec/a.py", "setup.cfg"]
     with pytest.raises(SystemExit, match="trimmed already"):
-        lease.trim([carry], repo, limit=30_000)
+        lease.trim([copied], repo, limit=30_000)
     # the deletions committed by mistake while trimmed: untrim still gives every file back
     subprocess.run([*git, "commit", "-qam", "oops"], check=True)
     assert sorted(lease.untrim(repo)) == ["README.md", "docs/a b [1].txt", "docs/img.png", "pqcodec/models/w.bin"]
@@ -137,14 +137,14 @@ def test_trim_drops_only_what_git_gives_back(tmp_path):
     assert lease.untrim(repo) == []
 
 
-def test_prepare_without_photos_or_weights_says_so_and_keeps_the_old_carry(tmp_path, tiny_weights):
-    carry = tmp_path / "lease"
-    carry.mkdir()
-    (carry / "train.zip").write_bytes(b"an earlier carry")
+def test_prepare_without_photos_or_weights_says_so_and_keeps_the_old_folder(tmp_path, tiny_weights):
+    copied = tmp_path / "lease"
+    copied.mkdir()
+    (copied / "train.zip").write_bytes(b"an earlier folder")
     with pytest.raises(SystemExit, match="no images .* under .*absent"):
-        lease.pack_photos(tmp_path / "absent", carry)
+        lease.pack_photos(tmp_path / "absent", copied)
     with pytest.raises(SystemExit, match="no images .* under .*absent"):
-        lease.prepare(tiny_weights, tmp_path / "absent", carry)
+        lease.prepare(tiny_weights, tmp_path / "absent", copied)
     with pytest.raises(SystemExit, match="w.safetensors: no such weights file"):
-        lease.prepare(tmp_path / "w.safetensors", tmp_path / "absent", carry)
-    assert (carry / "train.zip").read_bytes() == b"an earlier carry"  # nothing replaced by a refusal
+        lease.prepare(tmp_path / "w.safetensors", tmp_path / "absent", copied)
+    assert (copied / "train.zip").read_bytes() == b"an earlier folder"  # nothing replaced by a refusal

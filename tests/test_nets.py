@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pqcodec.nets import MIMPrior, ProductQuantizer
-from pqcodec.bitstream import Schedule, cosine_boundaries, seeded_permutation
+from pqcodec.coding.schedule import Schedule, cosine_boundaries, seeded_permutation
 
 
 def test_prior_sees_only_earlier_steps():

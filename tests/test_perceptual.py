@@ -15,10 +15,10 @@ pytest.importorskip("lpips")
 
 from conftest import random_image  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parent.parent / "eval" / "perceptual.py"
-sys.path.insert(0, str(SCRIPT.parent))
-import perceptual  # noqa: E402
-from perceptual import PerceptualError, hific_patch_positions  # noqa: E402
+from eval import perceptual  # noqa: E402
+from eval.perceptual import PerceptualError, hific_patch_positions  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_hific_patches_kodak_size_gives_8():
@@ -84,7 +84,8 @@ def _one_line_error(stderr: str, *needles):
 ])
 def test_cli_missing_weights_is_one_line_exit_1(tmp_path, weights_args, needles):
     orig, rec = _folders(tmp_path)
-    r = subprocess.run([sys.executable, str(SCRIPT), orig, rec, *weights_args], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "eval.perceptual", orig, rec, *weights_args], cwd=ROOT,
+                       capture_output=True, text=True)
     assert r.returncode == 1 and r.stdout == ""
     _one_line_error(r.stderr, *needles)
 
@@ -109,11 +110,11 @@ def test_cli_cannot_reach_random_backbones():
 
 
 def test_rd_rows_gain_lpips_with_random_alexnet_plumbing_only(tmp_path):
-    """eval/rd.py --alexnet-weights: quality_row adds LPIPS and cache keys name its weights. A RANDOM
+    """`python -m eval.rd --alexnet-weights`: quality_row adds LPIPS and cache keys name its weights. A RANDOM
     AlexNet here (plumbing only: 0 for identical images, > 0 otherwise), never a reported figure."""
     import torch
     import torchvision
-    import common
+    from eval import common
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp_path / "random-alexnet.pth")
     a = random_image(64, 64, seed=1)
     b = random_image(64, 64, seed=2)

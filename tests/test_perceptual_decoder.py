@@ -150,9 +150,7 @@ def test_shipped_perceptual_decoder_keeps_colours_and_adds_detail(tmp_path):
     """kodim23 at level 1 (the rates where the decoders differ most): one file, two decoders, the
     perceptual one within a few levels of the MSE one in every 32x32 block's mean colour, and with
     more high-frequency energy (eval/perceptual_decoder.py measures it on all of Kodak)."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
-    from perceptual_decoder import block_colour_deviation, hf_ratios
+    from eval.perceptual_decoder import block_colour_deviation, hf_ratios
     rgb = np.asarray(Image.open(DATA / "kodim23.png").convert("RGB"))[:256, 256:640]
     codec = pqcodec.load_codec()
     assert codec.decoders() == ("mse", "perceptual")
@@ -171,10 +169,8 @@ def test_shipped_perceptual_decoder_keeps_colours_and_adds_detail(tmp_path):
 
 
 def test_eval_measures_high_frequencies_and_block_colours():
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
     from PIL import ImageFilter
-    from perceptual_decoder import block_colour_deviation, hf_ratios
+    from eval.perceptual_decoder import block_colour_deviation, hf_ratios
     rgb = random_image(128, 160, seed=2)
     assert hf_ratios(rgb, rgb) == {"top": 1.0, "upper-mid": 1.0}
     blurred = np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(2)))

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import random_image
 
-SCRIPT = Path(__file__).resolve().parent.parent / "eval" / "portability.py"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
@@ -22,8 +22,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "eval" / "portability.py"
 def test_files_decode_under_every_family_and_thread_count(tiny_weights, tmp_path):
     for i, (h, w) in enumerate([(40, 56), (24, 24)]):
         Image.fromarray(random_image(h, w, seed=11 + i)).save(tmp_path / f"img{h}x{w}.png")
-    r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--images", "2", "--levels", "1", "2",
+    r = subprocess.run([sys.executable, "-m", "eval.portability", str(tmp_path), "--images", "2", "--levels", "1", "2",
                         "--model", str(tiny_weights), "--threads", "1", "2", "4"],
-                       capture_output=True, text=True, timeout=600)
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "RESULT: PASS" in r.stdout, r.stdout + r.stderr[-3000:]
     assert "ok 4/4" in r.stdout and "same 4/4" in r.stdout  # 2 images x 2 levels per writer

@@ -1,4 +1,4 @@
-"""pqcodec.rangecoder, the pure Python range coder, against constriction 0.5.0: the same words for
+"""pqcodec.coding.rangecoder, the pure Python range coder, against constriction 0.5.0: the same words for
 every stream (empty calls, K = 2 .. 1024, extreme and uniform tables, carries, seals of every kind),
 the same symbols, errors and maybe_exhausted() on damaged or arbitrary words; and entropy.py's choice
 of backend. Tests that need constriction skip without it; the round trips of our coder run anyway."""
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pqcodec import entropy, rangecoder
+from pqcodec.coding import entropy, rangecoder
 from pqcodec.errors import CorruptFileError, PQCodecError
 
 TOTAL = 1 << 24
@@ -393,7 +393,7 @@ def test_without_constriction_the_package_imports_and_uses_ours():
     imports, codes with ours, and a forced constriction is a one-line PQCodecError."""
     code = ("import os, sys; sys.modules['constriction'] = None\n"
             "import numpy as np, pqcodec\n"
-            "from pqcodec import entropy\n"
+            "from pqcodec.coding import entropy\n"
             "enc = entropy.RangeEncoder(); enc.encode(np.array([1, 0]), entropy.uniform_weights(2))\n"
             "dec = entropy.RangeDecoder(enc.payload())\n"
             "assert list(dec.decode(entropy.uniform_weights(2))) == [1, 0] and dec.left_over() == 0\n"

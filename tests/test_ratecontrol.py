@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import random_image, run_cli
-from pqcodec import bitstream, extreme, levelmap, rdoq
+from pqcodec import coding, extreme, levelmap, rdoq
 from pqcodec.cli import main
 from pqcodec.errors import PQCodecError
 from pqcodec.ratecontrol import RateError, encode_to_size
@@ -20,7 +20,7 @@ BIG = random_image(200, 200, seed=1)
 @pytest.fixture(scope="module")
 def big(tiny_codec):
     """BIG's analysis at the top level, its plain file at each level, and files at several λ."""
-    assert math.ceil(200 / 32) ** 2 > bitstream.WINDOW_CHUNK
+    assert math.ceil(200 / 32) ** 2 > coding.WINDOW_CHUNK
     analysis = tiny_codec.image_to_tokens(BIG, 2, candidates=rdoq.CANDIDATES)
     plain = {q: tiny_codec.encode(BIG, q) for q in (1, 2)}
     coded = {lam: tiny_codec.encode_with_stats(BIG, 2, rd_lambda=lam) for lam in (0.5, 2.0, 8.0)}
@@ -99,7 +99,7 @@ def test_max_bytes_between_levels_uses_rdoq_or_a_level_map(tiny_codec, big):
     assert len(plain[1]) < N < len(plain[2])
     r = encode_to_size(tiny_codec, BIG, max_bytes=N)
     assert len(r.data) <= N and r.encodes <= 9 + levelmap.ATTEMPTS
-    assert len(r.data) > len(plain[1]) or r.quality == 1
+    assert len(r.data) > len(plain[1]) or r.level == 1
 
 
 def test_too_small_is_a_clear_error(tiny_codec):

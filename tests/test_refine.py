@@ -77,7 +77,7 @@ def test_bad_effort(tiny_codec, bad, kind):
 
 def test_effort_needs_a_quality_not_a_size(tiny_weights, tmp_path):
     import pqcodec
-    with pytest.raises(PQCodecError, match="effort works with a quality"):
+    with pytest.raises(PQCodecError, match="effort works with quality, not with a size"):
         pqcodec.encode(RGB, model=str(tiny_weights), max_bytes=500, effort=3)
     src = tmp_path / "in.png"
     Image.fromarray(RGB).save(src)

@@ -18,7 +18,7 @@ def test_every_level_round_trips_exactly_and_rate_grows(kodim23):
     crop = np.asarray(kodim23)[96:96 + 160, 200:200 + 256]
     codec = load_codec(DEFAULT_MODEL)
     sizes, quality = [], []
-    for q in range(1, codec.levels() + 1):
+    for q in range(1, codec.num_levels() + 1):
         data = codec.encode(crop, q)
         header, tokens = codec.decode_tokens(data)
         assert np.array_equal(tokens, codec.image_to_tokens(crop, codec.active_at(q)))

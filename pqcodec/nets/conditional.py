@@ -12,7 +12,8 @@ knows by the time it decodes j if a step's indices are coded sub-quantizer by su
 
 one small MLP per j; `out_j` starts at zero, so an untrained head is the prior alone. It trains on
 the frozen prior's features (train/conditional.py, minutes on a CPU); the coder runs its
-integer-exact counterpart (nets/integer_conditional.py), calibrated from it.
+integer-exact counterpart (coding/integer_conditional.py), calibrated from it
+(train/calibrate.py).
 
 Tensors: n positions, M sub-quantizers, K codewords, C the prior's width, E the embedding width,
 Hd the hidden width.

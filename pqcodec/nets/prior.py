@@ -1,7 +1,8 @@
 """The masked-image-modeling prior: a transformer over a window of token positions that gives, for
 each position, M categorical distributions over the K codewords, given the positions revealed in
 earlier steps of the coding schedule. This float model is what trains; the coder runs its
-integer-exact counterpart (nets/integer_prior.py), calibrated from it.
+integer-exact counterpart (coding/integer_prior.py), calibrated from it
+(train/calibrate.py).
 
 It is a two-stream transformer with attention that is causal over schedule steps (the idea of M2T,
 Mentzer et al. 2023; the two streams as in XLNet):

@@ -1,5 +1,5 @@
 """Train the conditional head (nets/conditional.py) on a trained model's frozen prior, then calibrate
-its integer counterpart (nets/integer_conditional.py): minutes on a CPU, no GPU needed.
+its integer counterpart (coding/integer_conditional.py; train/calibrate.py): minutes on a CPU, no GPU needed.
 
     pqcodec-train conditional --init pqcodec/models/pq-s8-m12k256-v4.safetensors --data ../shared/data/train \\
         --out runs/cond --windows 12288
@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..bitstream import PROB_BITS, Schedule
+from ..coding.layout import PROB_BITS
+from ..coding.schedule import Schedule
 from ..codec import DEFAULT_STEPS
 from ..files import replacing
 from ..model import PQCodecModel
 from ..zoo import models_dir
-from ..nets.integer_conditional import calibrate_conditional
+from .calibrate import calibrate_conditional
 from .quantize import calibration_windows
 from .windows import image_tokens
 

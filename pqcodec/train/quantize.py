@@ -1,5 +1,5 @@
 """Make the integer prior the coder runs from a trained float prior: static scales calibrated on
-the activations the float prior shows on training windows (nets/integer_prior.py, `calibrate`).
+the activations the float prior shows on training windows (train/calibrate.py, `calibrate`).
 Run at the end of `pqcodec-train prior`, or alone:
 
     pqcodec-train quantize --init weights.safetensors --data ../shared/data/train --out coding.safetensors
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
-from ..bitstream import PROB_BITS, Schedule
+from ..coding.layout import PROB_BITS
+from ..coding.schedule import Schedule
 from ..codec import DEFAULT_STEPS
 from ..model import PQCodecModel
-from ..nets.integer_prior import calibrate
+from .calibrate import calibrate
 from .common import save_model
 from .windows import WindowSampler, image_tokens
 

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..bitstream import cosine_boundaries
+from ..coding.schedule import cosine_boundaries
 from ..data import list_images
 from ..model import PQCodecModel
 

@@ -1,9 +1,9 @@
 """Coding the token grid: the integer prior, the schedule, the window chunks and the range coder in
 one object, with CompressAI's contract: `compress(tokens) -> payload`, `decompress(payload) ->
-tokens`. bitstream.py defines the layout this follows; `Codec` (codec.py) keeps images, tiles and
-the container.
+tokens`. layout.py and schedule.py define the order it follows; `Codec` (codec.py) keeps images,
+tiles and the container (bitstream.py).
 
-The prior is integer-exact (nets/integer_prior.py): its frequencies do not depend on batch shape,
+The prior is integer-exact (integer_prior.py): its frequencies do not depend on batch shape,
 thread count, instruction set or device, so a chunk's windows go through it as one batch on every
 core torch has. Encoder and decoder run the same step-by-step loop with cached keys and values
 (`_code_chunk`): the encoder could get the same integers in one teacher-forced pass
@@ -12,7 +12,6 @@ is faster. With a conditional head (format 6), each step's indices go sub-quanti
 sub-quantizer, each table from the prior's logits plus the head's term from the lower indices
 (`_code_conditional`).
 """
-import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -20,68 +19,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bitstream import (CHUNK_CHECK_BYTES, PROB_BITS, UNUSED, WINDOW_CHUNK, Generated, Schedule, chunk_check,
-                        map_weights, sample_symbols)
+from ..errors import CorruptFileError
+from ..numerics import numerics_fence
+from ..words import counted
 from .entropy import RangeDecoder, RangeEncoder, uniform_weights
-from .errors import CorruptFileError
-from .words import counted
-from .nets.integer_conditional import IntConditionalHead
-from .nets.integer_prior import IntegerPrior
-
-
-def window_grid(h: int, w: int, window: int) -> tuple[int, int]:
-    """(windows high, windows wide) that cover an h x w token grid, the last ones cut at its edges."""
-    return math.ceil(h / window), math.ceil(w / window)
-
-
-def to_windows(grid: torch.Tensor, window: int) -> torch.Tensor:
-    """(C, h, w) -> (windows, window*window, C): zero-padded to whole windows, windows row-major."""
-    C, h, w = grid.shape
-    nh, nw = window_grid(h, w, window)
-    padded = grid.new_zeros(C, nh * window, nw * window)
-    padded[:, :h, :w] = grid
-    return padded.view(C, nh, window, nw, window).permute(1, 3, 2, 4, 0).reshape(nh * nw, window * window, C)
-
-
-def window_validity(h: int, w: int, window: int) -> torch.Tensor:
-    """(windows, window*window) bool: which positions of each window lie inside an h x w grid."""
-    return to_windows(torch.ones(1, h, w, dtype=torch.bool), window)[..., 0]
-
-
-def from_windows(windows: torch.Tensor, h: int, w: int, window: int) -> torch.Tensor:
-    """Inverse of to_windows: (windows, window*window, C) -> (C, h, w)."""
-    C = windows.shape[-1]
-    nh, nw = window_grid(h, w, window)
-    grid = windows.view(nh, nw, window, window, C).permute(4, 0, 2, 1, 3)
-    return grid.reshape(C, nh * window, nw * window)[:, :h, :w]
-
-
-def _inside(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    """x[sel] for x (b, n, ...) and sel (b, n) bool, without a copy when every position is inside."""
-    return x if bool(sel.all()) else x[sel]
-
-
-@contextlib.contextmanager
-def numerics_fence():
-    """What coding needs whatever the caller set: no autocast (thread-local, so safe beside other
-    threads), no autograd. The integer prior is exact under any matmul precision (its float32
-    products take operands that bf16 and TF32 keep exactly, numerics.py) and thread count, so no
-    process-wide setting is touched."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(torch.autocast("cpu", enabled=False))
-        if torch.cuda.is_available():
-            stack.enter_context(torch.autocast("cuda", enabled=False))
-        yield
+from .integer_conditional import IntConditionalHead
+from .integer_prior import IntegerPrior
+from .layout import (CHUNK_CHECK_BYTES, PROB_BITS, UNUSED, WINDOW_CHUNK, chunk_check, from_windows, inside,
+                     map_weights, position_counts, to_windows, window_grid, window_validity)
+from .schedule import DrawnSteps, Schedule, sample_symbols
 
 
 class Draws:
     """A generated file's drawn indices: at the schedule's steps from `sent` on, every index is drawn
-    from the prior's table with bitstream.sample_symbols instead of coded, in coding order (chunks,
+    from the prior's table with schedule.sample_symbols instead of coded, in coding order (chunks,
     steps, windows, positions, sub-quantizers), the same on the encoder's side and the decoder's."""
 
-    def __init__(self, generated: Generated):
-        self.sent, self.sharpen, self.seed = generated.sent, generated.sharpen, generated.seed
+    def __init__(self, drawn: DrawnSteps):
+        self.sent, self.sharpen, self.seed = drawn.sent, drawn.sharpen, drawn.seed
         self.count = 0
 
     def __call__(self, weights: np.ndarray) -> np.ndarray:
@@ -90,19 +45,8 @@ class Draws:
         return symbols
 
 
-def position_counts(tokens: np.ndarray) -> np.ndarray:
-    """(h, w) the sub-quantizers each position of `tokens` (active, h, w) uses: its leading indices
-    that are not UNUSED (a mapped file's, bitstream.py). ValueError where an unused index comes
-    before a used one."""
-    used = tokens >= 0
-    counts = used.sum(0)
-    if not np.array_equal(used, np.arange(tokens.shape[0])[:, None, None] < counts):
-        raise ValueError(f"unused indices ({UNUSED}) must follow the used ones at every position")
-    return counts
-
-
 @dataclass
-class Coded:
+class CompressedTokens:
     """What `TokenCoder.compress` made."""
     payload: bytes
     bits: float               # its ideal length under the prior, in bits (the map and checks left out)
@@ -118,7 +62,7 @@ class TokenCoder:
         """levels: the model's level table (sub-quantizers per level), the alphabet of a mapped
         file's level map. head: the model's conditional head, if it has one: each step's indices are
         then coded sub-quantizer by sub-quantizer, each with the tables the lower ones' indices at the
-        same position give (format 6, bitstream.py)."""
+        same position give (format 6, docs/bitstream.md)."""
         self.prior, self.window, self.seed, self.head = prior, window, schedule_seed, head
         self.M, self.K = prior.M, prior.K
         self.levels = tuple(levels)
@@ -154,7 +98,7 @@ class TokenCoder:
         """valid (windows, N) positions inside the image, the schedule, and the window chunks as
         (sub-quantizers, windows: a slice or an index tensor): WINDOW_CHUNK windows at a time in
         row-major order, all with `active`, or, with a level map's `counts` (windows,), in groups of
-        one count each, the lowest first (bitstream.py)."""
+        one count each, the lowest first (docs/bitstream.md)."""
         valid = window_validity(h, w, self.window).to(self.prior.start.device)
         if counts is None:
             return valid, self.schedule(steps), [(active, slice(c, min(c + WINDOW_CHUNK, len(valid))))
@@ -183,13 +127,13 @@ class TokenCoder:
             sel = chunk_valid[:, pos]                                                     # (b, n)
             drawn = draws if draws is not None and t >= draws.sent else None
             if self.head is None:
-                weights = _inside(prior.predict(cache, active, pos), sel)                 # (m, active, K)
+                weights = inside(prior.predict(cache, active, pos), sel)                 # (m, active, K)
                 weights = weights.reshape(-1, self.K).cpu().numpy()
                 symbols = drawn(weights) if drawn else code_step(weights, pos, sel, slice(0, active))
             else:
                 logits, f = prior.predict_logits(cache, active, pos)
-                symbols = self._code_conditional(_inside(logits, sel).reshape(-1, active, self.K),
-                                                 _inside(f, sel).reshape(-1, f.shape[-1]),
+                symbols = self._code_conditional(inside(logits, sel).reshape(-1, active, self.K),
+                                                 inside(f, sel).reshape(-1, f.shape[-1]),
                                                  lambda w, j: drawn(w) if drawn else code_step(w, pos, sel, slice(j, j + 1)))
             revealed = torch.full((*sel.shape, self.M), prior.ABSENT, dtype=torch.long, device=device)
             revealed[..., :active] = prior.MASK  # padding positions: never attended
@@ -219,24 +163,24 @@ class TokenCoder:
         return symbols.reshape(-1)
 
     def compress(self, tokens: np.ndarray, steps: int, choose=None,
-                 generated: Generated | None = None) -> Coded:
-        """tokens (active, h, w) -> Coded. Tokens holding UNUSED make a mapped file's payload (a level
-        per window, `window_counts`), the level map first. choose: None codes `tokens` as they are;
-        else an encoder-side hook (rdoq.py) called at each step (with a conditional head: at each
-        step and sub-quantizer) as choose(windows (a slice of the window range), pos, sel, weights,
-        symbols, subq) with code_step's arguments and the symbols `tokens` holds there; it returns
-        the symbols to code instead (m,), which the decoder reads like any others: the format does
-        not change. generated: a generated file's steps from
-        `sent` on are drawn (Draws), not coded; the tokens returned hold the draws there."""
+                 drawn: DrawnSteps | None = None) -> CompressedTokens:
+        """tokens (active, h, w) -> CompressedTokens. Tokens holding UNUSED make a mapped file's
+        payload (a level per window, `window_counts`), the level map first. choose: None codes
+        `tokens` as they are; else an encoder-side hook (rdoq.py) called at each step (with a
+        conditional head: at each step and sub-quantizer) as choose(windows (a slice of the window
+        range), pos, sel, weights, symbols, subq) with code_step's arguments and the symbols `tokens`
+        holds there; it returns the symbols to code instead (m,), which the decoder reads like any
+        others: the format does not change. drawn: a generated file's steps from `sent` on are drawn
+        (Draws), not coded; the tokens returned hold the draws there."""
         active, h, w = tokens.shape
         counts = self.window_counts(tokens) if (tokens < 0).any() else None
-        if counts is not None and (choose is not None or generated is not None):
+        if counts is not None and (choose is not None or drawn is not None):
             raise ValueError("a mapped file is neither generated nor coded with a choose hook")
         valid, schedule, chunks = self._layout(h, w, steps, active, counts)
         truth = to_windows(torch.from_numpy(tokens.astype(np.int64)), self.window).to(valid.device)  # (windows, N, active)
-        changes = choose is not None or generated is not None
+        changes = choose is not None or drawn is not None
         coded = truth.clone() if changes else truth
-        draws = Draws(generated) if generated is not None else None
+        draws = Draws(drawn) if drawn is not None else None
         enc, window_bits = RangeEncoder(), np.zeros(len(valid))
         window_ids = torch.arange(len(valid))
         if counts is not None:
@@ -244,7 +188,7 @@ class TokenCoder:
             enc.encode(level_map, map_weights(len(level_map), self._map_choices(active)))
 
         def code_step(chunk, count, weights, pos, sel, subq):
-            symbols = _inside(truth[chunk][:, pos][..., subq], sel).reshape(-1).cpu().numpy()
+            symbols = inside(truth[chunk][:, pos][..., subq], sel).reshape(-1).cpu().numpy()
             if choose is not None:
                 symbols = np.ascontiguousarray(choose(chunk, pos, sel, weights, symbols, subq), dtype=np.int64)
             enc.encode(symbols, weights)
@@ -263,10 +207,10 @@ class TokenCoder:
                     check = chunk_check(coded[chunk][..., :count][valid[chunk]].cpu().numpy())
                     enc.encode(check, uniform_weights(CHUNK_CHECK_BYTES))
         result = from_windows(coded.cpu(), h, w, self.window).numpy().astype(np.int64) if changes else tokens
-        return Coded(enc.payload(), float(window_bits.sum()), window_bits, result, counts is not None)
+        return CompressedTokens(enc.payload(), float(window_bits.sum()), window_bits, result, counts is not None)
 
     def decompress(self, payload: bytes, active: int, h: int, w: int, steps: int,
-                   generated: Generated | None = None, mapped: bool = False) -> np.ndarray:
+                   drawn: DrawnSteps | None = None, mapped: bool = False) -> np.ndarray:
         """The token grid (active, h, w) of a payload (and of a generated file's draws; a mapped
         file's: UNUSED beyond each window's count); CorruptFileError at the first inconsistency (a
         payload that cannot be a range-coder stream, a chunk check that differs, words left over)."""
@@ -281,7 +225,7 @@ class TokenCoder:
             if len(set(counts.tolist())) < 2:  # the encoder writes one level as a plain file
                 raise CorruptFileError("the level map has one level (file damaged or forged)")
         valid, schedule, chunks = self._layout(h, w, steps, active, counts)
-        draws = Draws(generated) if generated is not None else None
+        draws = Draws(drawn) if drawn is not None else None
         windows = torch.full((*valid.shape, active), UNUSED, dtype=torch.int16)  # K <= 2^15; 16 MB at the size limit
         with numerics_fence():
             for k, (count, chunk) in enumerate(chunks):

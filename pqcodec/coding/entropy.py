@@ -2,7 +2,7 @@
 uint32 words, little-endian.
 
 Two backends write the same words: constriction 0.5.0 (`constriction.stream.queue`, Rust) when it
-can be imported, else pqcodec.rangecoder, a pure Python + numpy re-implementation of its algorithm
+can be imported, else pqcodec.coding.rangecoder, a pure Python + numpy re-implementation of its algorithm
 (constriction has no wheels for Linux ARM64 or musl, and no source distribution); a few times
 slower, about +0.1 s per Kodak image each way. The environment variable
 PQCODEC_RANGE_CODER=constriction|python forces one (empty or "auto": the default); `backend()` says
@@ -30,9 +30,9 @@ try:
 except ImportError:     # no wheel for this platform: the pure Python coder takes over
     constriction = None
 
+from ..errors import CorruptFileError, PQCodecError
 from . import rangecoder
-from .bitstream import PROB_BITS
-from .errors import CorruptFileError, PQCodecError
+from .layout import PROB_BITS
 
 BACKENDS = ("constriction", "python")
 BACKEND_VARIABLE = "PQCODEC_RANGE_CODER"

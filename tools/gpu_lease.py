@@ -1,30 +1,32 @@
 """The GPU plan: one prepared command that turns a rented GPU machine's minutes into trained
 weights (docs/training.md, "On a rented GPU machine"). For a machine reached by copying a folder to
-it, with a limit on the bytes copied (--limit) and on the size of each file that comes back
-(returned parts of PART_BYTES). Three steps, two machines:
+it and copying a folder of results back, where your way of copying limits the bytes copied there
+(prepare's and trim's --limit), the size of each file that comes back (run's --part-bytes) and the
+wall-clock time of one command (run's --ae-minutes and --prior-minutes). A user's tool, not part of
+the installed package: run it from the repository root. Three steps, two machines:
 
     # here, before any GPU: the folder to copy (training photos + the float weights to continue), then
     # the working tree trimmed to what a lease runs (it is copied too, and pqcodec/models/ alone is 83 MB)
-    python -m pqcodec.train.lease prepare --model pqcodec/models/pq-s8-m12k256-v4.safetensors --data ../shared/data/train
-    python -m pqcodec.train.lease trim --carry lease .whl
+    python -m tools.gpu_lease prepare --model pqcodec/models/pq-s8-m12k256-v4.safetensors --data ../shared/data/train
+    python -m tools.gpu_lease trim --copy lease .whl
     # there, one command with lease/ and .whl/ copied beside the tree (docs/training.md has the
-    # wheels' install); --out: the folder whose files come back ($OUT if set)
-    python3 -m pqcodec.train.lease run --out RETURNED --ae-minutes 4.3 --prior-minutes 3.3
+    # wheels' install); --out: the folder whose files you copy back
+    python3 -m tools.gpu_lease run --out RETURNED --ae-minutes 4.3 --prior-minutes 3.3
     # here again: the tree back from git, then join the returned parts, check them, and have a
     # weights file that codes
-    python -m pqcodec.train.lease untrim
-    python -m pqcodec.train.lease join RETURNED_FOLDER --out runs/lease-DATE/model.safetensors
-    # once Kodak says it is better (eval/rd.py --model ...): the file for pqcodec/models/ and its SHA-256
-    python -m pqcodec.train.lease ship runs/lease-DATE/model.safetensors --out pqcodec/models/NAME.safetensors
+    python -m tools.gpu_lease untrim
+    python -m tools.gpu_lease join RETURNED_FOLDER --out runs/lease-DATE/model.safetensors
+    # once Kodak says it is better (python -m eval.rd --model ...): the file for pqcodec/models/ and its SHA-256
+    python -m tools.gpu_lease ship runs/lease-DATE/model.safetensors --out pqcodec/models/NAME.safetensors
 
 `run` continues the autoencoder (`pqcodec-train ae --minutes`), then the prior warm on its new
 tokens (`pqcodec-train prior --warm --minutes`, which ends with the integer prior's calibration), and
-leaves in OUT the weights split into parts a return can take, their SHA-256, both logs and a
+leaves in --out the weights split into parts of at most --part-bytes, their SHA-256, both logs and a
 summary. Every figure of a lease (steps, minutes) is in that summary; the Kodak figures come from
 the eval scripts here, afterwards.
 
-Why float16 for the copied weights: the copy is 64 MiB with the working tree on the machines used so
-far, the photos take 46 MB, and the float weights 31 MB in float32 (the integer prior is not copied:
+Why float16 for the copied weights: the whole copy's default limit (trim --limit) is 66 MB, the
+photos take 46 MB, and the float weights 31 MB in float32 (the integer prior is not copied:
 calibration remakes it).
 Rounding the weights a training run continues from to float16 moves them by 2^-11 relatively, far
 less than the run's first steps do.
@@ -32,7 +34,6 @@ less than the run's first steps do.
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -44,19 +45,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from ..nets.autoencoder import PADDINGS
+from pqcodec.nets.autoencoder import PADDINGS
 
-CARRY_LIMIT = 63_000_000   # default bytes for the folder to copy: 64 MiB (67.1 MB) with the working tree, margin kept
-CALL_LIMIT = 66_000_000    # default bytes of a whole copy: the working tree (after trim) and every copied folder
-KEEP = ("pqcodec/", "eval/", "setup.cfg", "pyproject.toml")  # what a lease runs; trim drops the rest
-# ... but not the shipped models inside the package (83 MB): a lease trains from the carried weights
+# The defaults of the limits (options): what the way of copying used so far allowed
+COPY_LIMIT = 63_000_000    # default bytes of the folder to copy (prepare --limit)
+CALL_LIMIT = 66_000_000    # default bytes of a whole copy: the working tree (after trim) and every copied folder (trim --limit)
+PART_BYTES = 15 * 2 ** 20  # default bytes of each returned part (run --part-bytes): a returned file of at most 16 MiB
+KEEP = ("pqcodec/", "eval/", "tools/", "setup.cfg", "pyproject.toml")  # what a lease runs; trim drops the rest
+# ... but not the shipped models inside the package (83 MB): a lease trains from the copied weights
 MODELS = "pqcodec/models/"
 TRIMMED = "lease-trimmed"  # under .git: the paths trim removed, for untrim
-PART_BYTES = 15 * 2 ** 20  # a returned file may be 16 MiB
 INIT, PHOTOS = "init.safetensors", "train.zip"
 
 
-def _carry_bytes(folder: Path) -> int:
+def _folder_bytes(folder: Path) -> int:
     """Bytes as a file system holds them (4 KiB blocks): 1,439 loose photos take 1.7 MB more than
     their sizes (perhaps why a copy of 66.4 MB by size was refused); one stored zip of them, 0.2 MB
     (a tar, 2.4 MB: 512-byte headers and padding)."""
@@ -89,31 +91,31 @@ def _dropped(path: str) -> bool:
     return (not path.startswith(KEEP) or path.startswith(MODELS)) and not Path(path).name.startswith(".git")
 
 
-def _call_bytes(root: Path, carry: list[Path], kept: list[str]) -> int:
+def _call_bytes(root: Path, copy: list[Path], kept: list[str]) -> int:
     """What the copy to the GPU machine takes: the tracked files kept, untracked ones git does not ignore, and
-    the carried folders, in 4 KiB blocks."""
+    the folders copied beside them, in 4 KiB blocks."""
     files = kept + _git(root, "ls-files", "--others", "--exclude-standard")
-    return sum(_blocks(root / p) for p in files if (root / p).is_file()) + sum(_carry_bytes(Path(c)) for c in carry)
+    return sum(_blocks(root / p) for p in files if (root / p).is_file()) + sum(_folder_bytes(Path(c)) for c in copy)
 
 
-def trim(carry: list[Path], root: Path = Path("."), limit: int = CALL_LIMIT, dry_run: bool = False) -> int:
-    """Before the copy to the GPU machine, which takes the whole working tree (tracked files, untracked
-    ones git does not ignore) beside the named folders, `limit` bytes in all, and the tree is now 95 MB
+def trim(copy: list[Path], root: Path = Path("."), limit: int = CALL_LIMIT, dry_run: bool = False) -> int:
+    """Before the copy to the GPU machine, which takes the working tree (tracked files, untracked
+    ones git does not ignore) beside the folders `copy`, at most `limit` bytes in all, and the tree is now 95 MB
     (pqcodec/models/ 83 MB, docs/ images 7 MB). Removes every tracked file a lease does not run
     (outside KEEP, or the shipped models; git's own files stay) from the working tree, only files HEAD holds unchanged, so `untrim` gives
     each back from that commit as it was; records the commit and the paths in .git/lease-trimmed.
     Returns the bytes the call will copy; refuses to remove anything when a changed file would go,
     when git is told to overlook changes (assume-unchanged, skip-worktree) or when the call would
     still be over `limit`; `dry_run` only measures."""
-    missing = [str(c) for c in carry if not Path(c).is_dir()]
+    missing = [str(c) for c in copy if not Path(c).is_dir()]
     if missing:
-        raise SystemExit(f"{missing[0]}: no such folder to carry (prepare it first)")
+        raise SystemExit(f"{missing[0]}: no such folder to copy (prepare it first)")
     record = _git_dir(root) / TRIMMED
     if record.exists() and not dry_run:
         raise SystemExit(f"{record}: the tree is trimmed already; untrim first")
     tracked = _git(root, "ls-files")
     drop = [p for p in tracked if _dropped(p) and (root / p).is_file()]
-    size = _call_bytes(root, carry, [p for p in tracked if not _dropped(p)])
+    size = _call_bytes(root, copy, [p for p in tracked if not _dropped(p)])
     if size > limit:
         raise SystemExit(f"the call would copy {size / 1e6:.1f} MB, over {limit / 1e6:.1f} MB even trimmed")
     if dry_run:
@@ -160,7 +162,7 @@ def _rewrite(src: Path, dest: Path, halve, drop=lambda name: False):
     save_file(state, str(dest), metadata=meta)
 
 
-def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int:
+def prepare(model: Path, data: Path, out: Path, limit: int = COPY_LIMIT) -> int:
     """Writes out/init.safetensors (the float weights, float16, no integer prior) and the training
     photos (pack_photos). Returns the folder's bytes; refuses a folder over `limit`."""
     if not model.is_file():
@@ -179,14 +181,14 @@ def prepare(model: Path, data: Path, out: Path, limit: int = CARRY_LIMIT) -> int
 
 
 def _photos(data: Path) -> list[Path]:
-    from ..data import list_images
+    from pqcodec.data import list_images
     try:
         return list_images(data)
     except FileNotFoundError as e:  # no such folder, or no photo in it: one line, nothing written
         raise SystemExit(str(e))
 
 
-def pack_photos(data: Path, out: Path, limit: int = CARRY_LIMIT) -> int:
+def pack_photos(data: Path, out: Path, limit: int = COPY_LIMIT) -> int:
     """The training photos as one zip, stored uncompressed (JPEGs: nothing to gain), out/train.zip.
     Returns out's bytes (4 KiB blocks); refuses a folder over `limit`."""
     photos = _photos(data)
@@ -194,14 +196,14 @@ def pack_photos(data: Path, out: Path, limit: int = CARRY_LIMIT) -> int:
     with zipfile.ZipFile(out / PHOTOS, "w", zipfile.ZIP_STORED) as z:
         for p in photos:
             z.write(p, arcname=str(p.relative_to(data)))
-    size = _carry_bytes(out)
+    size = _folder_bytes(out)
     if size > limit:
-        raise SystemExit(f"{out}: {size / 1e6:.1f} MB, over the carry budget of {limit / 1e6:.1f} MB")
+        raise SystemExit(f"{out}: {size / 1e6:.1f} MB, over the copy limit of {limit / 1e6:.1f} MB (--limit)")
     return size
 
 
 def unpack_photos(lease: Path, dest: Path) -> Path:
-    """There: the carried zip into dest (emptied first)."""
+    """There: the copied zip into dest (emptied first)."""
     if dest.exists():
         shutil.rmtree(dest)
     with zipfile.ZipFile(lease / PHOTOS) as z:
@@ -211,7 +213,7 @@ def unpack_photos(lease: Path, dest: Path) -> Path:
 
 def _stage(args: list[str], log: Path) -> float:
     """Runs one `pqcodec-train` stage as its own process (as the documented commands do); its
-    output goes to `log` (not returned: a return takes 8 files). Returns its wall seconds; raises,
+    output goes to `log` (not returned: what comes back is kept to a few files). Returns its wall seconds; raises,
     with the output's end, when it fails."""
     t0 = time.time()
     with open(log, "w") as f:
@@ -269,7 +271,7 @@ def run(a) -> dict:
         newest = [r / "model.safetensors" for r in (prior_run, ae_run) if (r / "model.safetensors").exists()]
         if newest:
             summary["weights_from"] = str(newest[0])
-            summary["parts"] = split(newest[0], out)
+            summary["parts"] = split(newest[0], out, a.part_bytes)
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -291,7 +293,7 @@ def joined(folder: Path, name: str) -> bytes:
 def join(folder: Path, dest: Path, name: str = "model.safetensors") -> Path:
     """Concatenates folder/<name>.partNN into dest after checking the SHA-256 `run` wrote; the
     result must load as a model whose integer prior is calibrated."""
-    from ..model import PQCodecModel
+    from pqcodec.model import PQCodecModel
     data = joined(folder, name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(data)
@@ -309,34 +311,36 @@ def ship(weights: Path, dest: Path) -> str:
     integer prior's cost, never to code) stored in float16, 9.5 MB less. Returns its SHA-256 for
     pqcodec/zoo.py. The coder's networks, codebooks and integer prior are unchanged, so its files
     are byte for byte those of `weights`."""
-    from ..files import sha256_of
+    from pqcodec.files import sha256_of
     _rewrite(weights, dest, halve=lambda name: name.startswith("prior."))
     return sha256_of(dest)
 
 
-def add_lease_commands(sub, carry: str, runs: str, prepare_help: str, run_help: str):
+def add_lease_commands(sub, lease: str, runs: str, prepare_help: str, run_help: str):
     """The `prepare` and `run` subcommands every lease plan has (this one, eval/baselines_lease.py),
     with their shared options: (prepare's parser, run's parser), for each plan's own to be added."""
     pr = sub.add_parser("prepare", help=prepare_help)
     pr.add_argument("--data", required=True, help="training photos")
-    pr.add_argument("--lease", default=carry, help="the folder to copy to the GPU machine (gitignored)")
-    pr.add_argument("--limit", type=int, default=CARRY_LIMIT, help="bytes the folder may take")
+    pr.add_argument("--lease", default=lease, help=f"the folder to copy to the GPU machine (gitignored; default {lease})")
+    pr.add_argument("--limit", type=int, default=COPY_LIMIT,
+                    help=f"bytes the folder may take: what your way of copying the folder allows (default {COPY_LIMIT:_})")
     rn = sub.add_parser("run", help=run_help)
-    rn.add_argument("--lease", default=carry, help="the copied folder")
-    rn.add_argument("--out", default=os.environ.get("OUT"), required="OUT" not in os.environ,
-                    help="the folder whose files come back from the GPU machine (default $OUT)")
+    rn.add_argument("--lease", default=lease, help=f"the copied folder (default {lease})")
+    rn.add_argument("--out", required=True, help="the folder whose files you copy back from the GPU machine")
     rn.add_argument("--runs", default=runs, help="the run folders (kept on a warm machine)")
     return pr, rn
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m pqcodec.train.lease", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.gpu_lease", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     pr, rn = add_lease_commands(sub, "lease", "runs/lease", "here: build the folder to copy",
-                                "on the GPU: autoencoder, then prior, then split the weights into OUT")
+                                "on the GPU: autoencoder, then prior, then split the weights into --out")
     pr.add_argument("--model", required=True, help="weights to continue (their integer prior is dropped)")
-    rn.add_argument("--ae-minutes", type=float, required=True)
-    rn.add_argument("--prior-minutes", type=float, required=True)
+    rn.add_argument("--ae-minutes", type=float, required=True,
+                    help="the autoencoder's wall-clock minutes: with --prior-minutes and the start-up, within the "
+                         "time your GPU machine allows one command")
+    rn.add_argument("--prior-minutes", type=float, required=True, help="the prior's wall-clock minutes")
     rn.add_argument("--ae-steps", type=int, default=1_000_000, help="cap; --ae-minutes plans the last step")
     rn.add_argument("--prior-steps", type=int, default=1_000_000)
     rn.add_argument("--ae-batch", type=int, default=64)
@@ -352,10 +356,15 @@ def main(argv=None):
     rn.add_argument("--no-bf16", dest="bf16", action="store_false")
     rn.add_argument("--log-every", type=int, default=100)
     rn.add_argument("--save-every", type=int, default=1000)
+    rn.add_argument("--part-bytes", type=int, default=PART_BYTES,
+                    help="bytes of each returned part of the weights: what your way of copying a file back allows "
+                         f"(default {PART_BYTES:_})")
     tr = sub.add_parser("trim", help="here, just before the copy: drop the tracked files a lease "
                         "does not run from the working tree (git gives them back: untrim)")
-    tr.add_argument("--carry", nargs="+", default=["lease", ".whl"], help="the folders copied beside the tree")
-    tr.add_argument("--limit", type=int, default=CALL_LIMIT, help="bytes the whole copy may take")
+    tr.add_argument("--copy", nargs="+", default=["lease", ".whl"],
+                    help="the folders copied beside the tree (default lease .whl)")
+    tr.add_argument("--limit", type=int, default=CALL_LIMIT,
+                    help=f"bytes the whole copy may take: what your way of copying the folder allows (default {CALL_LIMIT:_})")
     tr.add_argument("--dry-run", action="store_true", help="measure the copy, remove nothing")
     sub.add_parser("untrim", help="here, after the GPU run: the files trim dropped, back from git")
     jn = sub.add_parser("join", help="here: join the returned parts into a weights file")
@@ -367,13 +376,13 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.cmd == "prepare":
         size = prepare(Path(a.model), Path(a.data), Path(a.lease), a.limit)
-        print(f"{a.lease}: {size / 1e6:.1f} MB to carry")
+        print(f"{a.lease}: {size / 1e6:.1f} MB to copy")
     elif a.cmd == "run":
         print(json.dumps(run(a), indent=1))
     elif a.cmd == "trim":
-        size = trim([Path(c) for c in a.carry], limit=a.limit, dry_run=a.dry_run)
+        size = trim([Path(c) for c in a.copy], limit=a.limit, dry_run=a.dry_run)
         print(f"the copy takes {size / 1e6:.1f} MB (limit {a.limit / 1e6:.1f})"
-              + ("" if a.dry_run else "; after it: python -m pqcodec.train.lease untrim"))
+              + ("" if a.dry_run else "; after it: python -m tools.gpu_lease untrim"))
     elif a.cmd == "untrim":
         print(f"{len(untrim())} files back from git")
     elif a.cmd == "join":

@@ -65,7 +65,7 @@ integer cumulative tables at once (cumulative_tables), and the encoder gathers e
 symbol; the decoder finds each symbol with bisect on a memoryview of the flat table (no list made).
 On the project's 2-core machine that is about 1.5 us a symbol to encode and 2 us to decode
 (constriction: 0.3 and 0.45 us), +0.05 s and +0.07 s for a Kodak image's 48,000 symbols;
-`python -c "from pqcodec import rangecoder; rangecoder.benchmark()"` measures both.
+`python -c "from pqcodec.coding import rangecoder; rangecoder.benchmark()"` measures both.
 
 Divergences from constriction, none of them on a valid stream:
 - errors: ValueError everywhere (constriction: AssertionError for undecodable words, KeyError for a
@@ -294,7 +294,7 @@ class RangeDecoder:
 def benchmark(symbols: int = 48_000, per_call: int = 600, K: int = 256, seed: int = 0):
     """Times this coder against constriction (if installed) on a Kodak-sized job: `symbols` symbols
     in calls of `per_call`, with skewed integer tables like the prior's (about 4.5 bits a symbol).
-    Run: python -c "from pqcodec import rangecoder; rangecoder.benchmark()" """
+    Run: python -c "from pqcodec.coding import rangecoder; rangecoder.benchmark()" """
     import time
     rng = np.random.default_rng(seed)
     calls = []

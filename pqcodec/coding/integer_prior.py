@@ -2,7 +2,8 @@
 
 A range decoder needs the encoder's frequencies bit for bit. Float inference gives other last bits
 on another CPU family, thread split, batch shape or GPU, so the coder runs this integer version of
-`MIMPrior` (nets/prior.py), made from a trained float prior by `calibrate`: every number that
+`MIMPrior` (nets/prior.py), made from a trained float prior by
+`train/calibrate.py`: every number that
 decides a frequency is an integer computed exactly, on any machine (docs/bitstream.md, "Why the
 prior is exact", goes step by step). After Ballé et al. 2019 ("Integer networks for data
 compression") and I-BERT (Kim et al. 2021):
@@ -28,20 +29,16 @@ compression") and I-BERT (Kim et al. 2021):
 
 Tensors: C model width, H heads, d = C / H, N window positions, M sub-quantizers, K codewords.
 """
-import functools
-import math
-import os
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..bitstream import PROB_BITS
 from ..numerics import OPERAND_EXACT
+from .kernels import ACT, WEIGHT_MAX, int8_linear, int8_pack, int8_products
+from .layout import PROB_BITS
 
-ACT = 127                 # |matmul operand| <= ACT (int8)
 LEGACY_ACT = 255          # ... in integer priors of pqcodec 0.4.0, whose files do not store it
-WEIGHT_MAX = 63           # |weight| <= WEIGHT_MAX: int8 pair sums stay below 2^15 (see above)
 ACC_LIMIT = 1 << 24       # float32 holds every integer below this exactly
 RESID_FRAC = 12           # residual stream: integers in units of 2^-12
 RESID_LIMIT = 1 << 21     # |residual| clamp: keeps LayerNorm's sum of squares below 2^53
@@ -55,94 +52,11 @@ MASKED = -float(1 << 30)  # added to a masked key's score: it lands beyond every
 BATCH = 8                 # windows per batch in `frequencies`: any split gives the same integers
 
 
-def _int8_is_faster(kernel: str, g: torch.Generator, rows: int, inner: int, out: int, margin: float) -> float | None:
-    """The time of `kernel`'s int8 product of this shape (best of 3) where it beats float32's by
-    `margin`; None where it does not."""
-    import time
-    w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (out, inner), generator=g, dtype=torch.int8)
-    x = torch.randint(-ACT, ACT + 1, (rows, inner), generator=g, dtype=torch.int8)
-    pack, xf, wf = _int8_pack(w, kernel), x.float(), w.float()
-
-    def best(f):
-        f()
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-        return min(times)
-    t = best(lambda: _int8_linear(x, pack, None))
-    return t if t * margin < best(lambda: F.linear(xf, wf)) else None
-
-
-def _int8_is_exact(kernel: str, g: torch.Generator) -> bool:
-    """Whether `kernel` gives exactly the int64 sums on worst-case operands: the largest sums, and
-    the largest pair sums of CPUs without VNNI (which a saturating kernel gets wrong), in shapes
-    from a single row to the coder's own (a kernel may take another path for large products)."""
-    for rows, inner, out in ((1, 1024, 32), (37, 256, 96), (300, 1024, 16), (600, 256, 1024)):
-        w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (out, inner), generator=g, dtype=torch.int8)
-        w[0], w[1] = WEIGHT_MAX, -WEIGHT_MAX
-        x = torch.randint(-ACT, ACT + 1, (rows, inner), generator=g, dtype=torch.int8)
-        x[0] = ACT * torch.sign(w[0].float()).to(torch.int8)
-        x[-1] = -ACT
-        bias = torch.randint(-1000, 1000, (out,), generator=g).float()
-        got = _int8_linear(x, _int8_pack(w, kernel), bias)
-        if not torch.equal(got.double(), x.double() @ w.double().t() + bias.double()):
-            return False
-    return True
-
-
-INT8_KERNELS = ("int_mm", "onednn")   # torch._int_mm; oneDNN's quantized linear
-
-
-@functools.cache
-def int8_products() -> str | None:
-    """Which int8 kernel this process computes the integer prior's products with, or None for
-    float32 products (just as exact). A kernel is taken only if it exists in this build, is faster
-    than float32 here, and gives exactly the int64 sums on worst-case operands, which rules out any
-    kernel that saturates; of those, the fastest. Speed is checked because it is not a given: on an
-    Intel CPU with AMX oneDNN's int8 linear of 504 x 256 x 1024 took 0.20 ms against float32's
-    1.44 ms; on an AMD EPYC (AVX-512 VNNI, torch 2.13) it took a reference path, 700 times slower
-    than float32 (experiments.md, probe-int8-amd), while torch._int_mm there is 4 times faster than
-    float32 (int-mm). A tiny probe first, so a slow kernel is known in a millisecond.
-    PQCODEC_INT8=0 in the environment turns the int8 products off."""
-    if os.environ.get("PQCODEC_INT8", "1") == "0":
-        return None
-    fastest, best_time = None, float("inf")
-    for kernel in INT8_KERNELS:
-        try:
-            g = torch.Generator().manual_seed(0)
-            if _int8_is_faster(kernel, g, 4, 256, 64, 0.25) is None:
-                continue
-            t = _int8_is_faster(kernel, g, 128, 256, 1024, 1.25)
-            if t is not None and t < best_time and _int8_is_exact(kernel, g):
-                fastest, best_time = kernel, t
-        except (RuntimeError, AttributeError, NotImplementedError):  # not in this build
-            continue
-    return fastest
-
-
-def _int8_pack(w: torch.Tensor, kernel: str) -> dict:
-    """int8 weights (out, in) packed for `_int8_linear` with `kernel`."""
-    if kernel == "int_mm":
-        return dict(kernel=kernel, wt=w.t().contiguous())                          # (in, out)
-    return dict(kernel=kernel, packed=torch.ops.onednn.qlinear_prepack(w.contiguous(), None),
-                ones=torch.ones(w.shape[0]), zeros=torch.zeros(w.shape[0], dtype=torch.int64))
-
-
-def _int8_linear(x: torch.Tensor, pack: dict, bias: torch.Tensor | None,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """x (..., in) int8 @ W^T (+ bias), as `dtype` (float32 or float64): the int32 sums (with
-    oneDNN: unit scales and zero points), exact below 2^24."""
-    x2 = x.reshape(-1, x.shape[-1])
-    if pack["kernel"] == "int_mm":
-        y = torch._int_mm(x2, pack["wt"]).to(dtype)
-        if bias is not None:
-            y += bias
-    else:
-        y = torch.ops.onednn.qlinear_pointwise(x2, 1.0, 0, pack["packed"], pack["ones"], pack["zeros"], bias,
-                                               1.0, 0, torch.float32, "none", [], "").to(dtype)
-    return y.view(*x.shape[:-1], -1)
+def require_exact(ok: bool, what: str):
+    """Calibration (train/calibrate.py) refuses weights whose integer arithmetic would not be exact, and so does loading
+    (`IntegerPrior.check_exact`)."""
+    if not ok:
+        raise ValueError(f"the integer prior would not be exact on every machine: {what}")
 
 
 def _isqrt(x: torch.Tensor) -> torch.Tensor:
@@ -158,14 +72,14 @@ def _as_mask(visible: torch.Tensor) -> torch.Tensor:
     return torch.zeros(visible.shape, dtype=torch.float32, device=visible.device).masked_fill_(~visible, MASKED)
 
 
-def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """table[index], the index (float32 holding integers of magnitude below 2^31; left as it is)
     clamped to the table."""
     i = index.to(torch.int32).clamp_(0, table.shape[0] - 1)
     return table.index_select(0, i.flatten()).view(i.shape)
 
 
-class _IntModule(nn.Module):
+class IntModule(nn.Module):
     """Base of the integer modules. Buffers are stored as calibration wrote them (integers, the
     tables' lengths its own: loading takes the stored length of those named in `_sized`); what the
     arithmetic needs from them (float copies, scales) is derived once by `derived` and forgotten
@@ -207,7 +121,7 @@ class _IntModule(nn.Module):
             m.__dict__["_derived"] = {}
 
 
-class IntLinear(_IntModule):
+class IntLinear(IntModule):
     """x @ W^T + b for integer operands |x| <= act (float32) and int8 weights W whose rows' absolute
     sums times act stay below 2^24 (calibrate checks), so no partial sum reaches 2^24. Two uses:
     - `forward`: per-output-channel weight scales; the sum requantized to each channel's output
@@ -237,7 +151,7 @@ class IntLinear(_IntModule):
             # float32 products are exact under bf16/TF32 input rounding only for operands that keep
             # their value there (numerics.py); wider ones take float64, which no precision setting rounds
             dtype = torch.float32 if self.act <= OPERAND_EXACT else torch.float64
-            return dict(wt=w.to(dtype), int8=_int8_pack(w, kernel) if kernel else None,
+            return dict(wt=w.to(dtype), int8=int8_pack(w, kernel) if kernel else None,
                         b32=bias.to(dtype),
                         scale=mult * 2.0 ** -shift,
                         offset=(bias * mult + 2.0 ** (shift - 1)) * 2.0 ** -shift)
@@ -249,7 +163,7 @@ class IntLinear(_IntModule):
         """x (operands, float32 or int8) @ W^T (+ bias) as `dtype`, exact: every partial sum, with or
         without the bias, below 2^24 (calibrate, `check_exact`), and int32 sums are exact."""
         if p["int8"] is not None:
-            return _int8_linear(x.to(torch.int8), p["int8"], bias, dtype)
+            return int8_linear(x.to(torch.int8), p["int8"], bias, dtype)
         y = F.linear(x.to(p["wt"].dtype), p["wt"])  # the bias added apart: a product may round its inputs
         return (y if bias is None else y.add_(bias)).to(dtype)
 
@@ -259,13 +173,13 @@ class IntLinear(_IntModule):
         channel: what a caller adds to the sum in float32) below 2^24; the requantization (`forward`)
         below 2^53."""
         reach = self.weight.abs().double().sum(1) * self.act
-        _require(float(reach.max()) < ACC_LIMIT, f"{name}'s partial sums would reach 2^24")
+        require_exact(float(reach.max()) < ACC_LIMIT, f"{name}'s partial sums would reach 2^24")
         if bias_in_sum:
             total = reach + self.bias.abs().double() + torch.as_tensor(extra, dtype=torch.float64)
-            _require(float(total.max()) < ACC_LIMIT, f"{name}'s sums plus bias would reach 2^24")
+            require_exact(float(total.max()) < ACC_LIMIT, f"{name}'s sums plus bias would reach 2^24")
         else:
             total = (reach + self.bias.abs().double()) * self.mult.double()
-            _require(float(total.max()) < 2.0 ** 53 and int(self.shift) < 53,
+            require_exact(float(total.max()) < 2.0 ** 53 and int(self.shift) < 53,
                      f"{name}'s requantization would reach 2^53")
 
     def accumulate(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
@@ -281,7 +195,7 @@ class IntLinear(_IntModule):
                                                                      # every term a multiple of 2^-s below 2^53
 
 
-class IntLayerNorm(_IntModule):
+class IntLayerNorm(IntModule):
     """Residual (..., C) -> operands |y| <= act (float32): y = gamma (x - mean) / std + beta in the
     next product's scale, with an exact integer square root and floor division."""
 
@@ -306,7 +220,7 @@ class IntLayerNorm(_IntModule):
         return y.clamp_(-self.act, self.act).to(self.operand_dtype)
 
 
-class IntBlock(_IntModule):
+class IntBlock(IntModule):
     _sized = ("att_exp", "gelu")
 
     def __init__(self, dim: int, heads: int):
@@ -349,7 +263,7 @@ class IntBlock(_IntModule):
         if mask is not None:
             s.add_(mask)                                    # exact unmasked
         x = torch.sub(s.amax(-1, keepdim=True), s, out=s)   # unmasked: exact, < 2^24; masked: > 2^29
-        e = _lookup(self.table("att_exp"), x)                # <= 255, masked keys: the table's final 0
+        e = lookup(self.table("att_exp"), x)                # <= 255, masked keys: the table's final 0
         two_s, m = self.derived("out", lambda: (2.0 ** int(self.out_shift), float(self.out_mult)))
         z = e.sum(-1, keepdim=True).to(torch.float64).mul_(two_s)  # exact, >= 1: the max's
         o = torch.add(z * 0.5, (e @ v).to(torch.float64), alpha=m)  # exact: Lk 255 |v| < 2^24 (calibrate), m < 2^21
@@ -361,23 +275,23 @@ class IntBlock(_IntModule):
         above): its layers' sums, the attention's float32 products (operands that survive bf16,
         sums below 2^24), its tables' entries within the operands' range."""
         d, act = self.dim // self.heads, self.act
-        _require(act <= OPERAND_EXACT, f"{name}: operands up to {act} do not survive bf16 (at most {OPERAND_EXACT})")
-        _require(2 * d * act ** 2 < ACC_LIMIT, f"{name}: attention scores would reach 2^24")
+        require_exact(act <= OPERAND_EXACT, f"{name}: operands up to {act} do not survive bf16 (at most {OPERAND_EXACT})")
+        require_exact(2 * d * act ** 2 < ACC_LIMIT, f"{name}: attention scores would reach 2^24")
         att_max = int(self.att_exp.abs().max())
-        _require(att_max <= OPERAND_EXACT and keys * att_max * act < ACC_LIMIT,
+        require_exact(att_max <= OPERAND_EXACT and keys * att_max * act < ACC_LIMIT,
                  f"{name}: attention weights up to {att_max} times values would not be exact")
-        _require(int(self.gelu.abs().max()) <= act, f"{name}: GELU table beyond the operands' range")
-        _require(int(self.out_shift) <= 28 and int(self.out_mult) < 1 << 21,
+        require_exact(int(self.gelu.abs().max()) <= act, f"{name}: GELU table beyond the operands' range")
+        require_exact(int(self.out_shift) <= 28 and int(self.out_mult) < 1 << 21,
                  f"{name}: the attention output's requantization would reach 2^53")
         for ln in (self.ln1, self.ln2):
-            _require(int(ln.gain.abs().max()) < 1 << 30, f"{name}: a LayerNorm gain would reach 2^53")
+            require_exact(int(ln.gain.abs().max()) < 1 << 30, f"{name}: a LayerNorm gain would reach 2^53")
         for lin, use in ((self.qkv, False), (self.proj, False), (self.fc1, True), (self.fc2, False)):
             lin.check_exact(name, use)
 
     def finish(self, h, attended):
         """Residual update after attention, then the MLP; h (B, L, C) float64 holding integers."""
         h = self.proj(attended).add_(h).clamp_(-RESID_LIMIT, RESID_LIMIT)
-        g = _lookup(self.table("gelu", self.operand_dtype), self.fc1.accumulate(self.ln2(h)))  # fc1's bias starts the table at 0
+        g = lookup(self.table("gelu", self.operand_dtype), self.fc1.accumulate(self.ln2(h)))  # fc1's bias starts the table at 0
         return self.fc2(g).add_(h).clamp_(-RESID_LIMIT, RESID_LIMIT)
 
 
@@ -393,7 +307,7 @@ class IntCache:
         self.length = 0
 
 
-class IntegerPrior(_IntModule):
+class IntegerPrior(IntModule):
     """Integer-exact counterpart of MIMPrior, for coding: `start_cache` / `predict` / `reveal` step by
     step with cached keys and values (what the coder runs), or `frequencies` for whole windows in one
     teacher-forced pass (evaluation, calibration reports); both give the same integers."""
@@ -432,16 +346,16 @@ class IntegerPrior(_IntModule):
         rounding (|x| <= OPERAND_EXACT) and every sum stay below 2^24 (float32) or 2^53 (float64),
         whatever calibration was run. What `calibrate` checks when it writes a prior, checked again
         when one is read."""
-        _require(bool(self.calibrated), "not calibrated")
+        require_exact(bool(self.calibrated), "not calibrated")
         dim = self.dim
-        _require(float(self.tok_emb.view(self.M, self.K + 2, dim).abs().amax(1).double().sum(0).max()) < ACC_LIMIT,
+        require_exact(float(self.tok_emb.view(self.M, self.K + 2, dim).abs().amax(1).double().sum(0).max()) < ACC_LIMIT,
                  "a sum of token embeddings would reach 2^24")
-        _require(int(self.start.abs().max()) <= RESID_LIMIT, "the start token is beyond the residual's range")
+        require_exact(int(self.start.abs().max()) <= RESID_LIMIT, "the start token is beyond the residual's range")
         for i, blk in enumerate(self.blocks):
             blk.check_exact(f"block {i}", 1 + self.window ** 2)
-        _require(int(self.ln_f.gain.abs().max()) < 1 << 30, "the final LayerNorm's gain would reach 2^53")
+        require_exact(int(self.ln_f.gain.abs().max()) < 1 << 30, "the final LayerNorm's gain would reach 2^53")
         self.head.check_exact("the output layer", True)
-        _require(0 <= int(self.prob_exp.min()) and int(self.prob_exp.max()) <= 1 << PROB_EXP_BITS,
+        require_exact(0 <= int(self.prob_exp.min()) and int(self.prob_exp.max()) <= 1 << PROB_EXP_BITS,
                  "the output table is beyond 2^22")
 
     # -- embeddings and output ---------------------------------------------------------------------
@@ -467,7 +381,7 @@ class IntegerPrior(_IntModule):
         """Logits (..., K) (float32 or float64 integers in the head's unit; the caller's tensor is
         overwritten) -> frequencies minus one: integers >= 0 summing to 2^PROB_BITS - K in each row
         (the range coder adds one to every symbol)."""
-        e = _lookup(self.table("prob_exp"), torch.sub(logits.amax(-1, keepdim=True), logits, out=logits))
+        e = lookup(self.table("prob_exp"), torch.sub(logits.amax(-1, keepdim=True), logits, out=logits))
         free = float((1 << PROB_BITS) - self.K)
         # c = floor(e floor(free 2^24 / sum e) / 2^24) <= e free / sum e: every product below 2^53
         e = e.to(torch.float64)
@@ -484,7 +398,7 @@ class IntegerPrior(_IntModule):
         position; valid (B, N) positions inside the image; head: a conditional head
         (IntConditionalHead) or None. -> (B, N, active, K) frequencies minus one, each position's
         from the content of earlier steps only (and, with a head, from the indices below it at the
-        same position): the integers the coder's step-by-step loop gives (latent.py)."""
+        same position): the integers the coder's step-by-step loop gives (token_coder.py)."""
         B, N, _ = tokens.shape
         if B > BATCH:  # bounded memory, and tensors small enough for the allocator's fast path
             return torch.cat([self.frequencies(tokens[b:b + BATCH], active, step_of, valid[b:b + BATCH], head)
@@ -552,174 +466,3 @@ class IntegerPrior(_IntModule):
             q, k, v = blk.qkv_of(h)
             cache.keys[i][:, :, L0:L], cache.values[i][:, :, L0:L] = k, v
             h = blk.finish(h, blk.attend(q, *self._cached(cache, i, L)))
-
-
-# -- calibration: a trained float prior -> its integer counterpart --------------------------------
-def _clip(samples: list[torch.Tensor], quantile: float) -> float:
-    """The `quantile` of |x| over the recorded samples (1.0: the largest)."""
-    x = torch.cat([s.flatten() for s in samples]).abs().double()
-    if quantile >= 1:
-        return float(x.max())
-    if x.numel() > 1 << 22:
-        x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:1 << 22]]
-    return float(torch.quantile(x, quantile))
-
-
-def _weight_scales(w: torch.Tensor, per_channel: bool, weight_max: int) -> torch.Tensor:
-    """max |w| / weight_max per output channel (floored at 2^-10 of the largest: rows of zeros), or
-    one for the layer, as a column."""
-    top = w.abs().amax(1).double()
-    top = top.clamp_min(float(top.max()) * 2.0 ** -10) if per_channel else top.max().expand(len(top))
-    return (top.clamp_min(1e-30) / weight_max)[:, None]
-
-
-def _multiplier(ratio: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Integer multipliers m and one shift s with m / 2^s ~ ratio (positive, per channel)."""
-    shift = REQUANT_BITS - math.ceil(math.log2(float(ratio.max())))
-    return torch.round(ratio.double() * 2.0 ** shift).to(torch.int64), shift
-
-
-def _set_linear(lin: IntLinear, layer: nn.Linear, in_scale: float, weight_max: int, out_scale=None,
-                in_offset: int = 0, table_start: int = 0) -> float:
-    """Quantize a float layer to weights |w| <= weight_max for operands |q| <= lin.act at `in_scale`
-    (real = (q + in_offset) in_scale). With
-    `out_scale` (one number or per channel): per-channel weights, requantized to it (`forward`).
-    Without: one weight scale, the exact sum minus `table_start` (`accumulate`). Returns the unit of
-    the sum (per channel: the largest)."""
-    sw = _weight_scales(layer.weight, out_scale is not None, weight_max)
-    w = torch.round(layer.weight.double() / sw).clamp_(-weight_max, weight_max)
-    unit = in_scale * sw[:, 0]
-    bias = torch.round(layer.bias.double() / unit) + in_offset * w.sum(1) - table_start
-    lin.weight.copy_(w.to(torch.int8))
-    lin.bias.copy_(bias.to(torch.int64))
-    if out_scale is not None:
-        mult, shift = _multiplier(unit / torch.as_tensor(out_scale, dtype=torch.float64))
-        lin.mult.copy_(mult)
-        lin.shift.fill_(shift)
-    reach = w.abs().sum(1) * lin.act + bias.abs()  # the largest |sum + bias| any operands can give
-    _require(float((w.abs().sum(1) * lin.act).max()) < ACC_LIMIT, "a product's partial sums would reach 2^24")
-    if out_scale is None:
-        _require(float(reach.max()) < ACC_LIMIT, "a sum plus its bias would reach 2^24")
-    else:
-        _require(float((reach * lin.mult.double()).max()) < 2.0 ** 53, "a requantization would reach 2^53")
-    return float(unit.max())
-
-
-def _require(ok: bool, what: str):
-    """calibrate refuses weights whose integer arithmetic would not be exact, and so does loading
-    (`IntegerPrior.check_exact`)."""
-    if not ok:
-        raise ValueError(f"the integer prior would not be exact on every machine: {what}")
-
-
-def _set_layernorm(ln: IntLayerNorm, float_ln: nn.LayerNorm, out_scale: float):
-    C = float_ln.weight.shape[0]
-    ln.gain.copy_(torch.round(float_ln.weight.double() * math.sqrt(C) / out_scale * 2 ** LN_FRAC).to(torch.int64))
-    ln.offset.copy_(torch.round(float_ln.bias.double() / out_scale * 2 ** LN_FRAC).to(torch.int64))
-    _require(int(ln.gain.abs().max()) < 1 << 30, "a LayerNorm gain times |x - mean| <= 2^22 would reach 2^53")
-
-
-def _exp_table(unit: float, range_nats: float, top: int, dtype) -> torch.Tensor:
-    """round(top exp(-i unit)) while i unit < range_nats, then a final 0."""
-    i = torch.arange(math.ceil(range_nats / unit), dtype=torch.float64)
-    return torch.cat([torch.round(torch.exp(-i * unit) * top), torch.zeros(1, dtype=torch.float64)]).to(dtype)
-
-
-def _fit(unit: float, span: float) -> float:
-    """The factor (>= 1) by which to coarsen `unit` so that a table over `span` has TABLE_MAX entries."""
-    return max(1.0, span / unit / (TABLE_MAX - 2))
-
-
-@torch.no_grad()
-def calibrate(prior, tokens: torch.Tensor, active: torch.Tensor, step_of: torch.Tensor,
-              quantile: float = 1.0, operand_max: int = ACT, weight_max: int = WEIGHT_MAX) -> IntegerPrior:
-    """The integer prior of a trained float `MIMPrior` (put in eval mode), with static scales from
-    the activations it shows on calibration windows: tokens (B, N, M), active (B,), step_of (B, N),
-    as in training. quantile: where each operand's range is clipped (1.0: the largest value seen in
-    a 1-in-7 sample of every activation). operand_max, weight_max: the operands' and weights'
-    integer ranges (the defaults fit int8 products; 255 and 127 were pqcodec 0.4.0's). Raises
-    ValueError for weights whose integer arithmetic could leave the exact range (docs/bitstream.md,
-    "Why the prior is exact")."""
-    prior = prior.float().eval()
-    records: dict[str, list] = {}
-
-    def keep(name, *xs):  # returns None: a forward hook's result would replace the output
-        for x in xs:
-            records.setdefault(name, []).append(x.detach().float().flatten()[::7].clone())
-
-    def keep_qkv(i, y):
-        for name, part in zip("qkv", y.chunk(3, -1)):
-            keep(f"{name}.{i}", part)
-
-    hooks = []
-    for i, blk in enumerate(prior.blocks):
-        hooks += [blk.ln1.register_forward_hook(lambda m, a, y, i=i: keep(f"ln1.{i}", y)),
-                  blk.qkv.register_forward_hook(lambda m, a, y, i=i: keep_qkv(i, y)),
-                  blk.proj.register_forward_pre_hook(lambda m, a, i=i: keep(f"att.{i}", a[0])),
-                  blk.ln2.register_forward_hook(lambda m, a, y, i=i: keep(f"ln2.{i}", y)),
-                  blk.mlp[1].register_forward_hook(lambda m, a, y, i=i: keep(f"gelu.{i}", y)),
-                  blk.register_forward_hook(lambda m, a, y: keep("resid", *y))]
-        orig = blk.query_of
-        blk.query_of = (lambda h, orig=orig, i=i: (lambda q: (keep(f"q.{i}", q), q)[1])(orig(h)))
-    hooks.append(prior.ln_f.register_forward_hook(lambda m, a, y: keep("ln_f", y)))
-    try:
-        for b in range(0, len(tokens), 32):
-            prior(tokens[b:b + 32], active[b:b + 32], step_of[b:b + 32])
-    finally:
-        for h in hooks:
-            h.remove()
-        for blk in prior.blocks:
-            del blk.query_of
-    clip = {name: _clip(x, quantile) for name, x in records.items()}
-    if clip["resid"] >= RESID_LIMIT / 2 ** RESID_FRAC / 2:
-        raise ValueError(f"residual stream reaches {clip['resid']:.1f}: beyond the integer prior's range")
-
-    dim, layers, heads = prior.pos_emb.shape[1], len(prior.blocks), prior.blocks[0].heads
-    ip = IntegerPrior(prior.M, prior.K, prior.window, dim, layers, heads)
-    ip.set_operand_max(act := operand_max)
-    to_resid = lambda t: torch.round(t.double() * 2 ** RESID_FRAC).to(torch.int32)  # noqa: E731
-    ip.tok_emb.copy_(to_resid(prior.tok_emb.weight))
-    ip.pos_emb.copy_(to_resid(prior.pos_emb))
-    ip.start.copy_(to_resid(prior.start))
-    _require(float(ip.tok_emb.view(prior.M, prior.K + 2, dim).abs().amax(1).sum(0).max()) < ACC_LIMIT,
-             "a sum of token embeddings would reach 2^24")
-    _require(int(ip.start.abs().max()) <= RESID_LIMIT, "the start token is beyond the residual's range")
-    _require(2 * (dim // heads) * act ** 2 < ACC_LIMIT, "attention scores would reach 2^24 (heads too wide)")
-    resid = 2.0 ** -RESID_FRAC
-    keys = 1 + prior.window ** 2  # weights times values summed over every key stay below 2^24
-    att_max = min(ATT_EXP_MAX, (ACC_LIMIT - 1) // (keys * act))
-    top = lambda layer: float(_weight_scales(layer.weight, False, weight_max)[0])  # noqa: E731
-    for i, (fb, ib) in enumerate(zip(prior.blocks, ip.blocks)):
-        s1, s2 = clip[f"ln1.{i}"] / act, clip[f"ln2.{i}"] / act
-        sq, sk, sv, so = (clip[f"{n}.{i}"] / act for n in ("q", "k", "v", "att"))
-        # attention: the exp table is indexed by score differences, in units of sq sk / sqrt(d) nats
-        sq, sk = (x * math.sqrt(_fit(sq * sk / math.sqrt(dim // heads), ATT_RANGE)) for x in (sq, sk))
-        ib.att_exp = _exp_table(sq * sk / math.sqrt(dim // heads), ATT_RANGE, att_max, torch.int16)
-        mult, shift = _multiplier(torch.tensor([sv / so]))
-        ib.out_mult.fill_(int(mult))
-        ib.out_shift.fill_(shift)
-        _require(shift <= 28, "the attention output's requantization would reach 2^53")
-        # GELU: outputs in [GELU_MIN, clip] on 2 act + 1 levels, real = (q + offset) sg; the table is
-        # indexed by fc1's sum from -4 (GELU below half a level) to past the clip
-        sg = (clip[f"gelu.{i}"] - GELU_MIN) / (2 * act)
-        offset = math.floor(GELU_MIN / sg) + act
-        span = 4 + clip[f"gelu.{i}"] + sg
-        s2 *= _fit(s2 * top(fb.mlp[0]), span)
-        unit = s2 * top(fb.mlp[0])
-        lo = math.floor(-4 / unit)
-        u = torch.arange(lo, lo + math.ceil(span / unit) + 1, dtype=torch.float64) * unit
-        ib.gelu = (torch.round(F.gelu(u) / sg) - offset).clamp_(-act, act).to(torch.int16)
-        _set_layernorm(ib.ln1, fb.ln1, s1)
-        _set_layernorm(ib.ln2, fb.ln2, s2)
-        _set_linear(ib.qkv, fb.qkv, s1, weight_max, torch.tensor([sq] * dim + [sk] * dim + [sv] * dim))
-        _set_linear(ib.proj, fb.proj, so, weight_max, resid)
-        _set_linear(ib.fc1, fb.mlp[0], s2, weight_max, table_start=lo)
-        _set_linear(ib.fc2, fb.mlp[2], sg, weight_max, resid, in_offset=offset)
-    # output: the probability table is indexed by logit differences, in units of the head's sum
-    sf = clip["ln_f"] / act
-    sf *= _fit(sf * top(prior.head), PROB_RANGE)
-    _set_layernorm(ip.ln_f, prior.ln_f, sf)
-    _set_linear(ip.head, prior.head, sf, weight_max)
-    ip.prob_exp = _exp_table(sf * top(prior.head), PROB_RANGE, 1 << PROB_EXP_BITS, torch.int32)
-    ip.calibrated.fill_(True)
-    return ip
