@@ -18,7 +18,7 @@ from PIL import Image
 
 from . import bitstream, flat as flat_blocks, rdoq, refine
 from .bitstream import Generated, Header
-from .coding.layout import UNUSED, max_payload_bytes, position_counts, token_checksum, window_grid
+from .coding.layout import UNUSED, position_counts
 from .coding.token_coder import CompressedTokens, TokenCoder
 from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, ModelFilesError, PQCodecError, UnsupportedFileError, named
@@ -86,6 +86,7 @@ class Codec:
             raise UnsupportedFileError(f"these weights cannot be coded exactly on every machine ({e})") from None
         self.token_coder = TokenCoder(model.int_prior, self.config.window, self.config.schedule_seed, self.config.active_levels,
                                  model.int_cond if self.config.conditional else None)
+        self._max_steps = self.token_coder.max_steps()
 
     def num_levels(self) -> int:
         return len(self.config.active_levels)
@@ -155,7 +156,7 @@ class Codec:
         return self.config.active_levels[level - 1]
 
     def max_steps(self) -> int:
-        return self.token_coder.max_steps()
+        return self._max_steps
 
     # -- image <-> tokens, in tiles ---------------------------------------------------------------
     def _tiles(self, h: int, w: int):
@@ -316,7 +317,7 @@ class Codec:
         or what `choose` chose, or with a generated file's draws); flat: the header's flat layer"""
         c = self.token_coder.compress(tokens, steps, choose, generated.drawn_steps() if generated else None)
         header = Header(self.model_hash, c.tokens.shape[0], steps, height, width, greyscale,
-                        token_checksum(c.tokens), generated, c.mapped, self.config.conditional, flat)
+                        c.checksum, generated, c.mapped, self.config.conditional, flat)
         return bitstream.pack(header, c.payload), c
 
     def encode_generated(self, tokens: np.ndarray, size: tuple[int, int], greyscale: bool, steps: int,
@@ -381,16 +382,9 @@ class Codec:
         if header.steps > self.max_steps():
             raise CorruptFileError(f"file claims {header.steps} steps; the model's windows allow {self.max_steps()}")
         flat_blocks.of_header(header)  # a damaged flat layer fails before the tokens' work
-        h, w = header.grid()
-        symbols = header.active * h * w + (math.prod(window_grid(h, w, self.config.window))
-                                           if header.mapped else 0)  # a level map's symbols
-        if len(payload) > max_payload_bytes(symbols):
-            raise CorruptFileError(f"payload of {len(payload)} bytes is longer than {symbols} symbols can take "
-                                   f"({max_payload_bytes(symbols)} bytes; file damaged)")
         drawn = header.generated.drawn_steps() if header.generated else None
-        tokens = self.token_coder.decompress(payload, header.active, h, w, header.steps, drawn, header.mapped)
-        if token_checksum(tokens) != header.checksum:
-            raise CorruptFileError("token checksum mismatch: the file is damaged or truncated")
+        tokens = self.token_coder.decompress(payload, header.active, *header.grid(), header.steps, header.checksum,
+                                             drawn, header.mapped)
         return header, tokens
 
     def decode(self, source, *, name: str | None = None, decoder: str = DEFAULT_DECODER):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .coding.layout import PROB_BITS, inside, to_windows
+from .coding.layout import PROB_BITS, to_windows
 
 CANDIDATES = 8          # nearest codewords considered per index
 DISTORTIONS = ("latent", "pixel")
@@ -92,18 +92,16 @@ class Chooser:
             dist = dist * np.asarray(gains, np.float64)[:, None, None, None]
         mean = float(dist[..., 0].mean()) if dist.size else 0.0
         dist = dist / mean if mean > 0 else dist
-        self.L, self.rd_lambda = L, rd_lambda
+        self.rd_lambda = rd_lambda
 
         def windows(x):  # (a, h, w, L) -> (windows, N, a, L)
             x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(a * L, h, w)))
             return to_windows(x, window).view(-1, window * window, a, L)
-        self.cand, self.dist = windows(analysis.cand), windows(dist)
+        self.per_window = (windows(analysis.cand), windows(dist))  # what TokenCoder.compress picks for __call__
 
-    def __call__(self, chunk: slice, pos: torch.Tensor, sel: torch.Tensor, weights: np.ndarray, symbols: np.ndarray,
-                 subq: slice):
-        sel = sel.cpu()
-        cand = inside(self.cand[chunk][:, pos.cpu()][..., subq, :], sel).reshape(-1, self.L).numpy()
-        dist = inside(self.dist[chunk][:, pos.cpu()][..., subq, :], sel).reshape(-1, self.L).numpy()
+    def __call__(self, weights: np.ndarray, symbols: np.ndarray, cand: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        """weights (m, K) and symbols (m,) of the indices coded at a step, cand and dist (m, L) their
+        candidates and distortions -> the symbols to code (m,)."""
         bits = PROB_BITS - np.log2(np.take_along_axis(weights, cand, 1) + 1)
         best = np.argmin(dist + self.rd_lambda * bits, axis=1)
         return cand[np.arange(len(cand)), best].astype(np.int64)

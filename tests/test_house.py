@@ -83,3 +83,17 @@ def test_file_digests_names_every_file_that_changed():
                                            f"{first[key][1][:12]} -> 000000000000"]
     assert differences({}, first) == [f"{key}: only in the earlier run"]
     assert differences(first, {}) == [f"{key}: only in this run"]
+
+
+def test_a_level_encode_and_its_decode_call_the_coding_core_once():
+    """eval/trip.py on the shipped model: one coded step, one call into pqcodec/coding (the token
+    coder does the rest inside it), and the core stands below the codec and the container."""
+    import pqcodec
+    from eval import trip
+    image = str(ROOT / "tests" / "data" / "kodim23.png")
+    data = pqcodec.encode(image, 1)
+    floor = trip.floors()
+    assert floor["coding/"] < floor["bitstream.py"] < floor["codec.py"]
+    for run in (lambda: pqcodec.encode(image, 1), lambda: pqcodec.decode(data)):
+        result = trip.report(trip.follow(run, floor), ["coding/"])
+        assert result["core_entries"] == 1, result

@@ -2,9 +2,8 @@
 
 A range decoder needs the encoder's frequencies bit for bit. Float inference gives other last bits
 on another CPU family, thread split, batch shape or GPU, so the coder runs this integer version of
-`MIMPrior` (nets/prior.py), made from a trained float prior by
-`train/calibrate.py`: every number that
-decides a frequency is an integer computed exactly, on any machine (docs/bitstream.md, "Why the
+`MIMPrior` (nets/prior.py), made from a trained float prior by train/calibrate.py: every number
+that decides a frequency is an integer computed exactly, on any machine (docs/bitstream.md, "Why the
 prior is exact", goes step by step). After Ballé et al. 2019 ("Integer networks for data
 compression") and I-BERT (Kim et al. 2021):
 
@@ -29,7 +28,6 @@ compression") and I-BERT (Kim et al. 2021):
 
 Tensors: C model width, H heads, d = C / H, N window positions, M sub-quantizers, K codewords.
 """
-
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -43,18 +41,14 @@ ACC_LIMIT = 1 << 24       # float32 holds every integer below this exactly
 RESID_FRAC = 12           # residual stream: integers in units of 2^-12
 RESID_LIMIT = 1 << 21     # |residual| clamp: keeps LayerNorm's sum of squares below 2^53
 LN_FRAC = 16              # LayerNorm's fixed-point gain
-REQUANT_BITS = 20         # requantization multipliers have about 20 significant bits
-ATT_EXP_MAX, ATT_RANGE = 255, 12      # attention weights: at most 255 exp(-x), 0 beyond x = 12 nats
-PROB_EXP_BITS, PROB_RANGE = 22, 17    # output distributions: 2^22 exp(-x), 0 beyond 17 nats
-TABLE_MAX = 1 << 18       # entries of a lookup table, at most
-GELU_MIN = -0.17          # GELU(x) >= -0.16997
+PROB_EXP_BITS = 22        # output distributions: at most 2^22 exp(-x)
 MASKED = -float(1 << 30)  # added to a masked key's score: it lands beyond every table (weight 0)
 BATCH = 8                 # windows per batch in `frequencies`: any split gives the same integers
 
 
 def require_exact(ok: bool, what: str):
-    """Calibration (train/calibrate.py) refuses weights whose integer arithmetic would not be exact, and so does loading
-    (`IntegerPrior.check_exact`)."""
+    """Calibration (train/calibrate.py) refuses weights whose integer arithmetic would not be exact,
+    and so does loading (`IntegerPrior.check_exact`)."""
     if not ok:
         raise ValueError(f"the integer prior would not be exact on every machine: {what}")
 

@@ -26,7 +26,8 @@ from .entropy import RangeDecoder, RangeEncoder, uniform_weights
 from .integer_conditional import IntConditionalHead
 from .integer_prior import IntegerPrior
 from .layout import (CHUNK_CHECK_BYTES, PROB_BITS, UNUSED, WINDOW_CHUNK, chunk_check, from_windows, inside,
-                     map_weights, position_counts, to_windows, window_grid, window_validity)
+                     map_weights, max_payload_bytes, position_counts, to_windows, token_checksum, window_grid,
+                     window_validity)
 from .schedule import DrawnSteps, Schedule, sample_symbols
 
 
@@ -54,6 +55,7 @@ class CompressedTokens:
     tokens: np.ndarray        # the tokens coded (active, h, w): the input, or what `choose` chose,
                               # or with a generated file's draws
     mapped: bool              # a level per window: the payload starts with the level map
+    checksum: int             # token_checksum of `tokens`, which the decoder checks (the header holds it)
 
 
 class TokenCoder:
@@ -166,11 +168,12 @@ class TokenCoder:
                  drawn: DrawnSteps | None = None) -> CompressedTokens:
         """tokens (active, h, w) -> CompressedTokens. Tokens holding UNUSED make a mapped file's
         payload (a level per window, `window_counts`), the level map first. choose: None codes
-        `tokens` as they are; else an encoder-side hook (rdoq.py) called at each step (with a
-        conditional head: at each step and sub-quantizer) as choose(windows (a slice of the window
-        range), pos, sel, weights, symbols, subq) with code_step's arguments and the symbols `tokens`
-        holds there; it returns the symbols to code instead (m,), which the decoder reads like any
-        others: the format does not change. drawn: a generated file's steps from `sent` on are drawn
+        `tokens` as they are; else an encoder-side hook (rdoq.Chooser) with tensors of its own laid
+        out by window, `choose.per_window` ((windows, N, active, L) each), called at each step (with
+        a conditional head: at each step and sub-quantizer) as choose(weights (m, K), symbols (m,),
+        *picked): the tables and the symbols `tokens` holds there, and its tensors at those symbols
+        ((m, L) numpy arrays, in coding order); it returns the symbols to code instead (m,), which the
+        decoder reads like any others: the format does not change. drawn: a generated file's steps from `sent` on are drawn
         (Draws), not coded; the tokens returned hold the draws there."""
         active, h, w = tokens.shape
         counts = self.window_counts(tokens) if (tokens < 0).any() else None
@@ -190,7 +193,9 @@ class TokenCoder:
         def code_step(chunk, count, weights, pos, sel, subq):
             symbols = inside(truth[chunk][:, pos][..., subq], sel).reshape(-1).cpu().numpy()
             if choose is not None:
-                symbols = np.ascontiguousarray(choose(chunk, pos, sel, weights, symbols, subq), dtype=np.int64)
+                picked = [inside(x[chunk][:, pos.cpu()][..., subq, :], sel.cpu()).reshape(-1, x.shape[-1]).numpy()
+                          for x in choose.per_window]
+                symbols = np.ascontiguousarray(choose(weights, symbols, *picked), dtype=np.int64)
             enc.encode(symbols, weights)
             per_position = len(range(count)[subq])
             where = np.repeat(window_ids[chunk].numpy()[np.nonzero(sel.cpu().numpy())[0]], per_position)  # each symbol's window
@@ -207,13 +212,20 @@ class TokenCoder:
                     check = chunk_check(coded[chunk][..., :count][valid[chunk]].cpu().numpy())
                     enc.encode(check, uniform_weights(CHUNK_CHECK_BYTES))
         result = from_windows(coded.cpu(), h, w, self.window).numpy().astype(np.int64) if changes else tokens
-        return CompressedTokens(enc.payload(), float(window_bits.sum()), window_bits, result, counts is not None)
+        return CompressedTokens(enc.payload(), float(window_bits.sum()), window_bits, result, counts is not None,
+                                token_checksum(result))
 
-    def decompress(self, payload: bytes, active: int, h: int, w: int, steps: int,
+    def decompress(self, payload: bytes, active: int, h: int, w: int, steps: int, checksum: int | None = None,
                    drawn: DrawnSteps | None = None, mapped: bool = False) -> np.ndarray:
         """The token grid (active, h, w) of a payload (and of a generated file's draws; a mapped
-        file's: UNUSED beyond each window's count); CorruptFileError at the first inconsistency (a
-        payload that cannot be a range-coder stream, a chunk check that differs, words left over)."""
+        file's: UNUSED beyond each window's count) whose token_checksum is `checksum` (None: not
+        checked); CorruptFileError at the first inconsistency (a payload longer than its indices can
+        take, one that cannot be a range-coder stream, a chunk check that differs, words left over,
+        another checksum)."""
+        symbols = active * h * w + (math.prod(window_grid(h, w, self.window)) if mapped else 0)  # + the level map
+        if len(payload) > max_payload_bytes(symbols):
+            raise CorruptFileError(f"payload of {len(payload)} bytes is longer than {symbols} symbols can take "
+                                   f"({max_payload_bytes(symbols)} bytes; file damaged)")
         dec = RangeDecoder(payload)
         counts = None
         if mapped:
@@ -241,4 +253,7 @@ class TokenCoder:
             raise CorruptFileError("the file is truncated or damaged (its payload does not end as the encoder ends it)")
         if left_over:
             raise CorruptFileError(f"{counted(left_over, 'byte')} after the end of the file (data appended to it?)")
-        return from_windows(windows, h, w, self.window).numpy().astype(np.int64)
+        tokens = from_windows(windows, h, w, self.window).numpy().astype(np.int64)
+        if checksum is not None and token_checksum(tokens) != checksum:
+            raise CorruptFileError("token checksum mismatch: the file is damaged or truncated")
+        return tokens

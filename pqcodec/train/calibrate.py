@@ -12,10 +12,15 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..coding.integer_conditional import IntConditionalHead
-from ..coding.integer_prior import (ACC_LIMIT, ATT_EXP_MAX, ATT_RANGE, GELU_MIN, LN_FRAC, PROB_EXP_BITS, PROB_RANGE,
-                                    REQUANT_BITS, RESID_FRAC, RESID_LIMIT, TABLE_MAX, IntegerPrior, IntLayerNorm,
-                                    IntLinear, require_exact)
+from ..coding.integer_prior import (ACC_LIMIT, LN_FRAC, PROB_EXP_BITS, RESID_FRAC, RESID_LIMIT, IntegerPrior,
+                                    IntLayerNorm, IntLinear, require_exact)
 from ..coding.kernels import ACT, WEIGHT_MAX
+
+REQUANT_BITS = 20         # requantization multipliers have about 20 significant bits
+ATT_EXP_MAX, ATT_RANGE = 255, 12      # attention weights: at most 255 exp(-x), 0 beyond x = 12 nats
+PROB_RANGE = 17           # output distributions: 0 beyond 17 nats
+TABLE_MAX = 1 << 18       # entries of a lookup table, at most
+GELU_MIN = -0.17          # GELU(x) >= -0.16997
 
 
 def _clip(samples: list[torch.Tensor], quantile: float) -> float:
