@@ -10,15 +10,24 @@ one-line PQCodecError naming the source (InputTypeError, also a TypeError, for a
 For research: `pqcodec.load_codec()` gives the shipped model's `Codec` (its `.model` holds the
 encoder, quantizer, decoder and prior as torch modules).
 """
-from .codec import Codec, DEFAULT_STEPS
+from .coding.schedule import DEFAULT_STEPS
 from .errors import (CorruptFileError, ImageError, InputTypeError, ModelFilesError, PQCodecError, UnsupportedFileError,
                      named)
-from .model import ModelConfig, PQCodecModel
 from .request import EncodeRequest, RequestError
 from .sources import coded_input
 from .zoo import DEFAULT_MODEL, codec_for_file, codec_to_encode, load_codec, load_custom_codec
 
 __version__ = "0.14.0"
+# the networks' classes, imported (with torch) on first use: `pqcodec --help` and `pqcodec info` need
+# neither, and start in a fraction of torch's import time
+_LAZY = {"Codec": "codec", "ModelConfig": "model", "PQCodecModel": "model"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
 
 
 def encode(image, quality: int | None = None, steps: int | None = DEFAULT_STEPS, model: str | None = None,

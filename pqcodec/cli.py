@@ -163,9 +163,9 @@ def _model_levels(model: str | None) -> int | None:
     """How many quality levels the weights file has (read from its header), or None when it cannot
     be read here (the coder then says why)."""
     from safetensors import safe_open
-    from .model import ModelConfig
+    from .config import ModelConfig
     try:
-        with safe_open(str(_model_path(model)), "pt") as f:
+        with safe_open(str(_model_path(model)), "numpy") as f:
             return len(ModelConfig.from_json(f.metadata()["config"]).active_levels)
     except Exception:  # missing or not a weights file: the coder reports it, naming the file
         return None
@@ -412,7 +412,7 @@ def _add_global_options(p: argparse.ArgumentParser, in_subcommand: bool):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .codec import DEFAULT_STEPS
+    from .coding.schedule import DEFAULT_STEPS
     from .decoders import DECODER_NAMES
     p = _Parser(prog="pqcodec", description="Learned image codec: product-quantized autoencoder + "
                 "masked-image-modeling prior + range coding. docs/cli.md: what it guarantees.")

@@ -19,6 +19,7 @@ from PIL import Image
 from . import bitstream, flat as flat_blocks, rdoq, refine
 from .bitstream import Generated, Header
 from .coding.layout import UNUSED, position_counts
+from .coding.schedule import DEFAULT_STEPS
 from .coding.token_coder import CompressedTokens, TokenCoder
 from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, ModelFilesError, PQCodecError, UnsupportedFileError, named
@@ -28,7 +29,6 @@ from .model import PQCodecModel
 from .numerics import numerics_fence
 from .sources import coded_input
 
-DEFAULT_STEPS = 12
 # The transforms run on tiles of TILE x TILE tokens (768 px at stride 8), each grown by TILE_HALO tokens
 # of context on every side and cropped back: memory is bounded whatever the image size, and time grows
 # linearly with it. The halo (64 px) is wider than the transforms' receptive fields (encoder ~38 px,

@@ -12,15 +12,16 @@ so every .bin file of that model decodes with either decoder. Its safetensors me
 
 Tensors may be stored in float16 (half the bytes); they are loaded as float32.
 """
-from pathlib import Path
+from __future__ import annotations  # Decoder and torch below are names in signatures only
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UnsupportedFileError
-from .nets import Decoder
-from .numerics import float32_default
+
+if TYPE_CHECKING:  # imported where used: the CLI reads DECODER_NAMES without importing torch
+    import torch
+    from .nets import Decoder
 
 FORMAT = "pqcodec-decoder"
 DEFAULT_DECODER = "mse"      # the main weights' own decoder
@@ -28,8 +29,12 @@ DECODER_NAMES = ("mse", "perceptual")
 
 
 def save_decoder(decoder: Decoder, path: str | Path, kind: str, base_sha256: str, config_json: str,
-                 dtype: torch.dtype = torch.float16, notes: dict | None = None):
-    """Writes `decoder`'s tensors (as `decoder.<name>`, in `dtype`) and the pairing metadata."""
+                 dtype: torch.dtype | None = None, notes: dict | None = None):
+    """Writes `decoder`'s tensors (as `decoder.<name>`, in `dtype`, float16 for None) and the pairing
+    metadata."""
+    import torch
+    from safetensors.torch import save_file
+    dtype = torch.float16 if dtype is None else dtype
     state = {f"decoder.{k}": v.detach().to("cpu", dtype).contiguous() for k, v in decoder.state_dict().items()}
     meta = {"format": FORMAT, "kind": kind, "base_sha256": base_sha256, "config": config_json,
             **{k: str(v) for k, v in (notes or {}).items()}}
@@ -37,6 +42,7 @@ def save_decoder(decoder: Decoder, path: str | Path, kind: str, base_sha256: str
 
 
 def read_metadata(path: str | Path) -> dict:
+    from safetensors import safe_open
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -52,6 +58,9 @@ def load_decoder(path: str | Path, base_sha256: str, channels: int, latent_dim: 
     """The float32 Decoder in `path`, which must be a `kind` decoder fine-tuned from the main weights
     whose SHA-256 is `base_sha256`, with the shapes of a Decoder(channels, latent_dim) and the main
     model's `padding`."""
+    from safetensors.torch import load_file
+    from .nets import Decoder
+    from .numerics import float32_default
     meta = read_metadata(path)
     if meta.get("kind") != kind:
         raise UnsupportedFileError(f"{path}: is a {meta.get('kind')!r} decoder, not a {kind!r} one")

@@ -154,3 +154,23 @@ def test_overlong_input_is_refused_unread(tmp_path):
         f.truncate(MAX_FILE_BYTES + 1)
     r = run_cli("decode", big, "-o", tmp_path / "a.png")
     _assert_clean_failure(r, tmp_path, "longer than any pqcodec file")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["encode", "--help"], ["decode", "--help"], ["compare", "--help"],
+                                  ["info", "FILE"], ["info", "MISSING"], ["encode"]])
+def test_help_info_and_usage_errors_do_not_import_torch(tmp_path, argv):
+    """torch's import is most of a second: `pqcodec --help`, `info` and a bad command line answer
+    without it (the networks load only for encode and decode)."""
+    import subprocess
+    import sys
+    import pqcodec
+    path = tmp_path / "k.bin"
+    path.write_bytes(pqcodec.encode(random_image(16, 16), 1))
+    argv = [str(path) if a == "FILE" else str(tmp_path / "missing.bin") if a == "MISSING" else a for a in argv]
+    code = ("import sys\nfrom pqcodec.cli import main\ntry:\n    status = main(sys.argv[1:])\n"
+            "except SystemExit as e:\n    status = e.code\nassert 'torch' not in sys.modules, 'torch imported'\n"
+            "sys.exit(status)\n")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert "torch imported" not in r.stderr, r.stderr
+    assert r.returncode == (0 if argv[0] == "--help" or argv[-1] in ("--help", str(path)) else
+                            1 if "missing" in argv[-1] else 2), (r.returncode, r.stderr)

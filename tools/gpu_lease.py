@@ -45,7 +45,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from pqcodec.nets.autoencoder import PADDINGS
+from pqcodec.config import PADDINGS
 
 # The defaults of the limits (options): what the way of copying used so far allowed
 COPY_LIMIT = 63_000_000    # default bytes of the folder to copy (prepare --limit)

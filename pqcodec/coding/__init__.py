@@ -13,20 +13,30 @@ The rest of pqcodec uses the names exported here, and only those:
 - entropy.py: the range coder (constriction's, or rangecoder.py's pure Python one: the same words);
 - token_coder.py: `TokenCoder`, the one object that runs them together.
 
+The names are imported on first use (so the container's light parts, layout.py and schedule.py,
+import without torch, and `pqcodec --help` or `pqcodec info` start quickly).
+
 Changing anything here changes files: bump bitstream.FORMAT_VERSION (layout.py says what the payload
 is; docs/bitstream.md, field by field).
 """
-from .entropy import BACKEND_VARIABLE, BACKENDS, RangeDecoder, RangeEncoder, backend, uniform_weights
-from .integer_conditional import IntConditionalHead
-from .integer_prior import IntegerPrior
-from .kernels import int8_products
-from .layout import (CHUNK_CHECK_BYTES, PROB_BITS, UNUSED, WINDOW_CHUNK, chunk_check, from_windows, inside, map_weights,
-                     max_payload_bytes, position_counts, to_windows, token_checksum, window_grid, window_validity)
-from .schedule import DrawnSteps, Schedule, cosine_boundaries, sample_symbols
-from .token_coder import CompressedTokens, TokenCoder
+import importlib
 
-__all__ = ["TokenCoder", "CompressedTokens", "IntegerPrior", "IntConditionalHead", "DrawnSteps", "Schedule",
-           "cosine_boundaries", "sample_symbols", "RangeEncoder", "RangeDecoder", "backend", "BACKENDS",
-           "BACKEND_VARIABLE", "uniform_weights", "int8_products", "PROB_BITS", "WINDOW_CHUNK", "CHUNK_CHECK_BYTES",
-           "UNUSED", "window_grid", "to_windows", "from_windows", "window_validity", "inside", "position_counts",
-           "token_checksum", "chunk_check", "map_weights", "max_payload_bytes"]
+# each public name and the module that defines it
+_HOMES = {name: module for module, names in {
+    "entropy": ("BACKEND_VARIABLE", "BACKENDS", "RangeDecoder", "RangeEncoder", "backend", "uniform_weights"),
+    "integer_conditional": ("IntConditionalHead",),
+    "integer_prior": ("IntegerPrior",),
+    "kernels": ("int8_products",),
+    "layout": ("CHUNK_CHECK_BYTES", "PROB_BITS", "UNUSED", "WINDOW_CHUNK", "chunk_check", "from_windows", "inside",
+               "map_weights", "max_payload_bytes", "position_counts", "to_windows", "token_checksum", "window_grid",
+               "window_validity"),
+    "schedule": ("DEFAULT_STEPS", "DrawnSteps", "Schedule", "cosine_boundaries", "sample_symbols"),
+    "token_coder": ("CompressedTokens", "TokenCoder"),
+}.items() for name in names}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

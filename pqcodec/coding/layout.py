@@ -12,12 +12,16 @@ whole image its header claims.
 
 Tensors: C channels (sub-quantizers), h x w tokens, N = window^2 positions of a window.
 """
+from __future__ import annotations  # torch.Tensor in the signatures below is only a name
+
 import math
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+if TYPE_CHECKING:
+    import torch
 WINDOW_CHUNK = 32        # windows coded together (bounds memory; a chunk check follows each but the last)
 CHUNK_CHECK_BYTES = 2    # low bytes of the CRC-32 of a chunk's tokens, coded as uniform symbols
 PROB_BITS = 24           # every frequency table totals 2^24 (constriction's default precision)
@@ -40,6 +44,7 @@ def to_windows(grid: torch.Tensor, window: int) -> torch.Tensor:
 
 def window_validity(h: int, w: int, window: int) -> torch.Tensor:
     """(windows, window*window) bool: which positions of each window lie inside an h x w grid."""
+    import torch  # here alone: the rest of the module works on the tensors it is given, and stays light
     return to_windows(torch.ones(1, h, w, dtype=torch.bool), window)[..., 0]
 
 

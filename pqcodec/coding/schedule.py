@@ -11,6 +11,7 @@ import numpy as np
 
 from .layout import PROB_BITS
 
+DEFAULT_STEPS = 12       # coding steps per window when the caller names none
 _MASK64 = (1 << 64) - 1
 
 

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..config import STRIDE
+
 
 class SimplifiedGDN(nn.Module):
     """Simplified generalized divisive normalisation (Johnston et al. 2019): y = x / (beta + gamma |x|).
@@ -26,7 +28,6 @@ class SimplifiedGDN(nn.Module):
         return x / norm
 
 
-PADDINGS = ("zeros", "replicate")   # ModelConfig.padding
 
 
 class ResBlock(nn.Module):
@@ -73,7 +74,7 @@ def _up(cin, cout, padding="zeros"):
 class Encoder(nn.Module):
     """Image in [0, 1], (B, 3, H, W) with H, W multiples of `stride` -> latent (B, D, H/8, W/8)."""
 
-    stride = 8
+    stride = STRIDE
 
     def __init__(self, channels: int, latent_dim: int, padding: str = "zeros"):
         super().__init__()

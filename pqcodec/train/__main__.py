@@ -10,7 +10,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..nets.autoencoder import PADDINGS
+    from ..config import PADDINGS
     p = argparse.ArgumentParser(prog="pqcodec-train", description=__doc__)
     sub = p.add_subparsers(dest="stage", required=True)
 
