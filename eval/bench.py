@@ -8,11 +8,16 @@ Times are means over the images after one warm-up image. Needs compressai import
 eval environment). With --threads, every codec runs once per thread count (torch.set_num_threads),
 and ratios compare runs with the same thread count.
 
+With --load 0 1, every codec runs once on a quiet machine and once beside one busy process (a
+Python loop that holds a core), and so on for each count given: a codec runs beside other work, and
+its figure there is the one a user meets (the table's "/ quiet" columns: the time under load over
+the same codec's quiet time in the same run).
+
 With --range-coders constriction python, pqcodec runs once with each range coder (entropy.py:
 constriction's, and pqcodec's own, which runs where constriction has no wheel); --pqcodec-only leaves
 the hyperprior and AVIF out (no compressai needed).
 
-    python -m eval.bench ../shared/data/kodak [--levels 1 3 5] [--threads 1 2 4]
+    python -m eval.bench ../shared/data/kodak [--levels 1 3 5] [--threads 1 2 4] [--load 0 1]
     python -m eval.bench ../shared/data/kodak --levels 3 --range-coders constriction python --pqcodec-only
 """
 import argparse
@@ -23,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -102,6 +108,8 @@ def main():
                     help="torch thread counts to run each codec with (default: torch's own)")
     ap.add_argument("--range-coders", nargs="+", default=["auto"], choices=["auto", "constriction", "python"],
                     help="run pqcodec with each of these range coders (default: the one in use)")
+    ap.add_argument("--load", type=int, nargs="+", default=[0],
+                    help="busy processes beside each run, one run per count (default 0: a quiet machine)")
     ap.add_argument("--pqcodec-only", action="store_true", help="leave out the hyperprior and AVIF")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--level", type=int, default=0, help=argparse.SUPPRESS)
@@ -112,25 +120,45 @@ def main():
     from . import pqcodec_eval
     levels = args.levels or range(1, pqcodec_eval.load(args.model)[0].num_levels() + 1)
     import torch
-    rows, refs = {}, {}
+    rows, refs, quiet = {}, {}, {}
     for threads in args.threads:
         n_threads = threads or torch.get_num_threads()
         runs = [] if args.pqcodec_only else [("hyperprior", f"CompressAI bmshj2018_hyperprior q3, {n_threads} threads", 0, "auto")]
         runs += [("pqcodec", f"pqcodec level {q}{'' if coder == 'auto' else f' ({coder} range coder)'}, {n_threads} threads",
                   q, coder) for q in levels for coder in args.range_coders]
         runs += [] if args.pqcodec_only else [("avif", f"Pillow AVIF q50 speed 4, {n_threads} threads", 0, "auto")]
-        for name, label, level, coder in runs:
-            rows[label] = _run(args, name, label, level, threads, coder)
-            refs[label] = runs[0][1]
+        for load in args.load:
+            for name, label, level, coder in runs:
+                key = (label, load)
+                with busy(load):
+                    rows[key] = _run(args, name, label, level, threads, coder)
+                refs[key], quiet[key] = (runs[0][1], load), (label, 0)
     n = next(iter(rows.values()))["images"]
-    print(f"{n} images from {args.folder}; torch {torch.__version__}\n")
+    print(f"{n} images from {args.folder}; torch {torch.__version__}; {os.cpu_count()} CPUs\n")
     ref_name = "first row" if args.pqcodec_only else "hyperprior"
-    print(f"| codec | encode s/image | decode s/image | peak RSS MB | encode / {ref_name} | decode / {ref_name} |")
-    print("|---|---|---|---|---|---|")
-    for label, r in rows.items():
-        ref = rows[refs[label]]
-        print(f"| {label} | {r['encode_s']:.3f} | {r['decode_s']:.3f} | {r['peak_rss_mb']:.0f} "
-              f"| {r['encode_s'] / ref['encode_s']:.2f} | {r['decode_s'] / ref['decode_s']:.2f} |")
+    print(f"| codec | busy processes | encode s/image | decode s/image | peak RSS MB | encode / {ref_name} "
+          f"| decode / {ref_name} | encode / quiet | decode / quiet |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (label, load), r in rows.items():
+        ref, calm = rows[refs[label, load]], rows.get(quiet[label, load])
+        versus_quiet = (f"{r['encode_s'] / calm['encode_s']:.2f} | {r['decode_s'] / calm['decode_s']:.2f}"
+                        if calm else "— | —")
+        print(f"| {label} | {load} | {r['encode_s']:.3f} | {r['decode_s']:.3f} | {r['peak_rss_mb']:.0f} "
+              f"| {r['encode_s'] / ref['encode_s']:.2f} | {r['decode_s'] / ref['decode_s']:.2f} | {versus_quiet} |")
+
+
+@contextmanager
+def busy(count: int):
+    """`count` processes that each hold a core (a Python loop) for as long as the block runs."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(0.5 if loops else 0)  # started and running before the measurement
+        yield
+    finally:
+        for p in loops:
+            p.kill()
+        for p in loops:
+            p.wait()
 
 
 def _run(args, name, label, level, threads, coder="auto") -> dict:

@@ -89,10 +89,31 @@ def numerics_fence():
     """What coding needs whatever the caller set: no autocast (thread-local, so safe beside other
     threads), no autograd. The integer prior is exact under any matmul precision (its float32
     products take operands that bf16 and TF32 keep exactly, above) and thread count, so no
-    process-wide setting is touched."""
+    process-wide setting is touched (the token coder's `one_thread` sets the calling thread's own
+    count, and puts it back)."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
         stack.enter_context(torch.autocast("cpu", enabled=False))
         if torch.cuda.is_available():
             stack.enter_context(torch.autocast("cuda", enabled=False))
         yield
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch's intra-op threads set to 1 for the calling thread, and put back after. The token
+    coder's loop is thousands of small operations, each a parallel region: with two threads it runs
+    a fifth faster on an idle machine, and five to seven times slower when another process holds a
+    core, as every region waits for a thread that is not running (docs/cli.md, "Speed on a busy
+    machine"). The integers, and so the files, are the same at any thread count. Other threads keep
+    their counts; one that first uses torch while the loop runs starts with 1 (torch gives a new
+    thread the count set last), and sets its own where it needs more."""
+    saved = torch.get_num_threads()
+    if saved == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

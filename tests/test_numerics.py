@@ -101,3 +101,36 @@ def test_default_dtype_changes_nothing(tiny_codec, reference):
         assert np.array_equal(tiny_codec.decode_tokens(reference)[1], tiny_codec.image_to_tokens(RGB, 2))
     finally:
         torch.set_default_dtype(before)
+
+
+def test_one_thread_sets_the_callers_count_and_puts_it_back():
+    from pqcodec.numerics import one_thread
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError):
+            with one_thread():
+                raise RuntimeError("an error inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_int8_choice_ignores_the_wall_clock(monkeypatch):
+    """A wall clock that leaps between readings (another process took the core) changes nothing:
+    the probe times the thread's CPU time."""
+    from pqcodec.coding import kernels
+    kernels.int8_products.cache_clear()
+    chosen = kernels.int8_products()
+    leaps = iter(range(0, 10 ** 9, 1000))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(leaps)))
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(leaps)))
+    try:
+        kernels.int8_products.cache_clear()
+        assert kernels.int8_products() == chosen
+    finally:
+        monkeypatch.undo()
+        kernels.int8_products.cache_clear()

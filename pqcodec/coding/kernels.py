@@ -10,13 +10,16 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ..numerics import one_thread
+
 ACT = 127                 # |matmul operand| <= ACT (int8)
 WEIGHT_MAX = 63           # |weight| <= WEIGHT_MAX: int8 pair sums stay below 2^15 (integer_prior.py)
 
 
 def _int8_is_faster(kernel: str, g: torch.Generator, rows: int, inner: int, out: int, margin: float) -> float | None:
     """The time of `kernel`'s int8 product of this shape (best of 3) where it beats float32's by
-    `margin`; None where it does not."""
+    `margin`; None where it does not. Times are the calling thread's CPU time, on one thread (as the
+    coder runs them): what another process takes of the machine does not change the choice."""
     w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (out, inner), generator=g, dtype=torch.int8)
     x = torch.randint(-ACT, ACT + 1, (rows, inner), generator=g, dtype=torch.int8)
     pack, xf, wf = int8_pack(w, kernel), x.float(), w.float()
@@ -25,9 +28,9 @@ def _int8_is_faster(kernel: str, g: torch.Generator, rows: int, inner: int, out:
         f()
         times = []
         for _ in range(3):
-            t = time.perf_counter()
+            t = time.thread_time()
             f()
-            times.append(time.perf_counter() - t)
+            times.append(time.thread_time() - t)
         return min(times)
     t = best(lambda: int8_linear(x, pack, None))
     return t if t * margin < best(lambda: F.linear(xf, wf)) else None
@@ -62,21 +65,23 @@ def int8_products() -> str | None:
     Intel CPU with AMX oneDNN's int8 linear of 504 x 256 x 1024 took 0.20 ms against float32's
     1.44 ms; on an AMD EPYC (AVX-512 VNNI, torch 2.13) it took a reference path, 700 times slower
     than float32 (experiments.md, probe-int8-amd), while torch._int_mm there is 4 times faster than
-    float32 (int-mm). A tiny probe first, so a slow kernel is known in a millisecond.
+    float32 (int-mm). A tiny probe first, so a slow kernel is known in a millisecond. Timed in the
+    thread's CPU time on one thread, so a busy machine does not turn the int8 products off.
     PQCODEC_INT8=0 in the environment turns the int8 products off."""
     if os.environ.get("PQCODEC_INT8", "1") == "0":
         return None
     fastest, best_time = None, float("inf")
-    for kernel in INT8_KERNELS:
-        try:
-            g = torch.Generator().manual_seed(0)
-            if _int8_is_faster(kernel, g, 4, 256, 64, 0.25) is None:
+    with one_thread():
+        for kernel in INT8_KERNELS:
+            try:
+                g = torch.Generator().manual_seed(0)
+                if _int8_is_faster(kernel, g, 4, 256, 64, 0.25) is None:
+                    continue
+                t = _int8_is_faster(kernel, g, 128, 256, 1024, 1.25)
+                if t is not None and t < best_time and _int8_is_exact(kernel, g):
+                    fastest, best_time = kernel, t
+            except (RuntimeError, AttributeError, NotImplementedError):  # not in this build
                 continue
-            t = _int8_is_faster(kernel, g, 128, 256, 1024, 1.25)
-            if t is not None and t < best_time and _int8_is_exact(kernel, g):
-                fastest, best_time = kernel, t
-        except (RuntimeError, AttributeError, NotImplementedError):  # not in this build
-            continue
     return fastest
 
 

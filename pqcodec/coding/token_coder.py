@@ -4,8 +4,9 @@ tokens`. layout.py and schedule.py define the order it follows; `Codec` (codec.p
 tiles and the container (bitstream.py).
 
 The prior is integer-exact (integer_prior.py): its frequencies do not depend on batch shape,
-thread count, instruction set or device, so a chunk's windows go through it as one batch on every
-core torch has. Encoder and decoder run the same step-by-step loop with cached keys and values
+thread count, instruction set or device, so a chunk's windows go through it as one batch. The loop
+runs on one thread (numerics.one_thread): its operations are too small to pay for more, and with
+more it collapses when another process holds a core. Encoder and decoder run the same step-by-step loop with cached keys and values
 (`_code_chunk`): the encoder could get the same integers in one teacher-forced pass
 (`IntegerPrior.frequencies`), but the step-causal loop computes only the attention it needs and
 is faster. With a conditional head (format 6), each step's indices go sub-quantizer by
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import CorruptFileError
-from ..numerics import numerics_fence
+from ..numerics import numerics_fence, one_thread
 from ..words import counted
 from .entropy import RangeDecoder, RangeEncoder, uniform_weights
 from .integer_conditional import IntConditionalHead
@@ -203,7 +204,7 @@ class TokenCoder:
             window_bits[:] += np.bincount(where, weights=bits, minlength=len(window_bits))
             return symbols
 
-        with numerics_fence():
+        with numerics_fence(), one_thread():
             for k, (count, chunk) in enumerate(chunks):
                 out = self._code_chunk(valid[chunk], count, schedule, functools.partial(code_step, chunk, count), draws)
                 if changes:
@@ -239,7 +240,7 @@ class TokenCoder:
         valid, schedule, chunks = self._layout(h, w, steps, active, counts)
         draws = Draws(drawn) if drawn is not None else None
         windows = torch.full((*valid.shape, active), UNUSED, dtype=torch.int16)  # K <= 2^15; 16 MB at the size limit
-        with numerics_fence():
+        with numerics_fence(), one_thread():
             for k, (count, chunk) in enumerate(chunks):
                 tokens = self._code_chunk(valid[chunk], count, schedule, lambda weights, *_: dec.decode(weights), draws).cpu()
                 windows[chunk, :, :count] = tokens.to(torch.int16)
