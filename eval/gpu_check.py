@@ -130,7 +130,7 @@ _ANALYSED: dict = {}
 
 def check_golden(dev, quick: bool) -> dict:
     """Every golden file of the loaded model decodes on the device to its recorded tokens and bytes."""
-    from pqcodec import coding
+    from pqcodec.coding import layout
     ok, failed = 0, []
     for meta in sorted(GOLDEN.glob("v*/golden.json")):
         entries = json.loads(meta.read_text())["files"]
@@ -140,7 +140,7 @@ def check_golden(dev, quick: bool) -> dict:
             data = (meta.parent / e["file"]).read_bytes()
             try:
                 tokens = _tokens(dev, data)
-                good = f"{coding.token_checksum(tokens):08x}" == e["token_crc32"]
+                good = f"{layout.token_checksum(tokens):08x}" == e["token_crc32"]
             except Exception as err:  # reported, and makes the run fail
                 good = False
                 print(f"  golden {meta.parent.name}/{e['file']}: {err}", file=sys.stderr)

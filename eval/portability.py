@@ -125,7 +125,7 @@ def worker():
     codec = load_custom_codec(job["model"]) if job.get("model") else load_codec()
     tag = job["tag"]
     from pqcodec.coding import entropy
-    from pqcodec.coding import int8_products
+    from pqcodec.coding.kernels import int8_products
     from pqcodec.numerics import BF16_BITS, TF32_BITS, RoundedProducts
     rounding = os.environ.get("PORTABILITY_ROUNDING")
     result = dict(capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),

@@ -39,7 +39,7 @@ def histogram_bits(counts: np.ndarray, tokens: list[np.ndarray], smoothing: floa
 def float_prior_bits(codec, tokens: list[np.ndarray], active: int, steps: int) -> float:
     """Mean bits per index of `tokens` (list of (>= active, h, w)) under the float prior, windows
     and schedule as the coder uses them (padding positions neither coded nor attended)."""
-    from pqcodec.coding import to_windows, window_validity
+    from pqcodec.coding.layout import to_windows, window_validity
     from pqcodec.train.quantize import prior_bits
     window = codec.config.window
     step_of = torch.from_numpy(codec.token_coder.schedule(steps).step_of())

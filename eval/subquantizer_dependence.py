@@ -25,8 +25,8 @@ from torch import nn
 
 from . import pqcodec_eval
 from pqcodec import DEFAULT_STEPS
-from pqcodec.coding import Schedule
-from pqcodec.coding import to_windows
+from pqcodec.coding.schedule import Schedule
+from pqcodec.coding.layout import to_windows
 from pqcodec.train.windows import WindowSampler, image_tokens
 
 

@@ -43,16 +43,15 @@ def _imported_rooms(path: Path) -> set[str]:
     base = path.parent
     for node in ast.walk(ast.parse(path.read_text())):
         targets = []
-        if isinstance(node, ast.ImportFrom):
+        if isinstance(node, ast.ImportFrom):  # the module, and each name that is a module of it
+            parts = (node.module or "").split(".") if node.module else []
             if node.level:
-                folder = base
-                for _ in range(node.level - 1):
-                    folder = folder.parent
-                parts = (node.module or "").split(".") if node.module else []
-                targets = [folder.joinpath(*parts, a.name) for a in node.names] if not parts else [folder.joinpath(*parts)]
-            elif (node.module or "").split(".")[0] == "pqcodec":
-                parts = node.module.split(".")[1:]
-                targets = ([PACKAGE.joinpath(*parts)] if parts else [PACKAGE / a.name for a in node.names])
+                folder = base.parents[node.level - 2] if node.level > 1 else base
+            elif parts[:1] == ["pqcodec"]:
+                folder, parts = PACKAGE, parts[1:]
+            else:
+                continue
+            targets = ([folder.joinpath(*parts)] if parts else []) + [folder.joinpath(*parts, a.name) for a in node.names]
         elif isinstance(node, ast.Import):
             targets = [PACKAGE.joinpath(*a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == "pqcodec"]
         for t in targets:

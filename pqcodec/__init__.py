@@ -11,6 +11,7 @@ For research: `pqcodec.load_codec()` gives the shipped model's `Codec` (its `.mo
 encoder, quantizer, decoder and prior as torch modules).
 """
 from .coding.schedule import DEFAULT_STEPS
+from .config import ModelConfig
 from .errors import (CorruptFileError, ImageError, InputTypeError, ModelFilesError, PQCodecError, UnsupportedFileError,
                      named)
 from .request import EncodeRequest, RequestError
@@ -20,7 +21,7 @@ from .zoo import DEFAULT_MODEL, codec_for_file, codec_to_encode, load_codec, loa
 __version__ = "0.14.0"
 # the networks' classes, imported (with torch) on first use: `pqcodec --help` and `pqcodec info` need
 # neither, and start in a fraction of torch's import time
-_LAZY = {"Codec": "codec", "ModelConfig": "model", "PQCodecModel": "model"}
+_LAZY = {"Codec": "codec", "PQCodecModel": "model"}
 
 
 def __getattr__(name: str):

@@ -41,7 +41,7 @@ check after every chunk but the last.
 
 A generated file (the extreme mode below the lowest level, pqcodec/extreme.py) codes a shrunken
 image's token grid (grid h x grid w) and only the first `sent` steps of its schedule; the decoder
-draws the indices of the later steps from the prior's frequency tables with `coding.sample_symbols`
+draws the indices of the later steps from the prior's frequency tables with `coding.schedule.sample_symbols`
 (integer arithmetic and a counter-based splitmix64 stream: the same draws on every machine), then
 decodes the grid and resizes it to height x width with Pillow's RESIZE_FILTER. The token checksum
 covers the whole grid, drawn indices included.
@@ -49,7 +49,7 @@ covers the whole grid, drawn indices included.
 A mapped file (version 5, rate control's level map, pqcodec/levelmap.py) gives each window a level
 of its own: the payload starts with the level map, one symbol per window (row-major), the index of
 the window's count in the model's level table, uniform over the levels up to the header's count
-(`coding.map_weights`); then the windows are coded in groups of one count each, the lowest count first,
+(`coding.layout.map_weights`); then the windows are coded in groups of one count each, the lowest count first,
 windows in row-major order within a group, WINDOW_CHUNK at a time, a chunk check after every chunk
 but the payload's last. In the decoded token array (and its checksum) the indices a window does not
 use are -1 (0xFFFF as uint16). Files that need neither (of a model without a conditional head,
@@ -77,7 +77,6 @@ import zlib
 from dataclasses import dataclass
 
 from .coding.layout import max_payload_bytes
-from .coding.schedule import DrawnSteps
 from .errors import CorruptFileError, UnsupportedFileError
 from .limits import MAX_PIXELS, MAX_SIDE
 from .words import counted
@@ -113,10 +112,6 @@ class Generated:
     sent: int          # steps 0..sent-1 are in the payload; steps sent..steps-1 are drawn
     sharpen: int       # 0: the most probable symbol; n >= 1: draw with probability ~ f^n
     seed: int
-
-    def drawn_steps(self) -> DrawnSteps:
-        """What the token coder needs of it: which steps are drawn, and how."""
-        return DrawnSteps(self.sent, self.sharpen, self.seed)
 
     def validate(self, steps: int, full_grid: tuple[int, int]):
         if not (1 <= self.grid_height <= full_grid[0] and 1 <= self.grid_width <= full_grid[1]):

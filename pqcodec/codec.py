@@ -86,7 +86,6 @@ class Codec:
             raise UnsupportedFileError(f"these weights cannot be coded exactly on every machine ({e})") from None
         self.token_coder = TokenCoder(model.int_prior, self.config.window, self.config.schedule_seed, self.config.active_levels,
                                  model.int_cond if self.config.conditional else None)
-        self._max_steps = self.token_coder.max_steps()
 
     def num_levels(self) -> int:
         return len(self.config.active_levels)
@@ -156,7 +155,7 @@ class Codec:
         return self.config.active_levels[level - 1]
 
     def max_steps(self) -> int:
-        return self._max_steps
+        return self.token_coder.max_steps
 
     # -- image <-> tokens, in tiles ---------------------------------------------------------------
     def _tiles(self, h: int, w: int):
@@ -315,7 +314,7 @@ class Codec:
               flat: bytes | None = None) -> tuple[bytes, CompressedTokens]:
         """(file, what the token coder made: its payload, ideal bits, and the tokens coded: `tokens`,
         or what `choose` chose, or with a generated file's draws); flat: the header's flat layer"""
-        c = self.token_coder.compress(tokens, steps, choose, generated.drawn_steps() if generated else None)
+        c = self.token_coder.compress(tokens, steps, choose, generated)
         header = Header(self.model_hash, c.tokens.shape[0], steps, height, width, greyscale,
                         c.checksum, generated, c.mapped, self.config.conditional, flat)
         return bitstream.pack(header, c.payload), c
@@ -382,9 +381,8 @@ class Codec:
         if header.steps > self.max_steps():
             raise CorruptFileError(f"file claims {header.steps} steps; the model's windows allow {self.max_steps()}")
         flat_blocks.of_header(header)  # a damaged flat layer fails before the tokens' work
-        drawn = header.generated.drawn_steps() if header.generated else None
         tokens = self.token_coder.decompress(payload, header.active, *header.grid(), header.steps, header.checksum,
-                                             drawn, header.mapped)
+                                             header.generated, header.mapped)
         return header, tokens
 
     def decode(self, source, *, name: str | None = None, decoder: str = DEFAULT_DECODER):

@@ -3,7 +3,7 @@
 
 A generated file (bitstream.Generated, format version 4) codes the image shrunk to a small token
 grid, and of that grid only the indices of the first `sent` steps of the coding schedule; the
-decoder draws the rest from the prior (integer-exact, seeded: coding.sample_symbols), decodes
+decoder draws the rest from the prior (integer-exact, seeded: coding.schedule.sample_symbols), decodes
 the grid and resizes it to the image's size. Encoder side, this module searches the shrink, the
 level, the steps sent and the sampler for the best PSNR whose file fits the budget; every file it
 returns is one it coded and measured, so it never exceeds the budget.

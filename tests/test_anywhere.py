@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pqcodec
-from pqcodec import coding
+from pqcodec.coding import layout
 from pqcodec.errors import PQCodecError, UnsupportedFileError
 from pqcodec.coding import integer_prior, kernels
 from pqcodec.numerics import BF16_BITS, TF32_BITS, OPERAND_EXACT, RoundedProducts, round_significand
@@ -65,7 +65,7 @@ def _recode(codec, data: bytes) -> tuple[str, bytes]:
     header, tokens = codec.decode_tokens(data)
     again = codec.encode_tokens(tokens, header.height, header.width, header.greyscale, header.steps,
                                 header.generated, header.flat)
-    return f"{coding.token_checksum(tokens):08x}", again
+    return f"{layout.token_checksum(tokens):08x}", again
 
 
 RECORDED = {e["file"]: e["token_crc32"] for e in json.loads((V7 / "golden.json").read_text())["files"]}

@@ -11,10 +11,11 @@ import torch
 
 from conftest import TINY, random_image, tiny_model
 from pqcodec import bitstream
-from pqcodec import coding
-from pqcodec.coding import Schedule
+from pqcodec.coding import layout
+from pqcodec.coding.schedule import Schedule
 from pqcodec.errors import CorruptFileError
-from pqcodec.coding import TokenCoder, to_windows, window_validity
+from pqcodec.coding.token_coder import TokenCoder
+from pqcodec.coding.layout import to_windows, window_validity
 from pqcodec.model import ModelConfig, PQCodecModel
 from pqcodec.coding import kernels
 from pqcodec.coding.integer_prior import ACC_LIMIT
@@ -79,7 +80,7 @@ def test_mapped_and_generated_files_of_a_conditional_model_round_trip(cond_codec
     header, decoded = cond_codec.decode_tokens(data)
     assert header.mapped and header.version == bitstream.CONDITIONAL_VERSION
     per_token = np.kron(counts, np.ones((4, 4), dtype=np.int64))[:8, :9]
-    assert np.array_equal(decoded, np.where(np.arange(4)[:, None, None] < per_token, tokens, coding.UNUSED))
+    assert np.array_equal(decoded, np.where(np.arange(4)[:, None, None] < per_token, tokens, layout.UNUSED))
     small = cond_codec.image_to_tokens(img[:32, :32], 2)
     gen, grid = cond_codec.encode_generated(small, img.shape[:2], False, 12, Generated(4, 4, 3, 1, 5))
     header, decoded = cond_codec.decode_tokens(gen)
@@ -268,6 +269,6 @@ def test_shipped_head_saves_bits_and_its_integer_form_costs_under_one_percent():
         float_bits, n = prior_bits(m, windows, active, step_of)
         int_bits, _ = prior_bits(m, windows, active, step_of, integer=True)
         alone = m.int_prior.frequencies(x, active, step_of, torch.ones(x.shape[:2], dtype=torch.bool))
-        alone_bits = float(-torch.log2((alone.gather(-1, x[..., :active, None]) + 1) / 2 ** coding.PROB_BITS).sum())
+        alone_bits = float(-torch.log2((alone.gather(-1, x[..., :active, None]) + 1) / 2 ** layout.PROB_BITS).sum())
     assert int_bits <= float_bits * 1.01
     assert int_bits <= alone_bits * 0.95

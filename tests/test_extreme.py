@@ -1,5 +1,5 @@
 """The extreme mode (pqcodec/extreme.py, format version 4): generated files code a shrunken image's
-grid and draw part of it with the seeded integer sampler (coding.sample_symbols); --max-bytes
+grid and draw part of it with the seeded integer sampler (schedule.sample_symbols); --max-bytes
 below the lowest level uses it and never exceeds the size asked for."""
 import math
 import subprocess
@@ -12,9 +12,9 @@ from PIL import Image
 
 from conftest import DATA, patched, random_image
 from pqcodec import bitstream, extreme
-from pqcodec import coding
+from pqcodec.coding import layout
 from pqcodec.bitstream import Generated, Header, pack, unpack
-from pqcodec.coding import sample_symbols
+from pqcodec.coding.schedule import sample_symbols
 from pqcodec.cli import main
 from pqcodec.errors import CorruptFileError, PQCodecError, UnsupportedFileError
 from pqcodec.ratecontrol import RateError, encode_to_size
@@ -26,8 +26,8 @@ def _tables(m: int, K: int, seed: int = 0) -> np.ndarray:
     """m frequency tables as the prior gives them: float64 integers f - 1 summing to 2^24 - K."""
     rng = np.random.default_rng(seed)
     p = rng.dirichlet(np.full(K, 0.3), size=m)
-    w = np.floor(p * ((1 << coding.PROB_BITS) - K))
-    w[:, 0] += (1 << coding.PROB_BITS) - K - w.sum(1)
+    w = np.floor(p * ((1 << layout.PROB_BITS) - K))
+    w[:, 0] += (1 << layout.PROB_BITS) - K - w.sum(1)
     return w
 
 
@@ -58,8 +58,8 @@ def test_draws_are_a_counter_stream_of_the_seed():
     # pinned on tables made by integer arithmetic: a change of the sampler changes files (a new version)
     i, row = np.arange(256), np.arange(6)[:, None]
     raw = (i * i * 31 + row * 17) % 997 + 1                                   # (6, 256) integers
-    w = raw * ((1 << coding.PROB_BITS) - 256) // raw.sum(1, keepdims=True)
-    w[:, 0] += (1 << coding.PROB_BITS) - 256 - w.sum(1)
+    w = raw * ((1 << layout.PROB_BITS) - 256) // raw.sum(1, keepdims=True)
+    w[:, 0] += (1 << layout.PROB_BITS) - 256 - w.sum(1)
     assert sample_symbols(w.astype(np.float64), 2, 31, 0).tolist() == PINNED_DRAWS
 
 
@@ -69,9 +69,9 @@ PINNED_DRAWS = [204, 50, 172, 73, 59, 103]
 def test_sharpest_sampler_on_the_largest_codebook_does_not_overflow():
     K = 1 << 15
     w = np.zeros((3, K))
-    w[:, 0] = (1 << coding.PROB_BITS) - K           # one symbol takes nearly everything
+    w[:, 0] = (1 << layout.PROB_BITS) - K           # one symbol takes nearly everything
     assert sample_symbols(w, bitstream.SHARPEN_MAX, 1, 0).tolist() == [0, 0, 0]
-    w = np.full((3, K), float((1 << coding.PROB_BITS) // K - 1))  # uniform: every symbol 2^9
+    w = np.full((3, K), float((1 << layout.PROB_BITS) // K - 1))  # uniform: every symbol 2^9
     s = sample_symbols(w, bitstream.SHARPEN_MAX, 1, 0)
     assert ((0 <= s) & (s < K)).all() and len(set(s.tolist())) == 3
 
@@ -140,7 +140,7 @@ def test_draws_before_a_chunk_check(tiny_codec):
     rgb = random_image(200, 200, seed=6)
     tokens = tiny_codec.image_to_tokens(rgb, 1)
     g = Generated(*tokens.shape[1:], 3, 2, 4)
-    assert math.ceil(g.grid_height / 4) * math.ceil(g.grid_width / 4) > coding.WINDOW_CHUNK
+    assert math.ceil(g.grid_height / 4) * math.ceil(g.grid_width / 4) > layout.WINDOW_CHUNK
     data, coded = tiny_codec.encode_generated(tokens, (200, 200), False, 12, g)
     assert np.array_equal(tiny_codec.decode_tokens(data)[1], coded)
     damaged = bytearray(data)

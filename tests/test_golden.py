@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pqcodec import bitstream
-from pqcodec import coding
+from pqcodec.coding import layout
 
 from eval import golden_pixels
 
@@ -39,7 +39,7 @@ def test_golden_files_cover_every_level_and_a_chunk_check(model, version):
                and not e.get("generated") and "window_levels" not in e]
     assert {e["quality"] for e in entries} == set(range(1, load_codec(model).num_levels() + 1))
     windows = [-(-e["width"] // 128) * -(-e["height"] // 128) for e in entries]
-    assert max(windows) > coding.WINDOW_CHUNK
+    assert max(windows) > layout.WINDOW_CHUNK
     assert DEFAULT_MODEL in {e["model"] for e in ENTRIES}
 
 
@@ -50,7 +50,7 @@ def test_generated_golden_files_cover_every_sampler_and_a_chunk_check(version):
     generated = [e["generated"] for e in ENTRIES if e["version"] == version and e.get("generated")]
     assert {g["sharpen"] for g in generated if g["sent"] < 12} >= {0, 1, 2}
     assert any(g["sent"] == 0 for g in generated) and any(g["sent"] == 12 for g in generated)
-    assert max(-(-g["grid_height"] // 16) * -(-g["grid_width"] // 16) for g in generated if g["sent"] < 12) > coding.WINDOW_CHUNK
+    assert max(-(-g["grid_height"] // 16) * -(-g["grid_width"] // 16) for g in generated if g["sent"] < 12) > layout.WINDOW_CHUNK
 
 
 @pytest.mark.parametrize("version", [bitstream.MAPPED_VERSION, bitstream.CONDITIONAL_VERSION, bitstream.FLAT_VERSION])
@@ -59,7 +59,7 @@ def test_mapped_golden_files_cover_rate_control_groups_of_several_chunks_and_ski
     assert any("max15000" in e["file"] for e in mapped)          # what rate control writes
     groups = [np.unique(e["window_levels"], return_counts=True) for e in mapped]
     assert any(len(levels) >= 3 for levels, _ in groups)
-    assert any(len(levels) >= 2 and counts.max() > coding.WINDOW_CHUNK for levels, counts in groups)
+    assert any(len(levels) >= 2 and counts.max() > layout.WINDOW_CHUNK for levels, counts in groups)
     assert any(np.diff(levels).max() > 1 for levels, _ in groups if len(levels) > 1)   # a map that skips levels
 
 
@@ -69,7 +69,7 @@ def test_golden_file_decodes_as_recorded(entry):
     data = (GOLDEN / f'v{entry["version"]}' / entry["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"], "the golden file itself changed"
     header, tokens = codec.decode_tokens(data)
-    assert f"{coding.token_checksum(tokens):08x}" == entry["token_crc32"]
+    assert f"{layout.token_checksum(tokens):08x}" == entry["token_crc32"]
     assert codec.encode_tokens(tokens, header.height, header.width, header.greyscale, header.steps, header.generated,
                                header.flat) == data
     pixels = np.asarray(codec.decode(data))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pqcodec.coding import PROB_BITS, Schedule, to_windows
+from pqcodec.coding.layout import PROB_BITS, to_windows
+from pqcodec.coding.schedule import Schedule
 from pqcodec.model import PQCodecModel
 from pqcodec.coding import integer_prior, kernels
 from pqcodec.coding.integer_prior import ACC_LIMIT, IntLinear

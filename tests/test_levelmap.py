@@ -10,8 +10,8 @@ import torch
 
 from conftest import random_image
 from pqcodec import bitstream, levelmap
-from pqcodec import coding
-from pqcodec.coding import UNUSED
+from pqcodec.coding import layout
+from pqcodec.coding.layout import UNUSED
 from pqcodec.errors import CorruptFileError, PQCodecError
 
 # 7 x 7 windows of the tiny model's 4 x 4 tokens (32 px)
@@ -28,7 +28,7 @@ def group_of_two_chunks():
     """Counts per window: 41 windows of 1 sub-quantizer (two chunks of that group) and 8 of 2."""
     counts = np.ones((7, 7), dtype=np.int64)
     counts[2:4, 1:5] = 2
-    assert (counts == 1).sum() > coding.WINDOW_CHUNK
+    assert (counts == 1).sum() > layout.WINDOW_CHUNK
     return counts
 
 
@@ -116,9 +116,9 @@ def test_mapped_headers_are_checked(tiny_codec, group_of_two_chunks):
 
 def test_map_tables_sum_to_the_coders_total():
     for choices in (1, 2, 3, 5, 15):
-        w = coding.map_weights(4, choices)
+        w = layout.map_weights(4, choices)
         assert w.shape == (4, choices) and (w >= 0).all()
-        assert (w.sum(1) == (1 << coding.PROB_BITS) - choices).all()
+        assert (w.sum(1) == (1 << layout.PROB_BITS) - choices).all()
 
 
 def test_allocation_fits_and_leaves_no_upgrade_that_fits():
@@ -156,15 +156,15 @@ def test_window_sse_sums_each_windows_pixels():
 def test_a_map_of_one_level_is_refused(tiny_codec):
     """The encoder writes one level as a plain file; a mapped file that decodes to one level (or whose
     header count leaves the map one symbol) is damage, so a decoded file always re-encodes to its bytes."""
-    from pqcodec.coding import TokenCoder
+    from pqcodec.coding.token_coder import TokenCoder
     coder = tiny_codec.token_coder
     assert isinstance(coder, TokenCoder)
     with pytest.raises(CorruptFileError, match="above the lowest level"):
         coder.decompress(b"\0" * 8, 1, 8, 8, 12, mapped=True)
     # a valid payload of a one-level map, made by hand: the map's symbols, then a plain level-2 chunk
-    from pqcodec.coding import RangeEncoder
+    from pqcodec.coding.entropy import RangeEncoder
     enc = RangeEncoder()
-    enc.encode(np.zeros(4, dtype=np.int64) + 1, coding.map_weights(4, 2))   # every window at level 2
+    enc.encode(np.zeros(4, dtype=np.int64) + 1, layout.map_weights(4, 2))   # every window at level 2
     with pytest.raises(CorruptFileError, match="one level"):
         coder.decompress(enc.payload(), 2, 8, 8, 12, mapped=True)
 

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from conftest import random_image, run_cli
-from pqcodec import coding, extreme, levelmap, rdoq
+from pqcodec import extreme, levelmap, rdoq
+from pqcodec.coding import layout
 from pqcodec.cli import main
 from pqcodec.errors import PQCodecError
 from pqcodec.ratecontrol import RateError, encode_to_size
@@ -20,7 +21,7 @@ BIG = random_image(200, 200, seed=1)
 @pytest.fixture(scope="module")
 def big(tiny_codec):
     """BIG's analysis at the top level, its plain file at each level, and files at several λ."""
-    assert math.ceil(200 / 32) ** 2 > coding.WINDOW_CHUNK
+    assert math.ceil(200 / 32) ** 2 > layout.WINDOW_CHUNK
     analysis = tiny_codec.image_to_tokens(BIG, 2, candidates=rdoq.CANDIDATES)
     plain = {q: tiny_codec.encode(BIG, q) for q in (1, 2)}
     coded = {lam: tiny_codec.encode_with_stats(BIG, 2, rd_lambda=lam) for lam in (0.5, 2.0, 8.0)}

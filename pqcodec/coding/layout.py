@@ -22,6 +22,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     import torch
+
 WINDOW_CHUNK = 32        # windows coded together (bounds memory; a chunk check follows each but the last)
 CHUNK_CHECK_BYTES = 2    # low bytes of the CRC-32 of a chunk's tokens, coded as uniform symbols
 PROB_BITS = 24           # every frequency table totals 2^24 (constriction's default precision)

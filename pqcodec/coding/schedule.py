@@ -6,6 +6,7 @@ here changes files (bump bitstream.FORMAT_VERSION; tests/test_golden.py).
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 
@@ -89,10 +90,10 @@ class Schedule:
         return self.order[self.boundaries[step]:self.boundaries[step + 1]]
 
 
-@dataclass(frozen=True)
-class DrawnSteps:
-    """A generated file's later steps: from step `sent` on, the schedule's indices are drawn from the
-    prior's tables by `sample_symbols` (sharpen, seed), not coded (bitstream.Generated holds them)."""
+class DrawnSteps(Protocol):
+    """What the token coder reads of a generated file's header (bitstream.Generated has it): from
+    step `sent` on, the schedule's indices are drawn from the prior's tables by `sample_symbols`
+    (sharpen, seed), not coded."""
     sent: int
     sharpen: int
     seed: int

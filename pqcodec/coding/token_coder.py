@@ -6,8 +6,8 @@ tiles and the container (bitstream.py).
 The prior is integer-exact (integer_prior.py): its frequencies do not depend on batch shape,
 thread count, instruction set or device, so a chunk's windows go through it as one batch. The loop
 runs on one thread (numerics.one_thread): its operations are too small to pay for more, and with
-more it collapses when another process holds a core. Encoder and decoder run the same step-by-step loop with cached keys and values
-(`_code_chunk`): the encoder could get the same integers in one teacher-forced pass
+more it collapses when another process holds a core. Encoder and decoder run the same step-by-step
+loop with cached keys and values (`_code_chunk`): the encoder could get the same integers in one teacher-forced pass
 (`IntegerPrior.frequencies`), but the step-causal loop computes only the attention it needs and
 is faster. With a conditional head (format 6), each step's indices go sub-quantizer by
 sub-quantizer, each table from the prior's logits plus the head's term from the lower indices
@@ -38,11 +38,14 @@ class Draws:
     steps, windows, positions, sub-quantizers), the same on the encoder's side and the decoder's."""
 
     def __init__(self, drawn: DrawnSteps):
-        self.sent, self.sharpen, self.seed = drawn.sent, drawn.sharpen, drawn.seed
-        self.count = 0
+        self.drawn, self.count = drawn, 0
+
+    @property
+    def sent(self) -> int:
+        return self.drawn.sent
 
     def __call__(self, weights: np.ndarray) -> np.ndarray:
-        symbols = sample_symbols(weights, self.sharpen, self.seed, self.count)
+        symbols = sample_symbols(weights, self.drawn.sharpen, self.drawn.seed, self.count)
         self.count += len(symbols)
         return symbols
 
@@ -69,13 +72,11 @@ class TokenCoder:
         self.prior, self.window, self.seed, self.head = prior, window, schedule_seed, head
         self.M, self.K = prior.M, prior.K
         self.levels = tuple(levels)
+        # a schedule reveals at least one position per step, and the header has one byte for it
+        self.max_steps = min(255, window ** 2)
 
     def schedule(self, steps: int) -> Schedule:
         return Schedule(self.window, steps, self.seed)
-
-    def max_steps(self) -> int:
-        """A schedule reveals at least one position per step, and the header has one byte for it."""
-        return min(255, self.window ** 2)
 
     def window_counts(self, tokens: np.ndarray) -> np.ndarray:
         """(windows,) the sub-quantizers each window of `tokens` (active, h, w) uses: the leading
@@ -174,8 +175,9 @@ class TokenCoder:
         a conditional head: at each step and sub-quantizer) as choose(weights (m, K), symbols (m,),
         *picked): the tables and the symbols `tokens` holds there, and its tensors at those symbols
         ((m, L) numpy arrays, in coding order); it returns the symbols to code instead (m,), which the
-        decoder reads like any others: the format does not change. drawn: a generated file's steps from `sent` on are drawn
-        (Draws), not coded; the tokens returned hold the draws there."""
+        decoder reads like any others: the format does not change. drawn: a generated file's header
+        fields (bitstream.Generated): its steps from `sent` on are drawn (Draws), not coded; the
+        tokens returned hold the draws there."""
         active, h, w = tokens.shape
         counts = self.window_counts(tokens) if (tokens < 0).any() else None
         if counts is not None and (choose is not None or drawn is not None):
@@ -223,18 +225,18 @@ class TokenCoder:
         checked); CorruptFileError at the first inconsistency (a payload longer than its indices can
         take, one that cannot be a range-coder stream, a chunk check that differs, words left over,
         another checksum)."""
-        symbols = active * h * w + (math.prod(window_grid(h, w, self.window)) if mapped else 0)  # + the level map
+        num_windows = math.prod(window_grid(h, w, self.window))
+        symbols = active * h * w + (num_windows if mapped else 0)  # + the level map's
         if len(payload) > max_payload_bytes(symbols):
             raise CorruptFileError(f"payload of {len(payload)} bytes is longer than {symbols} symbols can take "
                                    f"({max_payload_bytes(symbols)} bytes; file damaged)")
         dec = RangeDecoder(payload)
         counts = None
         if mapped:
-            windows = math.prod(window_grid(h, w, self.window))
             choices = self._map_choices(active)
             if choices < 2:
                 raise CorruptFileError(f"a mapped file's count ({active}) must be above the lowest level")
-            counts = np.array(self.levels)[dec.decode(map_weights(windows, choices))]
+            counts = np.array(self.levels)[dec.decode(map_weights(num_windows, choices))]
             if len(set(counts.tolist())) < 2:  # the encoder writes one level as a plain file
                 raise CorruptFileError("the level map has one level (file damaged or forged)")
         valid, schedule, chunks = self._layout(h, w, steps, active, counts)
