@@ -21,6 +21,14 @@ def load(model_path: str | None):
     return codec, dict(weights=weights, code=source_fingerprint(ROOT / "pqcodec"))
 
 
+def whole_model(model_path: str | None):
+    """The model with its float prior and head (a Codec's is coding-only): the weights file given,
+    else the shipped default."""
+    from pqcodec.model import PQCodecModel
+    from pqcodec.zoo import load_model, models_dir
+    return PQCodecModel.load(model_path, search=(models_dir(),)) if model_path else load_model()
+
+
 def level_run(args, tool: str):
     """What a script coding the levels of a folder (args.folder, .model, .levels, .out, .tag) starts
     from: (images, codec, identity, levels, output folder); args.tag is filled in. No images: a

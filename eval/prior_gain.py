@@ -36,9 +36,10 @@ def histogram_bits(counts: np.ndarray, tokens: list[np.ndarray], smoothing: floa
 
 
 @torch.inference_mode()
-def float_prior_bits(codec, tokens: list[np.ndarray], active: int, steps: int) -> float:
-    """Mean bits per index of `tokens` (list of (>= active, h, w)) under the float prior, windows
-    and schedule as the coder uses them (padding positions neither coded nor attended)."""
+def float_prior_bits(codec, model, tokens: list[np.ndarray], active: int, steps: int) -> float:
+    """Mean bits per index of `tokens` (list of (>= active, h, w)) under the float prior of `model`
+    (the codec's, whole: pqcodec_eval.whole_model), windows and schedule as the coder uses them
+    (padding positions neither coded nor attended)."""
     from pqcodec.coding.layout import to_windows, window_validity
     from pqcodec.train.quantize import prior_bits
     window = codec.config.window
@@ -46,7 +47,7 @@ def float_prior_bits(codec, tokens: list[np.ndarray], active: int, steps: int) -
     total = n = 0.0
     for t in tokens:
         grid = torch.from_numpy(t[:active].astype(np.int64))
-        bits, count = prior_bits(codec.model, to_windows(grid, window), active, step_of,
+        bits, count = prior_bits(model, to_windows(grid, window), active, step_of,
                                  window_validity(*grid.shape[1:], window))
         total, n = total + bits, n + count
     return total / n
@@ -72,6 +73,7 @@ def main():
     args = ap.parse_args()
 
     codec, identity = pqcodec_eval.load(args.model)
+    whole = pqcodec_eval.whole_model(args.model)
     cache = ResultCache(None if args.no_cache else CACHE)
     M, K = codec.config.num_subvectors, codec.config.codebook_size
     test = load_rgb_images(args.folder)
@@ -95,7 +97,7 @@ def main():
         payload = sum(8 * (x["bytes"] - x["header_bytes"]) for x in rows) / n
         file_bytes = sum(x["bytes"] for x in rows)
         ideal_file = sum(x["bits_model"] / 8 + x["header_bytes"] for x in rows)
-        fl = float_prior_bits(codec, test_tokens_all, a, args.steps)
+        fl = float_prior_bits(codec, whole, test_tokens_all, a, args.steps)
         print(f"| {q} | {math.log2(K):.3f} | {histogram_bits(train_counts[:a], test_tokens):.3f} "
               f"| {histogram_bits(count(test_tokens, a, K), test_tokens, smoothing=0):.3f} | {mim:.3f} | {fl:.3f} "
               f"| {100 * (mim / fl - 1):+.3f} % | {payload:.3f} | {100 * (file_bytes / ideal_file - 1):+.3f} % |")

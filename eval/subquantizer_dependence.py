@@ -70,7 +70,7 @@ def main():
     torch.manual_seed(args.seed)
 
     codec, _ = pqcodec_eval.load(args.model)
-    model = codec.model.eval()
+    model = pqcodec_eval.whole_model(args.model).eval()
     prior = model.prior.float().eval()
     c = model.config
     M, K, W, levels = c.num_subvectors, c.codebook_size, c.window, c.active_levels

@@ -24,17 +24,22 @@ from .coding.token_coder import CompressedTokens, TokenCoder
 from .decoders import DEFAULT_DECODER, DECODER_NAMES, load_decoder
 from .errors import CorruptFileError, InputTypeError, ModelFilesError, PQCodecError, UnsupportedFileError, named
 from .files import sha256_of
+from .heap import release_free_memory
 from .image import load_image, to_pil
 from .model import PQCodecModel
 from .numerics import numerics_fence
 from .sources import coded_input
 
-# The transforms run on tiles of TILE x TILE tokens (768 px at stride 8), each grown by TILE_HALO tokens
+# The transforms run on tiles of TILE x TILE tokens (512 px at stride 8), each grown by TILE_HALO tokens
 # of context on every side and cropped back: memory is bounded whatever the image size, and time grows
 # linearly with it. The halo (64 px) is wider than the transforms' receptive fields (encoder ~38 px,
 # decoder ~7 tokens), so tiles meet without seams: the result is the whole-image one up to float
 # rounding. Not part of the format: the decoder is exact on tokens, which the checksum guards.
-TILE, TILE_HALO = 96, 8
+# An image whose grid fits in WHOLE x WHOLE tokens (768 x 768 px, a Kodak photo) runs in one piece,
+# without a halo to pay for: its pixels take little memory, so its work may take more. A larger
+# image's own arrays (72 MB of pixels at 24 MP) leave less room, and its tiles are smaller
+# (docs/cli.md, "Large images", has what each size cost).
+WHOLE, TILE, TILE_HALO = 96, 64, 8
 
 
 @dataclass
@@ -159,13 +164,17 @@ class Codec:
 
     # -- image <-> tokens, in tiles ---------------------------------------------------------------
     def _tiles(self, h: int, w: int):
-        """Token boxes (y0, y1, x0, x1) of the tile cores over an h x w grid, and of the same cores
-        grown by TILE_HALO (clipped to the grid)."""
-        for y0 in range(0, h, TILE):
-            for x0 in range(0, w, TILE):
-                core = (y0, min(y0 + TILE, h), x0, min(x0 + TILE, w))
-                yield core, (max(0, y0 - TILE_HALO), min(h, core[1] + TILE_HALO),
-                             max(0, x0 - TILE_HALO), min(w, core[3] + TILE_HALO))
+        """Token boxes (y0, y1, x0, x1) of the tile cores over an h x w grid (one, the whole grid, up
+        to WHOLE x WHOLE), and of the same cores grown by TILE_HALO (clipped to the grid). Between
+        tiles the heap's free pages go back to the system (heap.py), so that the leftovers of tiles
+        of other shapes do not add up."""
+        tile = max(h, w) if h <= WHOLE and w <= WHOLE else TILE
+        for i, (y0, x0) in enumerate((y, x) for y in range(0, h, tile) for x in range(0, w, tile)):
+            if i:
+                release_free_memory()
+            core = (y0, min(y0 + tile, h), x0, min(x0 + tile, w))
+            yield core, (max(0, y0 - TILE_HALO), min(h, core[1] + TILE_HALO),
+                         max(0, x0 - TILE_HALO), min(w, core[3] + TILE_HALO))
 
     def image_to_tokens(self, rgb: np.ndarray, active: int, candidates: int = 0, effort: int = 0):
         """uint8 (H, W, 3) -> indices (active, ceil(H/s), ceil(W/s)); edges padded by replication.
@@ -178,7 +187,7 @@ class Codec:
         tokens = np.empty((active, h, w), dtype=np.int64)
         if candidates:
             count = min(candidates, self.config.codebook_size)
-            cand = np.empty((active, h, w, count), dtype=np.int16 if self.config.codebook_size <= 2 ** 15 else np.int64)
+            cand = np.empty((active, h, w, count), dtype=_index_dtype(self.config.codebook_size))
             dist = np.empty((active, h, w, count), dtype=np.float32)
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
@@ -250,14 +259,16 @@ class Codec:
         rd_lambda = rdoq.check_lambda(rd_lambda)
         effort = refine.check_effort(effort)
         rgb, grey = load_image(image, name)
-        active = self.active_at(quality)
+        size, active = rgb.shape[:2], self.active_at(quality)
         layer = flat_blocks.layer_of(rgb, grey) if flat else None
         if rd_lambda == 0:
-            return self.encode_analysed(self.image_to_tokens(rgb, active, effort=effort), rgb.shape[:2], grey, steps,
-                                        flat=layer)
+            tokens = self.image_to_tokens(rgb, active, effort=effort)
+            del rgb  # the token coder needs no pixels: 72 MB less at 24 MP while it runs
+            return self.encode_analysed(tokens, size, grey, steps, flat=layer)
         analysis = self.image_to_tokens(rgb, active, candidates=rdoq.CANDIDATES, effort=effort)
         choose = rdoq.chooser(self, analysis, active, rd_lambda, distortion)
-        return self.encode_analysed(analysis.tokens, rgb.shape[:2], grey, steps, choose, flat=layer)
+        del rgb
+        return self.encode_analysed(analysis.tokens, size, grey, steps, choose, flat=layer)
 
     def encode_analysed(self, tokens: np.ndarray, size: tuple[int, int], greyscale: bool, steps: int,
                         choose=None, flat: bytes | None = None) -> tuple[bytes, CodingStats]:
@@ -394,6 +405,11 @@ class Codec:
             self.decoder_net(decoder)  # an unknown or missing decoder fails before the work
             header, tokens = self.decode_tokens(data)
             return to_pil(self.render(header, tokens, decoder), header.greyscale)
+
+
+def _index_dtype(codebook_size: int):
+    """The smallest integer type of a codebook's indices (RDOQ's candidates: 8 per index)."""
+    return next(t for t in (np.uint8, np.int16, np.int32) if codebook_size <= np.iinfo(t).max + 1)
 
 
 def resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -30,13 +30,18 @@ ATTEMPTS = 3    # mapped files coded at most, each after one over N lowered the 
 
 def window_sse(rgb: np.ndarray, decoded: np.ndarray, window_px: int) -> np.ndarray:
     """(windows high, windows wide) squared error of `decoded` against `rgb` (uint8 (H, W, 3)) summed
-    over each window's pixels (window_px x window_px, the last row and column clipped)."""
-    err = np.square(rgb.astype(np.float64) - decoded.astype(np.float64)).sum(-1)      # (H, W)
-    H, W = err.shape
+    over each window's pixels (window_px x window_px, the last row and column clipped): integer sums,
+    a row of windows at a time (not float64 copies of the whole image: 1.2 GB at 24 MP)."""
+    H, W = rgb.shape[:2]
     nh, nw = math.ceil(H / window_px), math.ceil(W / window_px)
-    padded = np.zeros((nh * window_px, nw * window_px))
-    padded[:H, :W] = err
-    return padded.reshape(nh, window_px, nw, window_px).sum((1, 3))
+    sse = np.zeros((nh, nw))
+    for i in range(nh):
+        rows = slice(i * window_px, (i + 1) * window_px)
+        d = rgb[rows].astype(np.int64) - decoded[rows]
+        err = np.zeros((d.shape[0], nw * window_px), dtype=np.int64)
+        err[:, :W] = np.einsum("ijk,ijk->ij", d, d)                                    # (rows, W)
+        sse[i] = err.reshape(d.shape[0], nw, window_px).sum((0, 2))
+    return sse
 
 
 def allocate(bits: np.ndarray, sse: np.ndarray, budget_bits: float) -> np.ndarray | None:
@@ -80,24 +85,24 @@ def allocate(bits: np.ndarray, sse: np.ndarray, budget_bits: float) -> np.ndarra
     return choice.reshape(bits.shape[1:])
 
 
-def fit(codec, rgb: np.ndarray, plain_pass, plain_image, code_mapped, N: int, top: int):
+def fit(codec, size: tuple[int, int], plain_pass, plain_sse, code_mapped, N: int, top: int):
     """A mapped file of levels 1..top that fits in N bytes, by the allocation above:
     (file, the tokens coded (UNUSED beyond each window's count), levels per window (1-based,
     (windows high, windows wide))), or None when no map with two levels or more fits.
-    plain_pass(level) -> (file, CodingStats) and plain_image(level) -> its decoded image: the
-    plain files of the image (rate control makes each once); code_mapped(counts (windows high,
-    windows wide) sub-quantizers) -> (file, CodingStats): Codec.encode_mapped of the image.
+    size: the image's (H, W). plain_pass(level) -> (file, CodingStats) and plain_sse(level) -> the
+    window_sse of its decode: the plain files of the image (rate control makes and decodes each
+    once); code_mapped(counts (windows high, windows wide) sub-quantizers) -> (file, CodingStats):
+    Codec.encode_mapped of the image.
     Up to ATTEMPTS mapped files are coded: a file over N (the estimate of the coder's last words
     was short) lowers the budget by its excess."""
-    h, w = codec.grid_size(*rgb.shape[:2])
+    h, w = codec.grid_size(*size)
     windows = math.prod(window_grid(h, w, codec.config.window))
     if windows < 2:  # nothing to map: no plain pass or decode is made for it
         return None
     levels = range(1, top + 1)
     stats = [plain_pass(q)[1] for q in levels]
     bits = np.stack([s.window_bits for s in stats])                                    # (L, nh, nw)
-    window_px = codec.config.window * codec.config.stride
-    sse = np.stack([window_sse(rgb, plain_image(q), window_px) for q in levels])        # (L, nh, nw)
+    sse = np.stack([plain_sse(q) for q in levels])                                      # (L, nh, nw)
     # what a payload costs beyond its windows' ideal bits: the coder's last words (and a plain
     # file's own checks, counted again below for the map's groups: a safe overestimate)
     slack = max(8 * (s.file_bytes - s.header_bytes) - s.bits_model for s in stats)

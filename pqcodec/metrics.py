@@ -21,7 +21,11 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """RGB PSNR in dB over all channels (CompressAI's psnr-rgb)."""
-    m = mse(a, b)
+    return psnr_of_mse(mse(a, b))
+
+
+def psnr_of_mse(m: float) -> float:
+    """PSNR in dB of 8-bit images whose mean squared difference is m."""
     return float("inf") if m == 0 else 10 * np.log10(255.0 ** 2 / m)
 
 

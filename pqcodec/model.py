@@ -19,8 +19,12 @@ from .numerics import float32_default
 
 
 class PQCodecModel(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, coding_only: bool = False):
+        """coding_only: without the float prior and conditional head (`prior` and `cond` are None),
+        which train and calibrate but never code (the coder runs their integer counterparts): what
+        a Codec loads, 28 MB less for the shipped model."""
         super().__init__()
+        self.coding_only = coding_only
         with float32_default():  # float32 weights whatever the caller's default dtype
             self._build(config)
 
@@ -30,8 +34,8 @@ class PQCodecModel(nn.Module):
         self.encoder = Encoder(c.channels, D, c.padding)
         self.quantizer = ProductQuantizer(c.num_subvectors, c.codebook_size, c.subvector_dim)
         self.decoder = Decoder(c.channels, D, c.padding)
-        self.prior = MIMPrior(c.num_subvectors, c.codebook_size, c.window, c.prior_dim,
-                              c.prior_layers, c.prior_heads)
+        self.prior = None if self.coding_only else MIMPrior(c.num_subvectors, c.codebook_size, c.window, c.prior_dim,
+                                                            c.prior_layers, c.prior_heads)
         # the prior the coder runs: integer-exact, made from `prior` by calibration (train/quantize.py)
         self.int_prior = IntegerPrior(c.num_subvectors, c.codebook_size, c.window, c.prior_dim,
                                       c.prior_layers, c.prior_heads)
@@ -39,7 +43,8 @@ class PQCodecModel(nn.Module):
         self.base_path: Path | None = None
         self.base_sha256: str | None = None
         if c.conditional:  # float (trains) and integer (codes, calibrated from it: train/conditional.py)
-            self.cond = ConditionalHead(c.num_subvectors, c.codebook_size, c.prior_dim, c.cond_embed, c.cond_hidden)
+            self.cond = None if self.coding_only else ConditionalHead(c.num_subvectors, c.codebook_size, c.prior_dim,
+                                                                      c.cond_embed, c.cond_hidden)
             self.int_cond = IntConditionalHead(c.num_subvectors, c.codebook_size, c.prior_dim, c.cond_embed,
                                                c.cond_hidden)
 
@@ -62,7 +67,9 @@ class PQCodecModel(nn.Module):
         base: a weights file this model grew from (e.g. by a conditional head): write only the
         tensors it lacks, and its name and SHA-256, which `load` finds it by; ValueError if a tensor
         they share differs. float16: prefixes of the tensor names whose float tensors are stored in
-        float16 (loaded as float32)."""
+        float16 (loaded as float32). A coding-only model is not saved: it lacks the float prior."""
+        if self.coding_only:
+            raise ValueError("a coding-only model (no float prior) cannot be saved; load the weights file in full")
         meta = {"config": self.config.to_json(), **(extra_metadata or {})}
         state = {k: v.contiguous() for k, v in self.state_dict().items()
                  if not (without_prior and k.startswith(("prior.", "int_prior.")))}
@@ -117,17 +124,21 @@ class PQCodecModel(nn.Module):
         return new
 
     @classmethod
-    def load(cls, path: str | Path, without_prior: bool = False, search: tuple = ()) -> "PQCodecModel":
+    def load(cls, path: str | Path, without_prior: bool = False, search: tuple = (),
+             coding_only: bool = False) -> "PQCodecModel":
         """without_prior: take only the autoencoder and quantizer from the file (the priors keep
         their fresh initialisation), to train a new prior on a trained autoencoder. A file without
         an integer prior (a training checkpoint, or weights of pqcodec 0.3.0 and before) loads with
         an uncalibrated one: it trains, but does not code until `pqcodec-train quantize`. A head file
-        (`save`'s base) loads with its base, found beside it or in one of the folders `search`."""
+        (`save`'s base) loads with its base, found beside it or in one of the folders `search`.
+        coding_only: as the constructor's (the file's float prior and head are not kept)."""
+        if coding_only and without_prior:
+            raise ValueError("without_prior keeps the float prior fresh to train; a coding-only model has none")
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         if "config" not in meta:
             raise ValueError(f"{path}: not a pqcodec weights file (no config in its metadata)")
-        model = cls(ModelConfig.from_json(meta["config"]))
+        model = cls(ModelConfig.from_json(meta["config"]), coding_only)
         state = load_file(str(path))
         if "base_sha256" in meta:  # a file that holds only what its base lacks (`save`'s base)
             name = Path(meta.get("base_file", "?")).name
@@ -143,5 +154,7 @@ class PQCodecModel(nn.Module):
         if without_prior or not any(k.startswith("int_prior.") for k in state):
             state = {k: v for k, v in state.items() if not k.startswith(fresh)}
             state.update({k: v for k, v in model.state_dict().items() if k.startswith(fresh)})
+        if coding_only:
+            state = {k: v for k, v in state.items() if not k.startswith(("prior.", "cond."))}
         model.load_state_dict(state)
         return model.eval()

@@ -46,7 +46,7 @@ from .codec import Codec
 from .extreme import GeneratedSearch
 from .errors import InputTypeError, PQCodecError, named
 from .image import image_source_name, load_image
-from .metrics import psnr
+from .metrics import psnr, psnr_of_mse
 from .words import counted
 
 LAMBDA_MAX = 16.0    # past this, RDOQ's sizes hardly move (docs/ratecontrol.md)
@@ -104,8 +104,7 @@ class _Candidate:
     tokens: np.ndarray | None = None         # to decode it (None: `psnr` is known)
     window_levels: np.ndarray | None = None
     generated: Generated | None = None
-    image: np.ndarray | None = None          # decoded already (a plain level the level map decoded)
-    psnr: float | None = None
+    psnr: float | None = None                # known without a decode (a plain level the level map decoded)
     flat: flat_blocks.FlatBlocks | None = None  # the flat blocks it carries, painted when it is decoded
 
 
@@ -171,8 +170,7 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
     if len(candidates) > 1:
         for c in candidates:
             if c.psnr is None:
-                c.psnr = psnr(rgb, c.image if c.image is not None
-                              else flat_blocks.paint(codec.tokens_to_image(c.tokens, H, W), c.flat))
+                c.psnr = psnr(rgb, flat_blocks.paint(codec.tokens_to_image(c.tokens, H, W), c.flat))
     best = max(candidates, key=lambda c: -math.inf if c.psnr is None else c.psnr)
     assert len(best.data) <= N
     return RateResult(best.data, N, best.level, best.rd_lambda, encodes, time.perf_counter() - start, best.psnr,
@@ -188,7 +186,7 @@ def _level_candidates(codec: Codec, analysis: rdoq.Analysis, rgb, grey, N: int, 
     levels = codec.num_levels()
     layer = None if blocks is None else blocks.layer
     encodes, choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
-    plain, decoded = {}, {}    # level -> (file, CodingStats) at λ = 0, and its decoded image: made once each
+    plain, sse = {}, {}        # level -> (file, CodingStats) at λ = 0, and its decode's window_sse: made once each
 
     def code(level: int, lam: float):
         nonlocal encodes
@@ -207,10 +205,11 @@ def _level_candidates(codec: Codec, analysis: rdoq.Analysis, rgb, grey, N: int, 
             plain[level] = code(level, 0.0)
         return plain[level]
 
-    def plain_image(level: int) -> np.ndarray:
-        if level not in decoded:
-            decoded[level] = flat_blocks.paint(codec.tokens_to_image(plain_pass(level)[1].tokens, H, W), blocks)
-        return decoded[level]
+    def plain_sse(level: int) -> np.ndarray:
+        if level not in sse:
+            image = flat_blocks.paint(codec.tokens_to_image(plain_pass(level)[1].tokens, H, W), blocks)
+            sse[level] = levelmap.window_sse(rgb, image, codec.config.window * codec.config.stride)
+        return sse[level]
 
     def size(level: int) -> int:
         return len(plain_pass(level)[0])
@@ -235,12 +234,13 @@ def _level_candidates(codec: Codec, analysis: rdoq.Analysis, rgb, grey, N: int, 
             encodes += 1
             return codec.encode_mapped(analysis.tokens, counts, (H, W), grey, steps, flat=layer)
 
-        found = levelmap.fit(codec, rgb, plain_pass, plain_image, code_mapped, N, min(levels, hi + 1))
+        found = levelmap.fit(codec, (H, W), plain_pass, plain_sse, code_mapped, N, min(levels, hi + 1))
         if found:
             data, tokens, window_levels = found
             candidates.append(_Candidate(int(window_levels.max()), 0.0, data, tokens, window_levels, flat=blocks))
     if lo:  # the plain level (decoded already when the level map ran)
-        candidates.insert(0, _Candidate(lo, 0.0, plain[lo][0], plain[lo][1].tokens, image=decoded.get(lo), flat=blocks))
+        known = psnr_of_mse(sse[lo].sum() / rgb.size) if lo in sse else None  # the windows' sums are exact integers
+        candidates.insert(0, _Candidate(lo, 0.0, plain[lo][0], plain[lo][1].tokens, psnr=known, flat=blocks))
     return candidates, encodes, smallest
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .coding.layout import PROB_BITS, to_windows
+from .coding.layout import PROB_BITS
 
 CANDIDATES = 8          # nearest codewords considered per index
 DISTORTIONS = ("latent", "pixel")
@@ -83,27 +83,34 @@ def check_lambda(rd_lambda) -> float:
 
 class Chooser:
     """The `choose` hook of TokenCoder.compress for one image and level; `rd_lambda` may be changed
-    between passes (rate control's λ search reuses the tables)."""
+    between passes (rate control's λ search reuses the tables). It holds no copy of the analysis:
+    the token coder takes each window chunk's share of `per_position` as it codes it."""
 
-    def __init__(self, analysis: Analysis, rd_lambda: float, window: int, gains: np.ndarray | None = None):
+    def __init__(self, analysis: Analysis, rd_lambda: float, gains: np.ndarray | None = None):
         a, h, w, L = analysis.cand.shape
-        dist = analysis.dist.astype(np.float64)
-        if gains is not None:
-            dist = dist * np.asarray(gains, np.float64)[:, None, None, None]
-        mean = float(dist[..., 0].mean()) if dist.size else 0.0
-        dist = dist / mean if mean > 0 else dist
         self.rd_lambda = rd_lambda
+        self.gains = None if gains is None else np.asarray(gains, np.float64)
+        # distortions are divided by the mean of the plain choice's (module docstring)
+        plain = analysis.dist[..., 0].astype(np.float64)                                  # (a, h, w)
+        if self.gains is not None:
+            plain = plain * self.gains[:, None, None]
+        self.mean = float(plain.mean()) if plain.size else 0.0
+        gain = np.broadcast_to((np.ones(a) if self.gains is None else self.gains)[:, None, None, None], (a, h, w, 1))
+        # (a, h, w, L) each: what TokenCoder.compress picks for __call__, without a copy
+        self.per_position = (analysis.cand, analysis.dist, gain)
 
-        def windows(x):  # (a, h, w, L) -> (windows, N, a, L)
-            x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(a * L, h, w)))
-            return to_windows(x, window).view(-1, window * window, a, L)
-        self.per_window = (windows(analysis.cand), windows(dist))  # what TokenCoder.compress picks for __call__
-
-    def __call__(self, weights: np.ndarray, symbols: np.ndarray, cand: np.ndarray, dist: np.ndarray) -> np.ndarray:
-        """weights (m, K) and symbols (m,) of the indices coded at a step, cand and dist (m, L) their
-        candidates and distortions -> the symbols to code (m,)."""
+    def __call__(self, weights: np.ndarray, symbols: np.ndarray, cand: np.ndarray, dist: np.ndarray,
+                 gain: np.ndarray) -> np.ndarray:
+        """weights (m, K) and symbols (m,) of the indices coded at a step; cand and dist (m, L) their
+        candidates and latent distortions, gain (m, 1) their sub-quantizer's pixel gain -> the
+        symbols to code (m,)."""
+        cost = dist.astype(np.float64)
+        if self.gains is not None:
+            cost = cost * gain
+        if self.mean > 0:
+            cost = cost / self.mean
         bits = PROB_BITS - np.log2(np.take_along_axis(weights, cand, 1) + 1)
-        best = np.argmin(dist + self.rd_lambda * bits, axis=1)
+        best = np.argmin(cost + self.rd_lambda * bits, axis=1)
         return cand[np.arange(len(cand)), best].astype(np.int64)
 
 
@@ -113,4 +120,4 @@ def chooser(codec, analysis: Analysis, active: int, rd_lambda: float, distortion
         raise PQCodecError(f"distortion must be one of {', '.join(DISTORTIONS)}, got {distortion!r}")
     a = analysis.at(active)
     gains = pixel_gains(codec, a, active) if distortion == "pixel" else None
-    return Chooser(a, rd_lambda, codec.config.window, gains)
+    return Chooser(a, rd_lambda, gains)

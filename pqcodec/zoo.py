@@ -152,9 +152,9 @@ def load_codec(name: str = DEFAULT_MODEL, device=None):
     return _load_codec(name, resolve_device(device))
 
 
-@lru_cache(maxsize=4)
-def _load_codec(name: str, device: str):
-    from .codec import Codec
+def load_model(name: str = DEFAULT_MODEL, coding_only: bool = False):
+    """The PQCodecModel of a shipped model, its files checked; whole (with the float prior and head
+    that training and research read) unless coding_only, as a Codec loads it."""
     from .model import PQCodecModel
     entry = ZOO.get(name)
     if entry is None:
@@ -162,7 +162,15 @@ def _load_codec(name: str, device: str):
     # the weights and a head file's base: checked here, so that a missing or wrong one is the model's
     # one-line error (the decoders' files are checked on first use: codec.py)
     path, *_ = [_check_model_file(entry, f) for f in files_needed(name) if f.required]
-    codec = Codec(PQCodecModel.load(path), model_hash_of(entry.sha256), entry.default_level,
+    return PQCodecModel.load(path, coding_only=coding_only)
+
+
+@lru_cache(maxsize=4)
+def _load_codec(name: str, device: str):
+    from .codec import Codec
+    model = load_model(name, coding_only=True)
+    entry = ZOO[name]
+    codec = Codec(model, model_hash_of(entry.sha256), entry.default_level,
                   weights_sha256=entry.sha256, name=f"model {entry.name}")
     for d in entry.decoders:
         codec.add_decoder(d.name, models_dir() / d.filename, d.sha256)
@@ -184,7 +192,7 @@ def _load_custom_codec(path: str, device: str):
     if not p.is_file():
         raise UnsupportedFileError(f"{p}: no such weights file")
     try:
-        model = PQCodecModel.load(p, search=(models_dir(),))  # a head file's base: beside it or shipped
+        model = PQCodecModel.load(p, search=(models_dir(),), coding_only=True)  # a head file's base: beside it or shipped
     except Exception as e:  # safetensors raises its own types on a non-weights file
         raise UnsupportedFileError(f"{p}: not pqcodec weights ({e})") from None
     sha = sha256_of(p)

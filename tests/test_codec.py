@@ -144,9 +144,30 @@ def test_tiles_meet_without_seams(tiny_codec, monkeypatch):
     """Tiled transforms give the whole-image tokens and pixels (the halo covers the receptive fields)."""
     import pqcodec.codec as codec_module
     rgb = random_image(150, 230, seed=5)
-    monkeypatch.setattr(codec_module, "TILE", 1000)
+    assert len(list(tiny_codec._tiles(19, 29))) == 1  # within WHOLE: one piece
     whole = tiny_codec.image_to_tokens(rgb, 2)
     whole_img = tiny_codec.tokens_to_image(whole, 150, 230)
+    monkeypatch.setattr(codec_module, "WHOLE", 0)
     monkeypatch.setattr(codec_module, "TILE", 5)  # 40 px tiles: many, with partial ones at the edges
+    assert len(list(tiny_codec._tiles(19, 29))) == 4 * 6
     assert np.array_equal(tiny_codec.image_to_tokens(rgb, 2), whole)
     assert np.array_equal(tiny_codec.tokens_to_image(whole, 150, 230), whole_img)
+
+
+def test_a_codec_loads_only_what_codes(tiny_weights, tiny_codec, tmp_path):
+    """The Codec's model is coding-only: no float prior or head (they train and calibrate), the same
+    files as the whole model writes, and it refuses to be saved as weights."""
+    import torch
+    from pqcodec.bitstream import model_hash_of
+    from pqcodec.codec import Codec
+    from pqcodec.train.quantize import prior_bits
+    whole = PQCodecModel.load(tiny_weights)
+    lean = tiny_codec.model
+    assert lean.coding_only and lean.prior is None and whole.prior is not None
+    assert sum(p.numel() for p in lean.parameters()) < sum(p.numel() for p in whole.parameters())
+    rgb = random_image(70, 90, seed=3)
+    assert Codec(whole, model_hash_of("0" * 64)).encode(rgb, 2) == Codec(lean, model_hash_of("0" * 64)).encode(rgb, 2)
+    with pytest.raises(ValueError, match="coding-only"):
+        lean.save(tmp_path / "w.safetensors")
+    with pytest.raises(ValueError, match="coding-only"):
+        prior_bits(lean, torch.zeros(1, 16, lean.config.num_subvectors, dtype=torch.long), 1, torch.zeros(16, dtype=torch.long))

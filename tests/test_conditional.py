@@ -100,8 +100,9 @@ def test_a_file_whose_version_contradicts_the_model_is_refused(cond_codec, tiny_
         tiny_codec.decode_tokens(bitstream.pack(dataclasses.replace(h, conditional=True), p))
 
 
-def test_float_head_row_j_reads_only_the_lower_indices(cond_codec):
-    head = cond_codec.model.cond
+def test_float_head_row_j_reads_only_the_lower_indices(cond_weights):
+    from pqcodec.model import PQCodecModel
+    head = PQCodecModel.load(cond_weights).cond
     g = torch.Generator().manual_seed(0)
     f = torch.randn(5, COND.prior_dim, generator=g)
     tokens = torch.randint(0, COND.codebook_size, (5, COND.num_subvectors), generator=g)
@@ -257,9 +258,9 @@ def test_shipped_head_saves_bits_and_its_integer_form_costs_under_one_percent():
     over the float head's, and at least 5 % less than the integer prior's alone (measured: +0.61 % and
     -11.2 %; eval/rd.py measures all of Kodak)."""
     from PIL import Image
-    from pqcodec.zoo import load_codec
+    from pqcodec.zoo import load_codec, load_model
     codec = load_codec()
-    m, cfg = codec.model, codec.config
+    m, cfg = load_model(), codec.config  # the model whole: its float prior and head
     rgb = np.asarray(Image.open(Path(__file__).parent / "data" / "kodim23.png").convert("RGB"))[:128, :256]
     windows = to_windows(torch.from_numpy(codec.image_to_tokens(rgb, cfg.num_subvectors)), cfg.window)
     step_of = torch.from_numpy(Schedule(cfg.window, 12, cfg.schedule_seed).step_of())

@@ -67,3 +67,18 @@ def test_exif_orientation_is_applied(tiny_codec):
 def test_bad_images(data, message):
     with pytest.raises(ImageError, match=message):
         load_image(data)
+
+
+def test_rgb_pixels_are_read_in_bands_and_upright(tmp_path, monkeypatch):
+    """The pixels come out whole whatever the band height, and an EXIF orientation still turns them."""
+    import pqcodec.image as image_module
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (45, 31, 3), dtype=np.uint8)
+    monkeypatch.setattr(image_module, "_BAND_BYTES", 3 * 31 * 4)  # 4 rows a band
+    assert np.array_equal(load_image(Image.fromarray(rgb))[0], rgb)
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                # turned 90 degrees: shown rotated
+    Image.fromarray(rgb).save(tmp_path / "turned.jpg", exif=exif, quality=100)
+    with Image.open(tmp_path / "turned.jpg") as img:
+        expected = np.asarray(img.convert("RGB").transpose(Image.Transpose.ROTATE_270))
+    assert np.array_equal(load_image(tmp_path / "turned.jpg")[0], expected)

@@ -153,6 +153,16 @@ def test_window_sse_sums_each_windows_pixels():
     assert out.shape == (2, 3) and out[0, 0] == 12 and out[1, 2] == 9 and out.sum() == 21
 
 
+def test_window_sse_is_the_whole_image_float_sum():
+    """A row of windows at a time in integers: the float64 sums of the whole-image formula, exactly."""
+    rng = np.random.default_rng(3)
+    rgb, dec = (rng.integers(0, 256, (300, 257, 3), dtype=np.uint8) for _ in range(2))
+    err = np.square(rgb.astype(np.float64) - dec.astype(np.float64)).sum(-1)
+    padded = np.zeros((3 * 128, 3 * 128))
+    padded[:300, :257] = err
+    assert np.array_equal(levelmap.window_sse(rgb, dec, 128), padded.reshape(3, 128, 3, 128).sum((1, 3)))
+
+
 def test_a_map_of_one_level_is_refused(tiny_codec):
     """The encoder writes one level as a plain file; a mapped file that decodes to one level (or whose
     header count leaves the map one symbol) is damage, so a decoded file always re-encodes to its bytes."""

@@ -200,3 +200,33 @@ def test_padding_in_the_config_file():
         ModelConfig(padding="reflect")
     with pytest.raises(ValueError, match="padding must be a string"):
         ModelConfig.from_json('{"padding": 1}')
+
+
+def test_gdn_in_inference_is_the_training_formula_in_place():
+    """Without autograd SimplifiedGDN divides its input in place, a band of rows at a time: the
+    values of x / (beta + gamma |x|) over the whole tensor, bit for bit (a 1x1 normaliser)."""
+    from pqcodec.nets import autoencoder
+    torch.manual_seed(0)
+    gdn = autoencoder.SimplifiedGDN(8)
+    with torch.no_grad():
+        gdn.gamma.add_(0.05 * torch.rand_like(gdn.gamma))
+    x = torch.randn(1, 8, 37, 29).contiguous(memory_format=torch.channels_last)
+    expected = gdn(x)                                      # autograd on: the plain formula
+    saved = autoencoder._BAND_BYTES
+    autoencoder._BAND_BYTES = 8 * 29 * 4 * 5               # 5 rows a band, the last one short
+    try:
+        with torch.no_grad():
+            y = x.clone()
+            out = gdn(y)
+    finally:
+        autoencoder._BAND_BYTES = saved
+    assert out is y and torch.equal(out, expected)
+
+
+def test_windows_of_cuts_the_windows_to_windows_makes():
+    from pqcodec.coding.layout import to_windows, windows_of
+    rng = np.random.default_rng(1)
+    grid = rng.integers(0, 1000, (3, 37, 50, 2)).astype(np.int16)     # (C, h, w, L): 3 x 4 windows of 16
+    whole = to_windows(torch.from_numpy(grid.transpose(0, 3, 1, 2).reshape(6, 37, 50).copy()), 16).view(-1, 256, 3, 2)
+    ids = [0, 3, 5, 11]
+    assert np.array_equal(windows_of(grid, 16, ids), whole[ids].numpy())

@@ -34,7 +34,7 @@ def test_lambda_zero_is_the_plain_encoder(tiny_codec, big):
     assert tiny_codec.encode(BIG, 2, rd_lambda=0) == plain[2]
     # through the hook too: choosing with λ = 0 picks the nearest codeword, the plain file
     data, stats = tiny_codec.encode_analysed(analysis.tokens, BIG.shape[:2], False, 12,
-                                             rdoq.Chooser(analysis, 0.0, tiny_codec.config.window))
+                                             rdoq.Chooser(analysis, 0.0))
     assert data == plain[2] and np.array_equal(stats.tokens, analysis.tokens)
 
 

@@ -43,6 +43,20 @@ def to_windows(grid: torch.Tensor, window: int) -> torch.Tensor:
     return padded.view(C, nh, window, nw, window).permute(1, 3, 2, 4, 0).reshape(nh * nw, window * window, C)
 
 
+def windows_of(grid: np.ndarray, window: int, ids) -> np.ndarray:
+    """(C, h, w, L) -> (len(ids), window*window, C, L): the windows numbered `ids` (row-major, as
+    to_windows numbers them), zero-padded past the grid's edges; a chunk's share of a whole-grid
+    array, without a copy of the rest."""
+    C, h, w, L = grid.shape
+    nw = window_grid(h, w, window)[1]
+    out = np.zeros((len(ids), window, window, C, L), dtype=grid.dtype)
+    for i, k in enumerate(ids):
+        y, x = (window * v for v in divmod(int(k), nw))
+        block = grid[:, y:y + window, x:x + window]                                  # (C, <=window, <=window, L)
+        out[i, :block.shape[1], :block.shape[2]] = block.transpose(1, 2, 0, 3)
+    return out.reshape(len(ids), window * window, C, L)
+
+
 def window_validity(h: int, w: int, window: int) -> torch.Tensor:
     """(windows, window*window) bool: which positions of each window lie inside an h x w grid."""
     import torch  # here alone: the rest of the module works on the tensors it is given, and stays light

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import CorruptFileError
+from ..heap import release_free_memory
 from ..numerics import numerics_fence, one_thread
 from ..words import counted
 from .entropy import RangeDecoder, RangeEncoder, uniform_weights
@@ -28,7 +29,7 @@ from .integer_conditional import IntConditionalHead
 from .integer_prior import IntegerPrior
 from .layout import (CHUNK_CHECK_BYTES, PROB_BITS, UNUSED, WINDOW_CHUNK, chunk_check, from_windows, inside,
                      map_weights, max_payload_bytes, position_counts, to_windows, token_checksum, window_grid,
-                     window_validity)
+                     window_validity, windows_of)
 from .schedule import DrawnSteps, Schedule, sample_symbols
 
 
@@ -170,12 +171,13 @@ class TokenCoder:
                  drawn: DrawnSteps | None = None) -> CompressedTokens:
         """tokens (active, h, w) -> CompressedTokens. Tokens holding UNUSED make a mapped file's
         payload (a level per window, `window_counts`), the level map first. choose: None codes
-        `tokens` as they are; else an encoder-side hook (rdoq.Chooser) with tensors of its own laid
-        out by window, `choose.per_window` ((windows, N, active, L) each), called at each step (with
-        a conditional head: at each step and sub-quantizer) as choose(weights (m, K), symbols (m,),
-        *picked): the tables and the symbols `tokens` holds there, and its tensors at those symbols
-        ((m, L) numpy arrays, in coding order); it returns the symbols to code instead (m,), which the
-        decoder reads like any others: the format does not change. drawn: a generated file's header
+        `tokens` as they are; else an encoder-side hook (rdoq.Chooser) with arrays of its own laid
+        out like the tokens, `choose.per_position` ((active, h, w, L) each), called at each step
+        (with a conditional head: at each step and sub-quantizer) as choose(weights (m, K), symbols
+        (m,), *picked): the tables and the symbols `tokens` holds there, and its arrays at those
+        symbols ((m, L) each, in coding order; each chunk's windows are cut from them as it is
+        coded, layout.windows_of); it returns the symbols to code instead (m,), which the decoder
+        reads like any others: the format does not change. drawn: a generated file's header
         fields (bitstream.Generated): its steps from `sent` on are drawn (Draws), not coded; the
         tokens returned hold the draws there."""
         active, h, w = tokens.shape
@@ -183,7 +185,8 @@ class TokenCoder:
         if counts is not None and (choose is not None or drawn is not None):
             raise ValueError("a mapped file is neither generated nor coded with a choose hook")
         valid, schedule, chunks = self._layout(h, w, steps, active, counts)
-        truth = to_windows(torch.from_numpy(tokens.astype(np.int64)), self.window).to(valid.device)  # (windows, N, active)
+        # (windows, N, active), int16 as the decoder's (K <= 2^15): a quarter of int64's memory at 24 MP
+        truth = to_windows(torch.from_numpy(tokens.astype(np.int16)), self.window).to(valid.device)
         changes = choose is not None or drawn is not None
         coded = truth.clone() if changes else truth
         draws = Draws(drawn) if drawn is not None else None
@@ -193,11 +196,11 @@ class TokenCoder:
             level_map = np.array([self.levels.index(c) for c in counts], dtype=np.int64)
             enc.encode(level_map, map_weights(len(level_map), self._map_choices(active)))
 
-        def code_step(chunk, count, weights, pos, sel, subq):
-            symbols = inside(truth[chunk][:, pos][..., subq], sel).reshape(-1).cpu().numpy()
+        def code_step(chunk, count, chosen, weights, pos, sel, subq):
+            symbols = inside(truth[chunk][:, pos][..., subq], sel).reshape(-1).cpu().numpy().astype(np.int64)
             if choose is not None:
-                picked = [inside(x[chunk][:, pos.cpu()][..., subq, :], sel.cpu()).reshape(-1, x.shape[-1]).numpy()
-                          for x in choose.per_window]
+                at, inside_image = pos.cpu().numpy(), sel.cpu().numpy()
+                picked = [inside(x[:, at][..., subq, :], inside_image).reshape(-1, x.shape[-1]) for x in chosen]
                 symbols = np.ascontiguousarray(choose(weights, symbols, *picked), dtype=np.int64)
             enc.encode(symbols, weights)
             per_position = len(range(count)[subq])
@@ -208,12 +211,16 @@ class TokenCoder:
 
         with numerics_fence(), one_thread():
             for k, (count, chunk) in enumerate(chunks):
-                out = self._code_chunk(valid[chunk], count, schedule, functools.partial(code_step, chunk, count), draws)
+                chosen = None if choose is None else [windows_of(x, self.window, window_ids[chunk].tolist())
+                                                      for x in choose.per_position]   # (b, N, active, L) each
+                out = self._code_chunk(valid[chunk], count, schedule, functools.partial(code_step, chunk, count, chosen),
+                                       draws)
                 if changes:
                     coded[chunk] = torch.where(valid[chunk][..., None], out, coded[chunk])
                 if k + 1 < len(chunks):  # the check is over the tokens coded, which the decoder gets
                     check = chunk_check(coded[chunk][..., :count][valid[chunk]].cpu().numpy())
                     enc.encode(check, uniform_weights(CHUNK_CHECK_BYTES))
+                    release_free_memory()  # the chunk's cache (67 MB for 32 windows), back to the system
         result = from_windows(coded.cpu(), h, w, self.window).numpy().astype(np.int64) if changes else tokens
         return CompressedTokens(enc.payload(), float(window_bits.sum()), window_bits, result, counts is not None,
                                 token_checksum(result))
@@ -251,12 +258,16 @@ class TokenCoder:
                     if not np.array_equal(dec.decode(uniform_weights(CHUNK_CHECK_BYTES)), expected):
                         raise CorruptFileError(f"payload does not decode (the check after window chunk {k + 1} "
                                                f"of {len(chunks)} differs: file damaged or forged)")
+                    release_free_memory()
         left_over = dec.left_over()
         if left_over is None:
             raise CorruptFileError("the file is truncated or damaged (its payload does not end as the encoder ends it)")
         if left_over:
             raise CorruptFileError(f"{counted(left_over, 'byte')} after the end of the file (data appended to it?)")
         tokens = from_windows(windows, h, w, self.window).numpy().astype(np.int64)
+        del windows
+        if len(chunks) > 1:
+            release_free_memory()
         if checksum is not None and token_checksum(tokens) != checksum:
             raise CorruptFileError("token checksum mismatch: the file is damaged or truncated")
         return tokens

@@ -52,9 +52,12 @@ def prior_bits(model: PQCodecModel, windows: torch.Tensor, active: int, step_of:
     positions `valid` (B, N) (default all), their first `active` sub-quantizers revealed in the order
     `step_of` (N,), under the float prior (log-softmax in float64) or, `integer`, under the integer
     prior the coder runs (its frequency tables, as the range coder sees them)."""
+    if not integer and model.prior is None:
+        raise ValueError("the float prior's bits need the whole model (PQCodecModel.load, zoo.load_model); "
+                         "a Codec's is coding-only")
     B, N = windows.shape[:2]
     valid = torch.ones(B, N, dtype=torch.bool) if valid is None else valid
-    x = torch.full((B, N, model.config.num_subvectors), model.prior.ABSENT)
+    x = torch.full((B, N, model.config.num_subvectors), model.int_prior.ABSENT)
     x[..., :active] = windows[..., :active]
     truth = x[..., :active, None]
     conditional = model.config.conditional  # with the model's conditional head, as it codes
