@@ -165,16 +165,17 @@ class Codec:
     # -- image <-> tokens, in tiles ---------------------------------------------------------------
     def _tiles(self, h: int, w: int):
         """Token boxes (y0, y1, x0, x1) of the tile cores over an h x w grid (one, the whole grid, up
-        to WHOLE x WHOLE), and of the same cores grown by TILE_HALO (clipped to the grid). Between
-        tiles the heap's free pages go back to the system (heap.py), so that the leftovers of tiles
-        of other shapes do not add up."""
+        to WHOLE x WHOLE), and of the same cores grown by TILE_HALO (clipped to the grid). After
+        each tile of several the heap's free pages go back to the system (heap.py), so that the
+        leftovers of tiles of other shapes do not add up, nor stay under what comes next."""
         tile = max(h, w) if h <= WHOLE and w <= WHOLE else TILE
-        for i, (y0, x0) in enumerate((y, x) for y in range(0, h, tile) for x in range(0, w, tile)):
-            if i:
-                release_free_memory()
-            core = (y0, min(y0 + tile, h), x0, min(x0 + tile, w))
-            yield core, (max(0, y0 - TILE_HALO), min(h, core[1] + TILE_HALO),
-                         max(0, x0 - TILE_HALO), min(w, core[3] + TILE_HALO))
+        for y0 in range(0, h, tile):
+            for x0 in range(0, w, tile):
+                core = (y0, min(y0 + tile, h), x0, min(x0 + tile, w))
+                yield core, (max(0, y0 - TILE_HALO), min(h, core[1] + TILE_HALO),
+                             max(0, x0 - TILE_HALO), min(w, core[3] + TILE_HALO))
+                if tile < max(h, w):
+                    release_free_memory()
 
     def image_to_tokens(self, rgb: np.ndarray, active: int, candidates: int = 0, effort: int = 0):
         """uint8 (H, W, 3) -> indices (active, ceil(H/s), ceil(W/s)); edges padded by replication.
@@ -230,7 +231,7 @@ class Codec:
         synthesis = self._synthesis64 if precise else self.model.tokens_to_image
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
-                t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1])).to(self.device)[None]
+                t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1])).to(self.device, torch.long)[None]
                 x = synthesis(t, active if counts is None else counts[None, Y0:Y1, X0:X1], net)[0]
                 x = x[:, (y0 - Y0) * s:(y1 - Y0) * s, (x0 - X0) * s:(x1 - X0) * s]
                 rows, cols = min(y1 * s, height) - y0 * s, min(x1 * s, width) - x0 * s
@@ -404,7 +405,9 @@ class Codec:
         with named(name):
             self.decoder_net(decoder)  # an unknown or missing decoder fails before the work
             header, tokens = self.decode_tokens(data)
-            return to_pil(self.render(header, tokens, decoder), header.greyscale)
+            image = self.render(header, tokens, decoder)
+            del tokens  # not needed beside Pillow's copy of the image (24 MP: 12 MB)
+            return to_pil(image, header.greyscale)
 
 
 def _index_dtype(codebook_size: int):

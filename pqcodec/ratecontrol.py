@@ -107,6 +107,10 @@ class _Candidate:
     psnr: float | None = None                # known without a decode (a plain level the level map decoded)
     flat: flat_blocks.FlatBlocks | None = None  # the flat blocks it carries, painted when it is decoded
 
+    def __post_init__(self):  # held until the end of the search: int16 (K <= 2^15), not a view of the analysis
+        if self.tokens is not None:
+            self.tokens = self.tokens.astype(np.int16)
+
 
 def budget(max_bytes=None, bpp=None, height: int = 0, width: int = 0) -> int:
     """N: max_bytes, or floor(bpp * height * width / 8). Exactly one of the two."""
@@ -166,6 +170,7 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         shown = name or image_source_name(image)
         raise RateError(f"{shown}: cannot fit in {counted(N, 'byte')}: the smallest file this model reaches is "
                         f"{counted(smallest, 'byte')}")
+    del analysis  # 216 MB at 24 MP, not needed to decode the candidates
     # 5. the best candidate by PSNR (decoded only when there is a choice)
     if len(candidates) > 1:
         for c in candidates:
@@ -251,7 +256,7 @@ def _lambda_search(code, level: int, N: int, plain_size: int):
     data, stats = code(level, LAMBDA_MAX)
     if len(data) > N:
         return None, len(data)
-    best = (LAMBDA_MAX, data, stats.tokens)
+    best = (LAMBDA_MAX, data, stats.tokens.astype(np.int16))  # kept beside the search: a quarter of int64
     # bracket in log λ: lo does not fit (λ = 0 is taken as LAMBDA_MIN), hi fits
     lo, hi = (math.log(LAMBDA_MIN), plain_size), (math.log(LAMBDA_MAX), len(data))
     last_side = None
@@ -270,7 +275,7 @@ def _lambda_search(code, level: int, N: int, plain_size: int):
         if side == "hi":
             hi = (x, len(data))
             if lam < best[0]:
-                best = (lam, data, stats.tokens)
+                best = (lam, data, stats.tokens.astype(np.int16))
         else:
             lo = (x, len(data))
         last_side = (side, last_side[1] + 1 if last_side and last_side[0] == side else 1)

@@ -93,7 +93,7 @@ class Chooser:
         # distortions are divided by the mean of the plain choice's (module docstring)
         plain = analysis.dist[..., 0].astype(np.float64)                                  # (a, h, w)
         if self.gains is not None:
-            plain = plain * self.gains[:, None, None]
+            plain *= self.gains[:, None, None]
         self.mean = float(plain.mean()) if plain.size else 0.0
         gain = np.broadcast_to((np.ones(a) if self.gains is None else self.gains)[:, None, None, None], (a, h, w, 1))
         # (a, h, w, L) each: what TokenCoder.compress picks for __call__, without a copy
