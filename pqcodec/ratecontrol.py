@@ -109,7 +109,7 @@ class _Candidate:
 
     def __post_init__(self):  # held until the end of the search: int16 (K <= 2^15), not a view of the analysis
         if self.tokens is not None:
-            self.tokens = self.tokens.astype(np.int16)
+            self.tokens = self.tokens.astype(np.int16, copy=False)  # the λ search's are int16 already
 
 
 def budget(max_bytes=None, bpp=None, height: int = 0, width: int = 0) -> int:

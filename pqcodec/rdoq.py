@@ -87,7 +87,7 @@ class Chooser:
     the token coder takes each window chunk's share of `per_position` as it codes it."""
 
     def __init__(self, analysis: Analysis, rd_lambda: float, gains: np.ndarray | None = None):
-        a, h, w, L = analysis.cand.shape
+        a, h, w = analysis.cand.shape[:3]
         self.rd_lambda = rd_lambda
         self.gains = None if gains is None else np.asarray(gains, np.float64)
         # distortions are divided by the mean of the plain choice's (module docstring)
