@@ -5,8 +5,8 @@ step ends, but the C library keeps most freed blocks in its heap for reuse: the 
 memory then holds what the largest step ever needed plus the holes between blocks still in use,
 and on a large image the steps' leftovers add up (24 MP: ~130 MB after the token coder alone).
 `release_free_memory()` asks glibc to return the heap's free pages (malloc_trim); the coder calls it
-after each tile and each window chunk, so peak memory follows the live data (docs/cli.md, "Large
-images"). Nothing it does changes a value; where the C library has no malloc_trim (macOS, musl,
+after each tile and each window chunk (and at the end of a pass of several chunks), so peak memory
+follows the live data (docs/cli.md, "Large images"). Nothing it does changes a value; where the C library has no malloc_trim (macOS, musl,
 Windows) it does nothing. It costs well under a millisecond on a heap of a few hundred MB.
 """
 import ctypes

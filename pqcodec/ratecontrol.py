@@ -1,9 +1,11 @@
 """Rate control: the best quality whose file fits in N bytes (`pqcodec encode --max-bytes N`,
 `--bpp B` for N = floor(B * H * W / 8); `pqcodec.encode(..., max_bytes=, bpp=)`, `encode_to_size(codec, ...)`).
 
-A bounded search, not a sweep. The image is analysed once (the encoder's transform, and each
-sub-vector's nearest codewords for RDOQ, rdoq.py); each trial after that is one pass of the token
-coder (the prior and the range coder), which gives the exact file:
+A bounded search, not a sweep. The encoder's transform gives the image's indices once; each trial
+after that is one pass of the token coder (the prior and the range coder), which gives the exact
+file. RDOQ's nearest codewords (rdoq.py) come from a second run of the transform, once the
+bisection has said which level the λ search codes, for that level's sub-quantizers only (the
+memory of all of them, 180 MB at 24 MP, is the search's largest array):
 
 1. level 1 at λ = 0, then bisection over the levels above for the highest level whose file fits
    (at most 1 + ceil(log2(levels)) passes: 4 for five levels, 1 when level 1 does not fit);
@@ -25,7 +27,8 @@ An image with flat blocks (flat.py) is searched twice, with and without its flat
 every candidate of the first search carries, and its decodes paint, as the decoder will), and the
 best of both searches' candidates wins: the layer is worth its bytes where it makes enough pixels
 exact, not in a photo at 200 bytes whose four flat blocks would take a tenth of them (kodim23:
-−0.6 dB). A layer longer than FLAT_SHARE of N is not tried. The analysis transform runs once.
+−0.6 dB). A layer longer than FLAT_SHARE of N is not tried. Both searches bisect before either's λ search, so
+the transform runs at most twice in all.
 
 At most 5 + 1 + LAMBDA_STEPS + ATTEMPTS = 15 coder passes for the shipped model's five levels,
 plus 4-6 small ones per level tried below level 1 (a Kodak image at 200 bytes: grids of ~1/20 of its positions).
@@ -146,15 +149,33 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
     if blocks is not None and len(blocks.layer) <= FLAT_SHARE * N:
         variants.insert(0, blocks)
     h, w = codec.grid_size(H, W)
-    candidates, encodes, smallest, analysis = [], 0, None, None
-    for blocks in variants:
+    # 1. every variant's bisection first, from the plain indices alone (unless N is hopelessly small
+    #    for the levels: a large image in a few hundred bytes, where the full-size analysis would be
+    #    wasted); then RDOQ's nearest codewords, for the sub-quantizers of the highest level any
+    #    variant's λ search codes (the analysis transform's second run: at 24 MP, 120 MB less held
+    #    than all twelve sub-quantizers' when that level is 3), held only through the λ searches
+    searches, encodes = {}, 0
+    if 8 * N >= MIN_BITS_PER_INDEX * h * w * codec.active_at(1):
+        tokens = codec.image_to_tokens(rgb, codec.active_at(codec.num_levels())).astype(np.int16)  # (M, h, w)
+        for i, blocks in enumerate(variants):
+            searches[i] = _LevelSearch(codec, tokens, rgb, grey, N, steps, distortion, blocks)
+            searches[i].bisect()
+        del tokens  # the searches hold it
+        rdoq_levels = [ls.rdoq_level for ls in searches.values() if ls.rdoq_level]
+        if rdoq_levels:
+            analysis = codec.image_to_tokens(rgb, codec.active_at(max(rdoq_levels)), candidates=rdoq.CANDIDATES)
+            for level_search in searches.values():
+                level_search.analysis = analysis
+            del analysis
+        # 2. every variant's λ search, before any level map decodes (the analysis is let go first)
+        for level_search in searches.values():
+            level_search.search_lambda()
+    candidates, smallest = [], None
+    for i, blocks in enumerate(variants):
         found = []
-        # 1.-3. the levels, unless N is hopelessly small for them (a large image in a few hundred
-        #    bytes: the full-size analysis would be wasted)
-        if 8 * N >= MIN_BITS_PER_INDEX * h * w * codec.active_at(1):
-            if analysis is None:
-                analysis = codec.image_to_tokens(rgb, codec.active_at(codec.num_levels()), candidates=rdoq.CANDIDATES)
-            found, passes, least = _level_candidates(codec, analysis, rgb, grey, N, steps, distortion, blocks)
+        # 3. the level map, and the files of steps 1 and 2
+        if i in searches:
+            found, passes, least = searches.pop(i).candidates()
             encodes, smallest = encodes + passes, min(s for s in (smallest, least) if s is not None)
         # 4. below the lowest level: the extreme mode
         if not any(c.rd_lambda == 0 for c in found):
@@ -170,7 +191,6 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
         shown = name or image_source_name(image)
         raise RateError(f"{shown}: cannot fit in {counted(N, 'byte')}: the smallest file this model reaches is "
                         f"{counted(smallest, 'byte')}")
-    del analysis  # 216 MB at 24 MP, not needed to decode the candidates
     # 5. the best candidate by PSNR (decoded only when there is a choice)
     if len(candidates) > 1:
         for c in candidates:
@@ -182,81 +202,118 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
                       best.generated, steps, best.window_levels)
 
 
-def _level_candidates(codec: Codec, analysis: rdoq.Analysis, rgb, grey, N: int, steps: int, distortion: str,
-                      blocks: flat_blocks.FlatBlocks | None = None):
-    """Steps 1 to 3: ([_Candidate] of the files found that fit: the highest level at λ = 0, the
-    level above it with RDOQ, the level map; the coder passes made; the smallest size met).
-    analysis: the image's, at the top level; blocks: the flat blocks every file carries, or None."""
-    H, W = rgb.shape[:2]
-    levels = codec.num_levels()
-    layer = None if blocks is None else blocks.layer
-    encodes, choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
-    plain, sse = {}, {}        # level -> (file, CodingStats) at λ = 0, and its decode's window_sse: made once each
+class _LevelSearch:
+    """Steps 1 to 3 for one variant (the image with its flat blocks `blocks`, or without: None):
+    `bisect()` finds the highest level whose plain file fits, `search_lambda()` the smallest λ at the
+    level above it, then `candidates()` the files that fit ([_Candidate]: that level's at λ = 0, the
+    level above it with RDOQ, the level map).
+    tokens: the image's plain indices at the top level (M, h, w); `analysis` (rdoq.Analysis, of at
+    least `rdoq_level`'s sub-quantizers) must be set before `search_lambda()` when rdoq_level is not None."""
 
-    def code(level: int, lam: float):
-        nonlocal encodes
-        encodes += 1
-        active = codec.active_at(level)
-        choose = None
+    def __init__(self, codec: Codec, tokens: np.ndarray, rgb, grey, N: int, steps: int, distortion: str,
+                 blocks: flat_blocks.FlatBlocks | None):
+        self.codec, self.tokens, self.rgb, self.grey, self.N = codec, tokens, rgb, grey, N
+        self.steps, self.distortion, self.blocks = steps, distortion, blocks
+        self.layer = None if blocks is None else blocks.layer
+        self.levels = codec.num_levels()
+        self.analysis: rdoq.Analysis | None = None
+        self.encodes, self.choosers = 0, {}  # one Chooser per level (its tables, and the pixel gains), λ set per pass
+        self.plain, self.sse = {}, {}        # level -> (file, CodingStats) at λ = 0, and its decode's window_sse: made once each
+        self.lo = self.hi = None             # level lo fits at λ = 0 (0: none), level hi does not (levels + 1: past the top)
+        self.rdoq = (None, None)             # step 2's (λ, file, tokens) that fits or None, and the smallest size met
+
+    def code(self, level: int, lam: float):
+        self.encodes += 1
+        active, choose = self.codec.active_at(level), None
         if lam > 0:
-            if active not in choosers:
-                choosers[active] = rdoq.chooser(codec, analysis, active, lam, distortion)
-            choose = choosers[active]
+            if active not in self.choosers:
+                self.choosers[active] = rdoq.chooser(self.codec, self.analysis, active, lam, self.distortion)
+            choose = self.choosers[active]
             choose.rd_lambda = lam
-        return codec.encode_analysed(analysis.tokens[:active], (H, W), grey, steps, choose, flat=layer)
+        return self.codec.encode_analysed(self.tokens[:active], self.rgb.shape[:2], self.grey, self.steps, choose,
+                                          flat=self.layer)
 
-    def plain_pass(level: int):
-        if level not in plain:
-            plain[level] = code(level, 0.0)
-        return plain[level]
+    def plain_pass(self, level: int):
+        if level not in self.plain:
+            self.plain[level] = self.code(level, 0.0)
+        return self.plain[level]
 
-    def plain_sse(level: int) -> np.ndarray:
-        if level not in sse:
-            image = flat_blocks.paint(codec.tokens_to_image(plain_pass(level)[1].tokens, H, W), blocks)
-            sse[level] = levelmap.window_sse(rgb, image, codec.config.window * codec.config.stride)
-        return sse[level]
+    def plain_sse(self, level: int) -> np.ndarray:
+        if level not in self.sse:
+            H, W = self.rgb.shape[:2]
+            image = flat_blocks.paint(self.codec.tokens_to_image(self.plain_pass(level)[1].tokens, H, W), self.blocks)
+            self.sse[level] = levelmap.window_sse(self.rgb, image, self.codec.config.window * self.codec.config.stride)
+        return self.sse[level]
 
-    def size(level: int) -> int:
-        return len(plain_pass(level)[0])
+    def size(self, level: int) -> int:
+        return len(self.plain_pass(level)[0])
 
-    # 1. the highest level that fits at λ = 0 (sizes grow with the level): level 1 first, then bisection
-    lo, hi, mid = 0, levels + 1, 1   # level lo fits (0: none known), level hi does not (levels+1: past the top)
-    while hi - lo > 1:
-        lo, hi = (mid, hi) if size(mid) <= N else (lo, mid)
-        mid = (lo + hi) // 2
-    candidates, smallest = [], size(1)
-    # 2. the level above it, with RDOQ (below level 1 only where RDOQ can reach N: it saves at most
-    #    ~30 % of a level's bytes, docs/ratecontrol.md)
-    if hi <= levels and (lo > 0 or N >= RDOQ_REACH * size(1)):
-        found, smallest_rdoq = _lambda_search(code, hi, N, size(hi))
+    def bisect(self):
+        """1. The highest level that fits at λ = 0 (sizes grow with the level): level 1 first, then bisection."""
+        lo, hi, mid = 0, self.levels + 1, 1
+        while hi - lo > 1:
+            lo, hi = (mid, hi) if self.size(mid) <= self.N else (lo, mid)
+            mid = (lo + hi) // 2
+        self.lo, self.hi = lo, hi
+
+    @property
+    def rdoq_level(self) -> int | None:
+        """The level step 2's λ search codes, or None: the level above the one that fits (below
+        level 1 only where RDOQ can reach N: it saves at most ~30 % of a level's bytes,
+        docs/ratecontrol.md)."""
+        if self.hi <= self.levels and (self.lo > 0 or self.N >= RDOQ_REACH * self.size(1)):
+            return self.hi
+        return None
+
+    def search_lambda(self):
+        """2. The level above it, with RDOQ (when rdoq_level says so); then the analysis is let go."""
+        if self.rdoq_level is not None:
+            self.rdoq = _lambda_search(self.code, self.hi, self.N, self.size(self.hi))
+        self.analysis, self.choosers = None, {}
+
+    def candidates(self):
+        """Step 3, after `search_lambda`: ([_Candidate] of the files found that fit, the coder passes
+        made in all, the smallest size met)."""
+        lo, hi, N = self.lo, self.hi, self.N
+        candidates, smallest = [], self.size(1)
+        found, smallest_rdoq = self.rdoq
         if found:
-            candidates.append(_Candidate(hi, *found, flat=blocks))
+            candidates.append(_Candidate(hi, *found, flat=self.blocks))
         smallest = min(smallest, smallest_rdoq or smallest)
-    # 3. a level per window, levels 1 to the one above the next (levelmap.py)
-    if lo and hi <= levels:
-        def code_mapped(counts):
-            nonlocal encodes
-            encodes += 1
-            return codec.encode_mapped(analysis.tokens, counts, (H, W), grey, steps, flat=layer)
+        # 3. a level per window, levels 1 to the one above the next (levelmap.py)
+        if lo and hi <= self.levels:
+            def code_mapped(counts):
+                self.encodes += 1
+                return self.codec.encode_mapped(self.tokens, counts, self.rgb.shape[:2], self.grey, self.steps,
+                                                flat=self.layer)
 
-        found = levelmap.fit(codec, (H, W), plain_pass, plain_sse, code_mapped, N, min(levels, hi + 1))
-        if found:
-            data, tokens, window_levels = found
-            candidates.append(_Candidate(int(window_levels.max()), 0.0, data, tokens, window_levels, flat=blocks))
-    if lo:  # the plain level (decoded already when the level map ran)
-        known = psnr_of_mse(sse[lo].sum() / rgb.size) if lo in sse else None  # the windows' sums are exact integers
-        candidates.insert(0, _Candidate(lo, 0.0, plain[lo][0], plain[lo][1].tokens, psnr=known, flat=blocks))
-    return candidates, encodes, smallest
+            found = levelmap.fit(self.codec, self.rgb.shape[:2], self.plain_pass, self.plain_sse, code_mapped, N,
+                                 min(self.levels, hi + 1))
+            if found:
+                data, tokens, window_levels = found
+                candidates.append(_Candidate(int(window_levels.max()), 0.0, data, tokens, window_levels,
+                                             flat=self.blocks))
+        if lo:  # the plain level (decoded already when the level map ran)
+            known = psnr_of_mse(self.sse[lo].sum() / self.rgb.size) if lo in self.sse else None  # exact integer sums
+            candidates.insert(0, _Candidate(lo, 0.0, self.plain[lo][0], self.plain[lo][1].tokens, psnr=known,
+                                            flat=self.blocks))
+        return candidates, self.encodes, smallest
 
 
 def _lambda_search(code, level: int, N: int, plain_size: int):
     """((λ, data, tokens) of the smallest λ found whose file at `level` fits in N, or None;
     the smallest size met). code(level, λ) -> (file, CodingStats); plain_size: the file's size at
     λ = 0, known to be over N."""
-    data, stats = code(level, LAMBDA_MAX)
+    def coded(lam: float):
+        """The file at λ and its tokens as int16, which the search keeps: the pass's int64 ones (36 MB
+        at 24 MP) are let go before the next pass runs."""
+        data, stats = code(level, lam)
+        return data, stats.tokens.astype(np.int16)
+
+    data, tokens = coded(LAMBDA_MAX)
     if len(data) > N:
         return None, len(data)
-    best = (LAMBDA_MAX, data, stats.tokens.astype(np.int16))  # kept beside the search: a quarter of int64
+    best = (LAMBDA_MAX, data, tokens)
     # bracket in log λ: lo does not fit (λ = 0 is taken as LAMBDA_MIN), hi fits
     lo, hi = (math.log(LAMBDA_MIN), plain_size), (math.log(LAMBDA_MAX), len(data))
     last_side = None
@@ -270,12 +327,12 @@ def _lambda_search(code, level: int, N: int, plain_size: int):
             x = lo[0] + (hi[0] - lo[0]) * (ylo - t) / (ylo - yhi) if ylo > yhi else (lo[0] + hi[0]) / 2
             x = min(max(x, lo[0] + 0.05 * (hi[0] - lo[0])), hi[0] - 0.05 * (hi[0] - lo[0]))
         lam = math.exp(x)
-        data, stats = code(level, lam)
+        data, tokens = coded(lam)
         side = "hi" if len(data) <= N else "lo"
         if side == "hi":
             hi = (x, len(data))
             if lam < best[0]:
-                best = (lam, data, stats.tokens.astype(np.int16))
+                best = (lam, data, tokens)
         else:
             lo = (x, len(data))
         last_side = (side, last_side[1] + 1 if last_side and last_side[0] == side else 1)

@@ -36,7 +36,7 @@ GAIN_CROP = 32          # positions per side of the crop the pixel gains are mea
 @dataclass
 class Analysis:
     """An image's quantization with its alternatives, for the sub-quantizers 0..M'-1 analysed:
-    tokens (M', h, w) the plain (nearest) indices; cand (M', h, w, L) the L nearest codewords, nearest
+    tokens (M', h, w) the plain (nearest) indices (int16); cand (M', h, w, L) the L nearest codewords, nearest
     first; dist (M', h, w, L) their squared error against the unquantized latent."""
     tokens: np.ndarray
     cand: np.ndarray
@@ -54,7 +54,7 @@ def pixel_gains(codec, analysis: Analysis, active: int) -> np.ndarray:
     _, h, w = analysis.tokens.shape
     ch, cw = min(h, GAIN_CROP), min(w, GAIN_CROP)
     y0, x0 = (h - ch) // 2, (w - cw) // 2
-    tokens = np.ascontiguousarray(analysis.tokens[:active, y0:y0 + ch, x0:x0 + cw])
+    tokens = analysis.tokens[:active, y0:y0 + ch, x0:x0 + cw].astype(np.int64)  # a copy, to index codebooks
     second = analysis.cand[:active, y0:y0 + ch, x0:x0 + cw, min(1, analysis.cand.shape[-1] - 1)]
     cb = codec.model.quantizer.codebooks.double()
     s = codec.config.stride

@@ -173,3 +173,33 @@ def test_cli_folder_run_with_max_bytes(tiny_codec, tiny_weights, tmp_path):
     assert f"1.png: cannot fit in {N} bytes" in err and "1 written" in err and "1 failed" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.bin"]
     assert (tmp_path / "out" / "0.bin").stat().st_size <= N
+
+
+def test_candidates_only_for_the_level_the_lambda_search_codes(tiny_codec, big, monkeypatch):
+    """RDOQ's nearest codewords, the search's largest arrays, are analysed once the bisection is
+    done, for the sub-quantizers of the level the λ search codes only (here level 1's one of two):
+    each of its files is the one a full analysis's Chooser makes at the same λ."""
+    full, plain, _ = big
+    Codec = type(tiny_codec)
+    calls, passes, analyse, code = [], [], Codec.image_to_tokens, Codec.encode_analysed
+
+    def recording_analysis(self, rgb, active, candidates=0, effort=0):
+        calls.append((active, candidates))
+        return analyse(self, rgb, active, candidates, effort)
+
+    def recording_pass(self, tokens, size, greyscale, steps, choose=None, flat=None):
+        data, stats = code(self, tokens, size, greyscale, steps, choose, flat)
+        if choose is not None:
+            passes.append((len(tokens), choose.rd_lambda, steps, data))
+        return data, stats
+
+    monkeypatch.setattr(Codec, "image_to_tokens", recording_analysis)
+    monkeypatch.setattr(Codec, "encode_analysed", recording_pass)
+    encode_to_size(tiny_codec, BIG, max_bytes=int(0.9 * len(plain[1])))
+    # the indices, then level 1's candidates (then the extreme mode's shrunk grids: no candidates)
+    assert calls[:2] == [(2, 0), (1, rdoq.CANDIDATES)] and all(c == 0 for _, c in calls[2:])
+    assert len(passes) >= 2 and {active for active, *_ in passes} == {1}
+    monkeypatch.undo()
+    for active, lam, steps, data in passes:
+        choose = rdoq.chooser(tiny_codec, full, active, lam, "pixel")
+        assert tiny_codec.encode_analysed(full.tokens[:active], BIG.shape[:2], False, steps, choose)[0] == data

@@ -222,6 +222,9 @@ class TokenCoder:
                     enc.encode(check, uniform_weights(CHUNK_CHECK_BYTES))
                     release_free_memory()  # the chunk's cache (67 MB for 32 windows), back to the system
         result = from_windows(coded.cpu(), h, w, self.window).numpy().astype(np.int64) if changes else tokens
+        del truth, coded
+        if len(chunks) > 1:  # the last chunk's cache too: rate control's next step allocates anew
+            release_free_memory()
         return CompressedTokens(enc.payload(), float(window_bits.sum()), window_bits, result, counts is not None,
                                 token_checksum(result))
 
