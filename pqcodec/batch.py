@@ -31,7 +31,7 @@ from collections import defaultdict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .files import OutputError, check_replaceable, is_disk_full, temp_files_of, write_atomic
 from .formats import is_image_name
@@ -53,28 +53,36 @@ class Plan:
 
 def plan(src: Path, dst: Path, decode: bool) -> Plan:
     """Every input under `src` and its output under `dst`, as the module says."""
-    files = sorted(p for p in src.rglob("*") if p.is_file())
-    inputs = [p for p in files if (p.suffix.lower() == ".bin" if decode else is_image_name(p))]
+    names = [PurePosixPath(p.relative_to(src).as_posix()) for p in src.rglob("*") if p.is_file()]
+    return plan_names(names, decode, src.joinpath, dst.joinpath)
+
+
+def plan_names(names, decode: bool, input_at, output_at) -> Plan:
+    """The plan for the files `names` (PurePosixPaths relative to the input folder, in any order), by
+    the rules the module states: `input_at(name)` and `output_at(name)` are the input and the output
+    a relative name stands for (a Path in a folder, or the URI of an object in a store)."""
+    names = sorted(names)
+    inputs = [n for n in names if (n.suffix.lower() == ".bin" if decode else is_image_name(n))]
     suffix = ".png" if decode else ".bin"
     natural = defaultdict(list)
-    for p in inputs:
-        natural[_key(dst / p.relative_to(src).with_suffix(suffix))].append(p)
-    result = Plan([], ignored=len(files) - len(inputs))
+    for n in inputs:
+        natural[_key(n.with_suffix(suffix))].append(n)
+    result = Plan([], ignored=len(names) - len(inputs))
     outputs = {}
     for group in natural.values():
-        for p in group:
-            rel = p.relative_to(src)
-            outputs[p] = dst / (rel.with_suffix(suffix) if len(group) == 1 else rel.with_name(rel.name + suffix))
+        for n in group:
+            outputs[n] = output_at(n.with_suffix(suffix) if len(group) == 1 else n.with_name(n.name + suffix))
         if len(group) > 1:
-            result.renamed.append([(p, outputs[p]) for p in group])
+            result.renamed.append([(input_at(n), outputs[n]) for n in group])
     claimed = defaultdict(list)  # exact names: b.PNG.bin and b.png.bin are two files where both inputs can be
-    for p in inputs:
-        claimed[str(outputs[p])].append(p)
+    for n in inputs:
+        claimed[str(outputs[n])].append(n)
     for group in claimed.values():
-        result.jobs.append((group[0], outputs[group[0]]))
-        for p in group[1:]:
-            result.failed.append((p, f"{p}: its output {outputs[p]} would also be written from {group[0]}; "
-                                     "rename one of them"))
+        first = input_at(group[0])
+        result.jobs.append((first, outputs[group[0]]))
+        for n in group[1:]:
+            result.failed.append((input_at(n), f"{input_at(n)}: its output {outputs[n]} would also be written from "
+                                                f"{first}; rename one of them"))
     result.jobs.sort()
     return result
 

@@ -230,9 +230,40 @@ def _run_folder(args, decode: bool) -> int:
         raise CliError(f"{args.input}: no {'.bin files' if decode else 'images'} in this folder{ignored}")
     options = _options(args)  # a device that is not there fails before the folder is made
     dst.mkdir(exist_ok=True)
-    report = batch.run(plan, decode, options, args.workers, args.force, progress=not args.quiet,
+    report = batch.run(plan, decode, options, args.workers or os.cpu_count() or 1, args.force, progress=not args.quiet,
                        threads=args.threads, debug=args.debug)
     batch.print_report(report, debug=args.debug)
+    if report.stopped is not None:
+        return stop_status(report.stopped)
+    return EXIT_ERROR if report.failed else 0
+
+
+def _run_ray(args, decode: bool) -> int:
+    """`--ray [ADDRESS]`: a folder or a URI coded on Ray (bulk.py), into an output folder named as in
+    folder mode."""
+    from . import bulk
+    if not (Path(args.input).is_dir() or bulk.is_uri(args.input)):
+        what = "no such folder" if not Path(args.input).exists() else "not a folder"
+        raise UsageError(f"{args.input}: {what}; --ray codes a folder or a URI (s3://bucket/prefix), not one file")
+    dst = Path(args.output)
+    if args.output == "-" or bulk.is_uri(args.output) or (dst.exists() and not dst.is_dir()):
+        raise UsageError(f"{args.output}: the output of --ray must be a local folder")
+    if dst.is_dir():
+        check_writable_folder(dst, f"{dst}: ")
+    else:
+        check_folder_of(dst)
+    _check_model_args(args)
+    bulk.import_ray()  # not installed: one line that says how, before any listing
+    plan = bulk.plan_for(args.input, dst, decode)
+    if not plan.jobs and not plan.failed:
+        ignored = f" ({plan.ignored} other files ignored)" if plan.ignored else ""
+        raise CliError(f"{args.input}: no {'.bin files' if decode else 'images'} in this folder{ignored}")
+    # the device is resolved by each actor, on its machine: this one may have no GPU
+    options = CodingOptions(model=args.model, request=_request(args), decoder=getattr(args, "decoder", None) or "mse",
+                            device=args.device)
+    report = bulk.run_plan(plan, args.input, dst, decode, options, address=args.ray, force=args.force,
+                           actors=args.workers, threads=args.threads, progress=not args.quiet, debug=args.debug)
+    bulk.print_bulk_report(report, debug=args.debug)
     if report.stopped is not None:
         return stop_status(report.stopped)
     return EXIT_ERROR if report.failed else 0
@@ -241,6 +272,8 @@ def _run_folder(args, decode: bool) -> int:
 def cmd_encode(args):
     from .formats import is_image_extension
     _request(args)  # options that do not go together fail before any work
+    if args.ray is not None:
+        return _run_ray(args, decode=False)
     if Path(args.input).is_dir():
         return _run_folder(args, decode=False)
     if args.output != "-" and is_image_extension(Path(args.output)):
@@ -274,6 +307,8 @@ def _output_format(name: str, lossy_output: bool) -> str:
 
 
 def cmd_decode(args):
+    if args.ray is not None:
+        return _run_ray(args, decode=True)
     if Path(args.input).is_dir():
         return _run_folder(args, decode=True)
     fmt = _output_format(args.output, args.lossy_output)
@@ -463,8 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-f", "--force", action="store_true", help="replace an existing output (a regular file only)")
     d.set_defaults(run=cmd_decode)
     for sp in (e, d):
-        sp.add_argument("-j", "--workers", type=_positive_int, default=os.cpu_count() or 1,
-                        help="folders: worker processes (default: one per CPU core)")
+        sp.add_argument("-j", "--workers", type=_positive_int, default=None,
+                        help="folders: worker processes (default: one per CPU core); with --ray: actors "
+                        "(default: one per CPU of the cluster, or per GPU with --device cuda)")
+        sp.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="code a folder or a URI (s3://bucket/prefix) on Ray: a local instance, or with "
+                        "ADDRESS (auto, HOST:PORT, ray://HOST:PORT) that cluster; output: a local folder, named as "
+                        "in folder mode (docs/cluster.md; pip install \"pqcodec[ray]\")")
         sp.add_argument("--quiet", action="store_true", help="folders: no progress bar")
     i = sub.add_parser("info", help="print a .bin file's header fields, size and bpp")
     i.add_argument("input", help=".bin file or - for stdin")

@@ -37,6 +37,12 @@ class StopSignals:
         self.old = {s: signal.signal(s, self._handle) for s in self.raises}
         return self
 
+    def reinstall(self):
+        """Installs the handlers again, over those a library put in their place meanwhile (Ray's
+        driver sets its own for SIGTERM); leaving the block still restores those from before."""
+        for s in self.raises:
+            signal.signal(s, self._handle)
+
     def __enter__(self):
         return self.install()
 
