@@ -219,20 +219,35 @@ def _run_folder(args, decode: bool) -> int:
     src, dst = Path(args.input), Path(args.output)
     if args.output == "-" or (dst.exists() and not dst.is_dir()):
         raise CliError(f"{args.output}: the output of a folder must be a folder")
-    if dst.is_dir():
-        check_writable_folder(dst, f"{dst}: ")
-    else:
-        check_folder_of(dst)
+    _check_output_folder(dst)
     _check_model_args(args)
-    plan = batch.plan(src, dst, decode)
-    if not plan.jobs and not plan.failed:
-        ignored = f" ({plan.ignored} other files ignored)" if plan.ignored else ""
-        raise CliError(f"{args.input}: no {'.bin files' if decode else 'images'} in this folder{ignored}")
+    plan = _plan_with_work(args, batch.plan(src, dst, decode), decode)
     options = _options(args)  # a device that is not there fails before the folder is made
     dst.mkdir(exist_ok=True)
     report = batch.run(plan, decode, options, args.workers or os.cpu_count() or 1, args.force, progress=not args.quiet,
                        threads=args.threads, debug=args.debug)
     batch.print_report(report, debug=args.debug)
+    return _run_status(report)
+
+
+def _check_output_folder(dst: Path):
+    """A folder run's output folder: writable where it exists, else one that can be made."""
+    if dst.is_dir():
+        check_writable_folder(dst, f"{dst}: ")
+    else:
+        check_folder_of(dst)
+
+
+def _plan_with_work(args, plan, decode: bool):
+    """The plan of a folder run, or CliError when the input holds nothing to code."""
+    if not plan.jobs and not plan.failed:
+        ignored = f" ({plan.ignored} other files ignored)" if plan.ignored else ""
+        raise CliError(f"{args.input}: no {'.bin files' if decode else 'images'} in this folder{ignored}")
+    return plan
+
+
+def _run_status(report) -> int:
+    """A folder run's exit status: the stop's, 1 when an input failed, else 0."""
     if report.stopped is not None:
         return stop_status(report.stopped)
     return EXIT_ERROR if report.failed else 0
@@ -248,25 +263,17 @@ def _run_ray(args, decode: bool) -> int:
     dst = Path(args.output)
     if args.output == "-" or bulk.is_uri(args.output) or (dst.exists() and not dst.is_dir()):
         raise UsageError(f"{args.output}: the output of --ray must be a local folder")
-    if dst.is_dir():
-        check_writable_folder(dst, f"{dst}: ")
-    else:
-        check_folder_of(dst)
+    _check_output_folder(dst)
     _check_model_args(args)
     bulk.import_ray()  # not installed: one line that says how, before any listing
-    plan = bulk.plan_for(args.input, dst, decode)
-    if not plan.jobs and not plan.failed:
-        ignored = f" ({plan.ignored} other files ignored)" if plan.ignored else ""
-        raise CliError(f"{args.input}: no {'.bin files' if decode else 'images'} in this folder{ignored}")
+    plan = _plan_with_work(args, bulk.plan_for(args.input, dst, decode), decode)
     # the device is resolved by each actor, on its machine: this one may have no GPU
     options = CodingOptions(model=args.model, request=_request(args), decoder=getattr(args, "decoder", None) or "mse",
                             device=args.device)
     report = bulk.run_plan(plan, args.input, dst, decode, options, address=args.ray, force=args.force,
                            actors=args.workers, threads=args.threads, progress=not args.quiet, debug=args.debug)
     bulk.print_bulk_report(report, debug=args.debug)
-    if report.stopped is not None:
-        return stop_status(report.stopped)
-    return EXIT_ERROR if report.failed else 0
+    return _run_status(report)
 
 
 def cmd_encode(args):
