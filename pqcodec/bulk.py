@@ -340,8 +340,8 @@ def _pipeline(ray, todo, src, decode, options, actors, threads, progress, debug)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours instead: one bar of files written
     context.max_errored_blocks = -1       # an input whose actors keep dying is reported, the rest go on
-    gpu = _wants_gpu(ray, options.device)
     resources = ray.cluster_resources()
+    gpu = _wants_gpu(resources, options.device)
     if actors is None:
         actors = max(1, int(resources.get("GPU" if gpu else "CPU", 1)))
     actors = min(actors, len(todo))
@@ -430,10 +430,11 @@ def _bound(setup: ActorSetup):
     return JobCoder
 
 
-def _wants_gpu(ray, device: str) -> bool:
-    """Whether the actors take a GPU each: for cuda or cuda:N, and for auto where the cluster has one."""
+def _wants_gpu(resources: dict, device: str) -> bool:
+    """Whether the actors take a GPU each: for cuda or cuda:N, and for auto where the cluster has one
+    (`resources`: ray.cluster_resources())."""
     if device == "auto":
-        return ray.cluster_resources().get("GPU", 0) > 0
+        return resources.get("GPU", 0) > 0
     return device.startswith("cuda")
 
 
