@@ -13,11 +13,15 @@ Python loop that holds a core), and so on for each count given: a codec runs bes
 its figure there is the one a user meets (the table's "/ quiet" columns: the time under load over
 the same codec's quiet time in the same run).
 
+With --rounds N, the whole sequence (every codec at every load) runs N times, one round after
+another, and each figure is the median of its N runs: on a shared machine whose speed drifts over
+minutes, one round's ratios are good to about +-20 %, and rounds interleave the codecs in time.
+
 With --range-coders constriction python, pqcodec runs once with each range coder (entropy.py:
 constriction's, and pqcodec's own, which runs where constriction has no wheel); --pqcodec-only leaves
 the hyperprior and AVIF out (no compressai needed).
 
-    python -m eval.bench ../shared/data/kodak [--levels 1 3 5] [--threads 1 2 4] [--load 0 1]
+    python -m eval.bench ../shared/data/kodak [--levels 1 3 5] [--threads 1 2 4] [--load 0 1] [--rounds 3]
     python -m eval.bench ../shared/data/kodak --levels 3 --range-coders constriction python --pqcodec-only
 """
 import argparse
@@ -110,6 +114,7 @@ def main():
                     help="run pqcodec with each of these range coders (default: the one in use)")
     ap.add_argument("--load", type=int, nargs="+", default=[0],
                     help="busy processes beside each run, one run per count (default 0: a quiet machine)")
+    ap.add_argument("--rounds", type=int, default=1, help="run everything this many times; report medians (default 1)")
     ap.add_argument("--pqcodec-only", action="store_true", help="leave out the hyperprior and AVIF")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--level", type=int, default=0, help=argparse.SUPPRESS)
@@ -120,21 +125,27 @@ def main():
     from . import pqcodec_eval
     levels = args.levels or range(1, pqcodec_eval.load(args.model)[0].num_levels() + 1)
     import torch
-    rows, refs, quiet = {}, {}, {}
-    for threads in args.threads:
-        n_threads = threads or torch.get_num_threads()
-        runs = [] if args.pqcodec_only else [("hyperprior", f"CompressAI bmshj2018_hyperprior q3, {n_threads} threads", 0, "auto")]
-        runs += [("pqcodec", f"pqcodec level {q}{'' if coder == 'auto' else f' ({coder} range coder)'}, {n_threads} threads",
-                  q, coder) for q in levels for coder in args.range_coders]
-        runs += [] if args.pqcodec_only else [("avif", f"Pillow AVIF q50 speed 4, {n_threads} threads", 0, "auto")]
-        for load in args.load:
-            for name, label, level, coder in runs:
-                key = (label, load)
-                with busy(load):
-                    rows[key] = _run(args, name, label, level, threads, coder)
-                refs[key], quiet[key] = (runs[0][1], load), (label, 0)
+    rounds, refs, quiet = {}, {}, {}
+    for _ in range(args.rounds):
+        for threads in args.threads:
+            n_threads = threads or torch.get_num_threads()
+            runs = [] if args.pqcodec_only else [("hyperprior", f"CompressAI bmshj2018_hyperprior q3, {n_threads} threads", 0, "auto")]
+            runs += [("pqcodec", f"pqcodec level {q}{'' if coder == 'auto' else f' ({coder} range coder)'}, {n_threads} threads",
+                      q, coder) for q in levels for coder in args.range_coders]
+            runs += [] if args.pqcodec_only else [("avif", f"Pillow AVIF q50 speed 4, {n_threads} threads", 0, "auto")]
+            for load in args.load:
+                for name, label, level, coder in runs:
+                    key = (label, load)
+                    with busy(load):
+                        rounds.setdefault(key, []).append(_run(args, name, label, level, threads, coder))
+                    refs[key], quiet[key] = (runs[0][1], load), (label, 0)
+    rows = {key: {"encode_s": float(np.median([r["encode_s"] for r in runs])),
+                  "decode_s": float(np.median([r["decode_s"] for r in runs])),
+                  "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "images": runs[0]["images"]}
+            for key, runs in rounds.items()}
     n = next(iter(rows.values()))["images"]
-    print(f"{n} images from {args.folder}; torch {torch.__version__}; {os.cpu_count()} CPUs\n")
+    print(f"{n} images from {args.folder}; torch {torch.__version__}; {os.cpu_count()} CPUs"
+          + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else "") + "\n")
     ref_name = "first row" if args.pqcodec_only else "hyperprior"
     print(f"| codec | busy processes | encode s/image | decode s/image | peak RSS MB | encode / {ref_name} "
           f"| decode / {ref_name} | encode / quiet | decode / quiet |")

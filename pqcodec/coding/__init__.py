@@ -11,6 +11,8 @@ The rest of pqcodec imports these modules' public names, never one that starts w
   on every machine (their calibration from trained float nets is training's: train/calibrate.py);
 - kernels.py: which kernel computes their products here (speed only: the integers are the same);
 - entropy.py: the range coder (constriction's, or rangecoder.py's pure Python one: the same words);
+- window_groups.py: a chunk's windows on several threads where cores are idle (speed only: the
+  same bytes);
 - token_coder.py: `TokenCoder`, the one object that runs them together.
 
 Changing anything here changes files: bump bitstream.FORMAT_VERSION (layout.py says what the payload

@@ -4,9 +4,10 @@ tokens`. layout.py and schedule.py define the order it follows; `Codec` (codec.p
 tiles and the container (bitstream.py).
 
 The prior is integer-exact (integer_prior.py): its frequencies do not depend on batch shape,
-thread count, instruction set or device, so a chunk's windows go through it as one batch. The loop
-runs on one thread (numerics.one_thread): its operations are too small to pay for more, and with
-more it collapses when another process holds a core. Encoder and decoder run the same step-by-step
+thread count, instruction set or device, so a chunk's windows go through it as one batch, or, where
+cores are idle, as a group of windows per thread (window_groups.py). Each thread's operations run on
+one torch thread (numerics.one_thread): they are too small to pay for more, and with more the loop
+collapses when another process holds a core. Encoder and decoder run the same step-by-step
 loop with cached keys and values (`_code_chunk`): the encoder could get the same integers in one teacher-forced pass
 (`IntegerPrior.frequencies`), but the step-causal loop computes only the attention it needs and
 is faster. With a conditional head (format 6), each step's indices go sub-quantizer by
@@ -30,6 +31,7 @@ from .integer_prior import IntegerPrior
 from .layout import (CHUNK_CHECK_BYTES, PROB_BITS, UNUSED, WINDOW_CHUNK, chunk_check, from_windows, inside,
                      map_weights, max_payload_bytes, position_counts, to_windows, token_checksum, window_grid,
                      window_validity, windows_of)
+from . import window_groups
 from .schedule import DrawnSteps, Schedule, sample_symbols
 
 
@@ -75,6 +77,14 @@ class TokenCoder:
         self.levels = tuple(levels)
         # a schedule reveals at least one position per step, and the header has one byte for it
         self.max_steps = min(255, window ** 2)
+        # threads per window chunk: None decides for each chunk (window_groups.coder_threads); a count
+        # sets it (the bytes are the same at any count)
+        self.threads: int | None = None
+
+    def _threads(self, windows: int, budget: int) -> int:
+        if self.threads is not None:
+            return max(1, min(self.threads, windows))
+        return window_groups.coder_threads(windows, budget, self.prior.start.device)
 
     def schedule(self, steps: int) -> Schedule:
         return Schedule(self.window, steps, self.seed)
@@ -115,31 +125,46 @@ class TokenCoder:
         return valid, self.schedule(steps), chunks
 
     def _code_chunk(self, chunk_valid: torch.Tensor, active: int, schedule: Schedule, code_step,
-                    draws: Draws | None = None) -> torch.Tensor:
+                    draws: Draws | None = None, threads: int = 1) -> torch.Tensor:
         """Runs the schedule over one chunk's windows with cached keys and values. At each step,
         code_step(weights (m, K) float64, pos, sel, subq) gets the frequency tables of the indices
         revealed there of the sub-quantizers `subq` (a slice: all in use at once, windows in order,
         then positions in schedule order, then sub-quantizers; with a conditional head one at a time,
         windows then positions) and returns their symbols (m,): the encoder's true ones, once coded,
         or the decoder's decoded ones; from step draws.sent on (a generated file), `draws` gives them
-        instead. Returns the chunk's tokens (b, N, active), MASK outside the image."""
-        prior, device = self.prior, chunk_valid.device
-        b, N = chunk_valid.shape
+        instead. With `threads` > 1 (window_groups.coder_threads), the windows go through the prior
+        in that many groups, a thread each, and code_step gets the same tables in the same order.
+        Returns the chunk's tokens (b, N, active), MASK outside the image."""
+        def code(weights, sel, t, pos, subq):
+            if not len(weights):  # no position of these windows inside the image here: nothing coded
+                return np.zeros(0, dtype=np.int64)
+            if draws is not None and t >= draws.sent:
+                return draws(weights)
+            return code_step(weights, pos, sel, subq)
+        groups = window_groups.split(len(chunk_valid), threads)
+        if len(groups) == 1:
+            return self._code_windows(chunk_valid, active, schedule, code)
+        return torch.cat(window_groups.run_groups(
+            groups, lambda rows, exchange: self._code_windows(chunk_valid[rows], active, schedule, exchange), code))
+
+    def _code_windows(self, valid: torch.Tensor, active: int, schedule: Schedule, code) -> torch.Tensor:
+        """`_code_chunk` for windows `valid` (b, N) on this thread: code(weights, sel, t, pos, subq)
+        -> symbols at each code point, as code_step's. -> tokens (b, N, active)."""
+        prior, device = self.prior, valid.device
+        b, N = valid.shape
         tokens = torch.zeros(b, N, active, dtype=torch.long, device=device)
         cache = prior.start_cache(b)
         for t in range(schedule.steps):
             pos = torch.from_numpy(schedule.positions(t)).to(device)
-            sel = chunk_valid[:, pos]                                                     # (b, n)
-            drawn = draws if draws is not None and t >= draws.sent else None
+            sel = valid[:, pos]                                                           # (b, n)
             if self.head is None:
                 weights = inside(prior.predict(cache, active, pos), sel)                 # (m, active, K)
-                weights = weights.reshape(-1, self.K).cpu().numpy()
-                symbols = drawn(weights) if drawn else code_step(weights, pos, sel, slice(0, active))
+                symbols = code(weights.reshape(-1, self.K).cpu().numpy(), sel, t, pos, slice(0, active))
             else:
                 logits, f = prior.predict_logits(cache, active, pos)
                 symbols = self._code_conditional(inside(logits, sel).reshape(-1, active, self.K),
                                                  inside(f, sel).reshape(-1, f.shape[-1]),
-                                                 lambda w, j: drawn(w) if drawn else code_step(w, pos, sel, slice(j, j + 1)))
+                                                 lambda w, j: code(w, sel, t, pos, slice(j, j + 1)))
             revealed = torch.full((*sel.shape, self.M), prior.ABSENT, dtype=torch.long, device=device)
             revealed[..., :active] = prior.MASK  # padding positions: never attended
             revealed[..., :active][sel] = torch.from_numpy(symbols).to(device).view(-1, active)
@@ -155,7 +180,9 @@ class TokenCoder:
         m, active = logits.shape[:2]
         head = self.head
         symbols = np.zeros((m, active), dtype=np.int64)
-        if m == 0:  # no position of these windows inside the image at this step: nothing coded
+        if m == 0:  # no position of these windows inside the image at this step: nothing to code,
+            for j in range(active):  # but every code point is passed (other windows' threads meet there)
+                code(np.zeros((0, self.K)), j)
             return symbols.reshape(-1)
         pre = head.features(f, active) if active > 1 else None
         lower = None
@@ -209,12 +236,13 @@ class TokenCoder:
             window_bits[:] += np.bincount(where, weights=bits, minlength=len(window_bits))
             return symbols
 
+        budget = torch.get_num_threads()
         with numerics_fence(), one_thread():
             for k, (count, chunk) in enumerate(chunks):
                 chosen = None if choose is None else [windows_of(x, self.window, window_ids[chunk].tolist())
                                                       for x in choose.per_position]   # (b, N, active, L) each
                 out = self._code_chunk(valid[chunk], count, schedule, functools.partial(code_step, chunk, count, chosen),
-                                       draws)
+                                       draws, self._threads(len(valid[chunk]), budget))
                 if changes:
                     coded[chunk] = torch.where(valid[chunk][..., None], out, coded[chunk])
                 if k + 1 < len(chunks):  # the check is over the tokens coded, which the decoder gets
@@ -252,9 +280,11 @@ class TokenCoder:
         valid, schedule, chunks = self._layout(h, w, steps, active, counts)
         draws = Draws(drawn) if drawn is not None else None
         windows = torch.full((*valid.shape, active), UNUSED, dtype=torch.int16)  # K <= 2^15; 16 MB at the size limit
+        budget = torch.get_num_threads()
         with numerics_fence(), one_thread():
             for k, (count, chunk) in enumerate(chunks):
-                tokens = self._code_chunk(valid[chunk], count, schedule, lambda weights, *_: dec.decode(weights), draws).cpu()
+                tokens = self._code_chunk(valid[chunk], count, schedule, lambda weights, *_: dec.decode(weights), draws,
+                                          self._threads(len(valid[chunk]), budget)).cpu()
                 windows[chunk, :, :count] = tokens.to(torch.int16)
                 if k + 1 < len(chunks):
                     expected = chunk_check(tokens[valid[chunk].cpu()].numpy())

@@ -1,0 +1,154 @@
+"""A chunk's windows on several threads (pqcodec/coding/window_groups.py): the same bytes and the
+same tokens at any thread count, in every kind of file (plain, RDOQ, conditional, mapped,
+generated, partial windows at the edges); a damaged file's error and an interrupt come out of the
+threads and none is left running; the count follows the budget, the device and the idle cores."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import random_image
+from pqcodec.bitstream import Generated
+from pqcodec.coding import window_groups
+from pqcodec.errors import CorruptFileError
+from test_conditional import cond_codec, cond_weights  # noqa: F401 (fixtures)
+
+IMG = random_image(90, 75, seed=4)   # the tiny model's windows are 32 px: 3 x 3, partial at two edges
+
+
+def _at_threads(codec, monkeypatch, threads, make):
+    monkeypatch.setattr(codec.token_coder, "threads", threads)
+    return make()
+
+
+@pytest.mark.parametrize("kind", ["plain", "rdoq", "mapped", "generated"])
+def test_files_and_tokens_are_the_same_at_any_thread_count(tiny_codec, monkeypatch, kind):
+    def make():
+        if kind == "plain":
+            data = tiny_codec.encode(IMG, 2)
+        elif kind == "rdoq":
+            data = tiny_codec.encode(IMG, 2, rd_lambda=0.5)
+        elif kind == "mapped":
+            counts = np.ones((3, 3), dtype=np.int64)
+            counts[1:, :2] = 2
+            data = tiny_codec.encode_mapped(tiny_codec.image_to_tokens(IMG, 2), counts, IMG.shape[:2], False, 12)[0]
+        else:
+            tokens = tiny_codec.image_to_tokens(np.asarray(Image.fromarray(IMG).resize((72, 40))), 2)
+            data = tiny_codec.encode_generated(tokens, IMG.shape[:2], False, 12, Generated(5, 9, 4, 1, 7))[0]
+        return data, tiny_codec.decode_tokens(data)[1]
+    one = _at_threads(tiny_codec, monkeypatch, 1, make)
+    for threads in (2, 3):
+        data, tokens = _at_threads(tiny_codec, monkeypatch, threads, make)
+        assert data == one[0] and np.array_equal(tokens, one[1])
+
+
+def test_a_conditional_models_files_are_the_same_at_any_thread_count(cond_codec, monkeypatch):  # noqa: F811
+    img = random_image(37, 45, seed=2)   # 2 x 2 windows, three of them partial: groups with nothing to code
+    make = lambda: (cond_codec.encode(img, 3), )  # noqa: E731
+    one = _at_threads(cond_codec, monkeypatch, 1, make)[0]
+    for threads in (2, 4):
+        data = _at_threads(cond_codec, monkeypatch, threads, make)[0]
+        assert data == one
+        assert np.array_equal(cond_codec.decode_tokens(data)[1], cond_codec.decode_tokens(one)[1])
+
+
+@pytest.mark.parametrize("at", [-6, 40])
+def test_a_damaged_file_is_refused_on_threads_and_leaves_none_running(tiny_codec, monkeypatch, at):
+    monkeypatch.setattr(tiny_codec.token_coder, "threads", 3)
+    data = bytearray(tiny_codec.encode(IMG, 2))
+    data[at] ^= 0xFF   # the payload's end, or its start (the header is shorter than 40 bytes)
+    before = threading.active_count()
+    with pytest.raises(CorruptFileError):
+        tiny_codec.decode(bytes(data))
+    assert threading.active_count() == before
+
+
+def test_an_error_while_coding_a_meeting_stops_every_thread():
+    """The range coder's error (a damaged file's) is raised on whichever thread arrived last."""
+    calls = []
+
+    def code(weights, sel):
+        calls.append(1)
+        if len(calls) == 2:
+            raise CorruptFileError("damaged")
+        return np.zeros(len(weights), dtype=np.int64)
+
+    def work(rows, exchange):
+        for _ in range(5):
+            exchange(np.zeros((1, 4)), torch.ones(1, 1, dtype=torch.bool))
+    before = threading.active_count()
+    with pytest.raises(CorruptFileError, match="damaged"):
+        window_groups.run_groups(window_groups.split(3, 3), work, code)
+    assert len(calls) == 2 and threading.active_count() == before
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_an_error_in_any_group_stops_every_thread(failing):
+    """Group `failing` raises KeyboardInterrupt at its third code point (group 0 runs on the calling
+    thread, where Ctrl-C lands); the other stops at its next one instead of waiting for ever."""
+    points = [0, 0]
+
+    def work(rows, exchange):
+        g = rows.start
+        for _ in range(10):
+            points[g] += 1
+            if g == failing and points[g] == 3:
+                raise KeyboardInterrupt
+            exchange(np.zeros((1, 4)), torch.ones(1, 1, dtype=torch.bool))
+        return g
+    before = threading.active_count()
+    with pytest.raises(KeyboardInterrupt):
+        window_groups.run_groups([slice(0, 1), slice(1, 2)], work, lambda w, sel: np.zeros(len(w), dtype=np.int64))
+    assert points[1 - failing] == 3 and threading.active_count() == before
+
+
+def test_the_groups_meet_in_window_order():
+    seen = []
+
+    def code(weights, sel):
+        seen.append(weights[:, 0].tolist())
+        return weights[:, 0].astype(np.int64) * 10
+
+    def work(rows, exchange):
+        ids = np.arange(rows.start, rows.stop, dtype=np.float64)
+        return [exchange(np.stack([ids + step, ids]).T, torch.ones(len(ids), 1, dtype=torch.bool)).tolist()
+                for step in (0, 100)]
+    out = window_groups.run_groups(window_groups.split(7, 3), work, code)
+    assert seen == [[0, 1, 2, 3, 4, 5, 6], [100, 101, 102, 103, 104, 105, 106]]
+    assert [o[0] for o in out] == [[0, 10], [20, 30, 40], [50, 60]]
+
+
+def test_thread_count_follows_budget_device_windows_and_idle_cores(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(window_groups, "_idle_cores", lambda: 2)
+    assert window_groups.coder_threads(32, 4, cpu) == window_groups.MAX_THREADS == 2
+    assert window_groups.coder_threads(32, 1, cpu) == 1                     # torch's budget
+    assert window_groups.coder_threads(3, 4, cpu) == 1                      # one window a group: not worth it
+    assert window_groups.coder_threads(32, 4, torch.device("meta")) == 1    # not a CPU
+    monkeypatch.setattr(window_groups, "_idle_cores", lambda: 1)
+    assert window_groups.coder_threads(32, 4, cpu) == 1                     # another process runs
+    monkeypatch.setattr(window_groups, "_idle_cores", lambda: None)
+    assert window_groups.coder_threads(32, 4, cpu) == 1                     # unknown
+
+
+def test_idle_cores_are_the_cores_other_processes_leave(tmp_path, monkeypatch):
+    """/proc/loadavg counts 3 running tasks; 2 are this process's threads (the caller, and one of
+    torch's still spinning), 1 sleeps: one other process runs, so of 4 cores 3 are idle."""
+    (tmp_path / "loadavg").write_text("1.02 0.88 0.75 3/211 4242\n")
+    for tid, state in ((10, "R"), (11, "R"), (12, "S")):
+        (tmp_path / "self" / "task" / str(tid)).mkdir(parents=True)
+        (tmp_path / "self" / "task" / str(tid) / "stat").write_text(f"{tid} (py thon) (x) {state} 1 2 3\n")
+    monkeypatch.setattr(window_groups.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert window_groups._idle_cores(str(tmp_path)) == 3
+    (tmp_path / "loadavg").write_text("1.02 0.88 0.75 7/211 4242\n")   # five others: none idle
+    assert window_groups._idle_cores(str(tmp_path)) == 0
+    assert window_groups._idle_cores(str(tmp_path / "missing")) is None
+
+
+def test_idle_cores_on_this_machine_are_a_count_of_its_cores():
+    idle = window_groups._idle_cores()
+    if idle is None:
+        pytest.skip("no /proc/loadavg here")
+    assert 0 <= idle <= len(window_groups.os.sched_getaffinity(0))
