@@ -14,8 +14,9 @@ its figure there is the one a user meets (the table's "/ quiet" columns: the tim
 the same codec's quiet time in the same run).
 
 With --rounds N, the whole sequence (every codec at every load) runs N times, one round after
-another, and each figure is the median of its N runs: on a shared machine whose speed drifts over
-minutes, one round's ratios are good to about +-20 %, and rounds interleave the codecs in time.
+another: each time is the median of its N runs, each peak memory the largest; on a shared machine
+whose speed drifts over minutes, one round's ratios are good to about +-20 %, and rounds interleave
+the codecs in time.
 
 With --range-coders constriction python, pqcodec runs once with each range coder (entropy.py:
 constriction's, and pqcodec's own, which runs where constriction has no wheel); --pqcodec-only leaves
@@ -114,7 +115,8 @@ def main():
                     help="run pqcodec with each of these range coders (default: the one in use)")
     ap.add_argument("--load", type=int, nargs="+", default=[0],
                     help="busy processes beside each run, one run per count (default 0: a quiet machine)")
-    ap.add_argument("--rounds", type=int, default=1, help="run everything this many times; report medians (default 1)")
+    ap.add_argument("--rounds", type=_at_least_one, default=1,
+                    help="run everything this many times: median times, largest peak memory (default 1)")
     ap.add_argument("--pqcodec-only", action="store_true", help="leave out the hyperprior and AVIF")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--level", type=int, default=0, help=argparse.SUPPRESS)
@@ -156,6 +158,13 @@ def main():
                         if calm else "— | —")
         print(f"| {label} | {load} | {r['encode_s']:.3f} | {r['decode_s']:.3f} | {r['peak_rss_mb']:.0f} "
               f"| {r['encode_s'] / ref['encode_s']:.2f} | {r['decode_s'] / ref['decode_s']:.2f} | {versus_quiet} |")
+
+
+def _at_least_one(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
 
 
 @contextmanager

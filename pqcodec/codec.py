@@ -40,11 +40,6 @@ from .sources import coded_input
 # image's own arrays (72 MB of pixels at 24 MP) leave less room, and its tiles are smaller
 # (docs/cli.md, "Large images", has what each size cost).
 WHOLE, TILE, TILE_HALO = 96, 64, 8
-# An analysis with RDOQ's candidates (rate control, --rd-lambda) keeps a table of them for the whole
-# image beside its tiles (at 24 MP and 12 sub-quantizers, 180 MB), so its tiles are smaller: the
-# first stage's activations and the codeword distances of a 48 x 48 token tile are a third of an
-# 80 x 80 one's (docs/cli.md, "Large images").
-CANDIDATE_TILE = 32
 
 
 @dataclass
@@ -168,12 +163,12 @@ class Codec:
         return self.token_coder.max_steps
 
     # -- image <-> tokens, in tiles ---------------------------------------------------------------
-    def _tiles(self, h: int, w: int, tile: int = TILE):
+    def _tiles(self, h: int, w: int):
         """Token boxes (y0, y1, x0, x1) of the tile cores over an h x w grid (one, the whole grid, up
         to WHOLE x WHOLE), and of the same cores grown by TILE_HALO (clipped to the grid). After
         each tile of several the heap's free pages go back to the system (heap.py), so that the
         leftovers of tiles of other shapes do not add up, nor stay under what comes next."""
-        tile = max(h, w) if h <= WHOLE and w <= WHOLE else tile
+        tile = max(h, w) if h <= WHOLE and w <= WHOLE else TILE
         for y0 in range(0, h, tile):
             for x0 in range(0, w, tile):
                 core = (y0, min(y0 + tile, h), x0, min(x0 + tile, w))
@@ -197,7 +192,7 @@ class Codec:
             cand = np.empty((active, h, w, count), dtype=_index_dtype(self.config.codebook_size))
             dist = np.empty((active, h, w, count), dtype=np.float32)
         with numerics_fence():
-            for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w, CANDIDATE_TILE if candidates else TILE):
+            for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
                 crop = rgb[Y0 * s:min(Y1 * s, H), X0 * s:min(X1 * s, W)]
                 x = torch.from_numpy(np.array(crop)).to(self.device).permute(2, 0, 1)[None].float().div_(255)  # a writable copy
                 x = F.pad(x, (0, -x.shape[3] % s, 0, -x.shape[2] % s), mode="replicate")

@@ -28,6 +28,7 @@ from ..words import counted
 from .entropy import RangeDecoder, RangeEncoder, uniform_weights
 from .integer_conditional import IntConditionalHead
 from .integer_prior import IntegerPrior
+from .kernels import int8_products
 from .layout import (CHUNK_CHECK_BYTES, PROB_BITS, UNUSED, WINDOW_CHUNK, chunk_check, from_windows, inside,
                      map_weights, max_payload_bytes, position_counts, to_windows, token_checksum, window_grid,
                      window_validity, windows_of)
@@ -144,6 +145,7 @@ class TokenCoder:
         groups = window_groups.split(len(chunk_valid), threads)
         if len(groups) == 1:
             return self._code_windows(chunk_valid, active, schedule, code)
+        int8_products()  # the kernel probe, timed once here rather than by two threads side by side
         return torch.cat(window_groups.run_groups(
             groups, lambda rows, exchange: self._code_windows(chunk_valid[rows], active, schedule, exchange), code))
 

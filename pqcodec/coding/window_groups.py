@@ -17,6 +17,7 @@ groups-28). So the count is decided for each chunk from the processes running at
 thread runs the whole step loop, and its Python between operations holds the interpreter's lock;
 more than two has not been measured.
 """
+import contextlib
 import os
 import threading
 
@@ -29,11 +30,11 @@ MAX_THREADS = 2
 MIN_WINDOWS = 2       # windows per group at least: a smaller batch is all per-operation overhead
 
 
-def _idle_cores(proc: str = "/proc") -> int | None:
+def _idle_cores(proc: str = "/proc", cgroup: str = "/sys/fs/cgroup") -> int | None:
     """Cores that no other process is running on at this moment: usable cores minus the running
     tasks of other processes (/proc/loadavg counts every runnable task; this process's own, the
     calling thread and any of torch's threads still spinning after a parallel operation, are
-    subtracted). None where unknown (not Linux)."""
+    subtracted), within a container's CPU quota. None where unknown (not Linux)."""
     try:
         with open(f"{proc}/loadavg") as f:
             running = int(f.read().split()[3].split("/")[0])
@@ -44,10 +45,29 @@ def _idle_cores(proc: str = "/proc") -> int | None:
                     own += f.read().rsplit(")", 1)[1].split()[0] == "R"
             except OSError:  # the thread ended meanwhile
                 continue
-        cores = len(os.sched_getaffinity(0))
+        cores = min(len(os.sched_getaffinity(0)), _quota_cores(cgroup))
     except (OSError, ValueError, IndexError, AttributeError):
         return None
     return max(0, cores - max(0, running - own))
+
+
+def _quota_cores(cgroup: str = "/sys/fs/cgroup") -> int:
+    """The CPUs a container's quota allows (cgroup v2's cpu.max, v1's cfs_quota_us), rounded up;
+    a large number where there is none. /proc/loadavg counts the whole host's tasks, so in a
+    container on a busy host this rarely leaves an idle core: one thread, as it should."""
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            with open(f"{cgroup}/{quota_file}") as f:
+                fields = f.read().split()
+            if period_file:
+                with open(f"{cgroup}/{period_file}") as f:
+                    fields.append(f.read().strip())
+        except OSError:
+            continue
+        if fields[0] in ("max", "-1"):
+            return 1 << 16
+        return max(1, -(-int(fields[0]) // int(fields[1])))
+    return 1 << 16
 
 
 def coder_threads(windows: int, budget: int, device: torch.device) -> int:
@@ -104,36 +124,52 @@ class Exchange:
 
 def run_groups(groups: list[slice], work, code):
     """work(rows, exchange) for each group of windows `rows`, group 0 on the calling thread and the
-    others on threads of their own, each on one torch thread, meeting at every code point through
-    an `Exchange` over `code`; -> [what work returned, group by group]. The first error of any
-    group (a damaged file's, an interrupt's) is raised here once every thread has stopped: a group
-    that fails breaks the meeting, and the others stop at their next code point."""
+    others on threads of their own, each on one torch thread and under the caller's torch function
+    modes (numerics.RoundedProducts, which emulates other machines' products, is one), meeting at
+    every code point through an `Exchange` over `code`; -> [what work returned, group by group].
+    An error of any group (a damaged file's, an interrupt's) is raised here once every thread has
+    stopped, the one that broke the meeting rather than the others' BrokenBarrierError: a group
+    that fails breaks it, and the others stop at their next code point."""
     exchange = Exchange(len(groups), code)
-    results, errors = [None] * len(groups), []
+    modes = _function_modes()
+    results, errors, broken = [None] * len(groups), [], []
 
     def run(g):
         try:
             with numerics_fence():
                 results[g] = work(groups[g], lambda *args: exchange(g, *args))
         except threading.BrokenBarrierError as e:
-            errors.append(e)
+            broken.append(e)
         except BaseException as e:  # noqa: B036 (KeyboardInterrupt too: every thread must stop)
-            errors.insert(0, e)
+            errors.append(e)
             exchange.barrier.abort()
 
     def helper(g):
         torch.set_num_threads(1)
-        run(g)
-    threads = [threading.Thread(target=helper, args=(g,), daemon=True, name=f"pqcodec-windows-{g}")
-               for g in range(1, len(groups))]
-    for t in threads:
-        t.start()
+        with contextlib.ExitStack() as stack:
+            for mode in modes:
+                stack.enter_context(mode)
+            run(g)
+    threads = []
     try:
+        for g in range(1, len(groups)):
+            threads.append(threading.Thread(target=helper, args=(g,), daemon=True, name=f"pqcodec-windows-{g}"))
+            threads[-1].start()
         run(0)
+    except BaseException:  # a thread that did not start, a second interrupt: the others must not wait
+        exchange.barrier.abort()
+        raise
     finally:
         for t in threads:
             t.join()
         exchange.close()
-    if errors:
-        raise errors[0]
+    if errors or broken:
+        raise (errors or broken)[0]
     return results
+
+
+def _function_modes() -> list:
+    """The calling thread's torch function modes, outermost first (a mode applies to the thread
+    that entered it only)."""
+    stack = getattr(torch.overrides, "_get_current_function_mode_stack", None)
+    return list(stack()) if stack else []

@@ -69,17 +69,13 @@ class ProductQuantizer(nn.Module):
         if L:
             cand = torch.empty(active, N, L, dtype=torch.long, device=z.device)
             dist = torch.empty(active, N, L, dtype=torch.float64, device=z.device)
-        # |x - c|^2 - |x|^2 = |c|^2 - 2 x.c, in bounded slices: smaller with candidates, whose caller
-        # holds a table beside them (a row's distances are its own product: the same indices,
-        # candidates and distances at either size on a Kodak crop, docs/experiments.md, slices-28)
-        rows = 512 if L else 2048
-        for n in range(0, N, rows):
-            x = flat[:, n:n + rows]
+        for n in range(0, N, 2048):  # |x - c|^2 - |x|^2 = |c|^2 - 2 x.c, in bounded slices
+            x = flat[:, n:n + 2048]
             part = torch.baddbmm(cb_sq, x, cb_t, alpha=-2)                        # (active, n, K)
-            idx[:, n:n + rows] = part.argmin(-1)
+            idx[:, n:n + 2048] = part.argmin(-1)
             if L:
-                d, cand[:, n:n + rows] = part.topk(L, dim=-1, largest=False, sorted=True)
-                dist[:, n:n + rows] = d + x.square().sum(-1, keepdim=True)
+                d, cand[:, n:n + 2048] = part.topk(L, dim=-1, largest=False, sorted=True)
+                dist[:, n:n + 2048] = d + x.square().sum(-1, keepdim=True)
         idx = idx.view(active, B, h, w).transpose(0, 1)
         if not L:
             return idx
