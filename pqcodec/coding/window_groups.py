@@ -131,12 +131,15 @@ def run_groups(groups: list[slice], work, code):
     stopped, the one that broke the meeting rather than the others' BrokenBarrierError: a group
     that fails breaks it, and the others stop at their next code point."""
     exchange = Exchange(len(groups), code)
-    modes = _function_modes()
+    modes = _function_modes()   # the helpers enter them: a mode holds for the thread that entered it
     results, errors, broken = [None] * len(groups), [], []
 
-    def run(g):
+    def run(g, modes=()):
         try:
-            with numerics_fence():
+            with contextlib.ExitStack() as stack:
+                for mode in modes:
+                    stack.enter_context(mode)
+                stack.enter_context(numerics_fence())
                 results[g] = work(groups[g], lambda *args: exchange(g, *args))
         except threading.BrokenBarrierError as e:
             broken.append(e)
@@ -146,10 +149,7 @@ def run_groups(groups: list[slice], work, code):
 
     def helper(g):
         torch.set_num_threads(1)
-        with contextlib.ExitStack() as stack:
-            for mode in modes:
-                stack.enter_context(mode)
-            run(g)
+        run(g, modes)
     threads = []
     try:
         for g in range(1, len(groups)):
