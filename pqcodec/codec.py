@@ -190,7 +190,7 @@ class Codec:
         if candidates:
             count = min(candidates, self.config.codebook_size)
             cand = np.empty((active, h, w, count), dtype=_index_dtype(self.config.codebook_size))
-            dist = np.empty((active, h, w, count), dtype=np.float32)
+            dist = np.empty((active, h, w, count), dtype=np.uint16)  # bfloat16 (rdoq.to_bfloat16)
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
                 crop = rgb[Y0 * s:min(Y1 * s, H), X0 * s:min(X1 * s, W)]
@@ -209,7 +209,7 @@ class Codec:
                 else:
                     t, i, d = (r[0] for r in self.model.quantizer.encode(z, active, count))
                     cand[:, y0:y1, x0:x1] = i[(slice(None), *core)].cpu().numpy()
-                    dist[:, y0:y1, x0:x1] = d[(slice(None), *core)].cpu().numpy()
+                    dist[:, y0:y1, x0:x1] = rdoq.to_bfloat16(d[(slice(None), *core)])
                 tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].cpu().numpy()
         return rdoq.Analysis(tokens, cand, dist) if candidates else tokens
 

@@ -203,6 +203,8 @@ def test_a_containers_cpu_quota_bounds_the_cores(tmp_path, monkeypatch):
     (v2 / "cpu.max").write_text("150000 100000\n")                     # 1.5 CPUs: 2
     assert window_groups._idle_cores(str(proc), str(v2)) == 2
     (v2 / "cpu.max").write_text("max 100000\n")                        # no quota
+    assert window_groups._idle_cores(str(proc), str(v2)) == 2          # the quota is read once a process
+    window_groups._quota_cores.cache_clear()
     assert window_groups._idle_cores(str(proc), str(v2)) == 64
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")            # cgroup v1: 1 CPU
     (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")

@@ -132,7 +132,8 @@ class IntLinear(IntModule):
 
     def _rows(self, rows: slice) -> dict:
         """For output channels `rows`: W (float32, (n, in); float64 for operands wider than
-        OPERAND_EXACT) or W packed for int8 products, b (the same dtype), m / 2^s and
+        OPERAND_EXACT) or, only, W packed for int8 products; b (the same dtype, and int32 for the
+        int8 kernel's own sums), m / 2^s and
         (b m + 2^(s-1)) / 2^s (float64: multiples of 2^-s below 2^53, exact)."""
         start, stop, _ = rows.indices(self.weight.shape[0])
 
@@ -145,21 +146,22 @@ class IntLinear(IntModule):
             # float32 products are exact under bf16/TF32 input rounding only for operands that keep
             # their value there (numerics.py); wider ones take float64, which no precision setting rounds
             dtype = torch.float32 if self.act <= OPERAND_EXACT else torch.float64
-            return dict(wt=w.to(dtype), int8=int8_pack(w, kernel) if kernel else None,
-                        b32=bias.to(dtype),
+            return dict(wt=None if kernel else w.to(dtype), int8=int8_pack(w, kernel) if kernel else None,
+                        b32=bias.to(dtype), b_int=bias.to(torch.int32),
                         scale=mult * 2.0 ** -shift,
                         offset=(bias * mult + 2.0 ** (shift - 1)) * 2.0 ** -shift)
         return self.derived((start, stop), make)
 
     @staticmethod
-    def _product(x: torch.Tensor, p: dict, bias: torch.Tensor | None,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """x (operands, float32 or int8) @ W^T (+ bias) as `dtype`, exact: every partial sum, with or
-        without the bias, below 2^24 (calibrate, `check_exact`), and int32 sums are exact."""
+    def _product(x: torch.Tensor, p: dict, bias: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """x (operands, float32 or int8) @ W^T (+ b where `bias`) as `dtype` (int32: with the int8
+        kernel, its own sums), exact: every partial sum, with or without the bias, below 2^24
+        (calibrate, `check_exact`), and int32 sums are exact."""
         if p["int8"] is not None:
-            return int8_linear(x.to(torch.int8), p["int8"], bias, dtype)
+            b = (p["b_int"] if dtype == torch.int32 else p["b32"]) if bias else None
+            return int8_linear(x.to(torch.int8), p["int8"], b, dtype)
         y = F.linear(x.to(p["wt"].dtype), p["wt"])  # the bias added apart: a product may round its inputs
-        return (y if bias is None else y.add_(bias)).to(dtype)
+        return (y.add_(p["b32"]) if bias else y).to(dtype)
 
     def check_exact(self, name: str, bias_in_sum: bool, extra: torch.Tensor | float = 0.0):
         """ValueError unless every sum this layer makes is exact for any operands |x| <= act: the
@@ -176,15 +178,16 @@ class IntLinear(IntModule):
             require_exact(float(total.max()) < 2.0 ** 53 and int(self.shift) < 53,
                      f"{name}'s requantization would reach 2^53")
 
-    def accumulate(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
-        """rows: the output channels wanted (default all)."""
+    def accumulate(self, x: torch.Tensor, rows: slice = slice(None), dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """rows: the output channels wanted (default all); dtype float32, or int32 for a table's
+        index (the int8 kernel's own sums, no conversion)."""
         p = self._rows(rows)
-        return self._product(x, p, p["b32"])
+        return self._product(x, p, True, dtype)
 
     def forward(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
         """rows: the output channels wanted (default all)."""
         p = self._rows(rows)
-        acc = self._product(x, p, None, torch.float64)
+        acc = self._product(x, p, False, torch.float64)
         return torch.addcmul(p["offset"], acc, p["scale"]).floor_()  # exact: floor((sum + b) m / 2^s + 1/2),
                                                                      # every term a multiple of 2^-s below 2^53
 
@@ -234,20 +237,18 @@ class IntBlock(IntModule):
     def _split(self, x):  # (B, L, C) -> (B, H, L, d)
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
-    def _project(self, x, parts: slice):
-        """Operands x (B, L, C) -> the qkv parts wanted, as operands (B, L, parts * C)."""
-        return self.qkv(x, rows=slice(parts.start * self.dim, parts.stop * self.dim)).clamp_(-self.act, self.act).float()
+    def project(self, y, parts: slice):
+        """LayerNorm'd operands y (B, L, C) -> the qkv parts wanted (0: q, 1: k, 2: v), each
+        (B, H, L, d) operands."""
+        x = self.qkv(y, rows=slice(parts.start * self.dim, parts.stop * self.dim)).clamp_(-self.act, self.act).float()
+        return [self._split(t) for t in x.chunk(parts.stop - parts.start, -1)]
 
     def qkv_of(self, h):
         """Content (B, L, C) -> q, k, v (B, H, L, d), operands."""
-        return [self._split(t) for t in self._project(self.ln1(h), slice(0, 3)).chunk(3, -1)]
+        return self.project(self.ln1(h), slice(0, 3))
 
     def query_of(self, h):
-        return self._split(self._project(self.ln1(h), slice(0, 1)))
-
-    def kv_of(self, h):
-        k, v = self._project(self.ln1(h), slice(1, 3)).chunk(2, -1)
-        return self._split(k), self._split(v)
+        return self.project(self.ln1(h), slice(0, 1))[0]
 
     def attend(self, q, k, v, mask):
         """q (B, H, Lq, d), k and v (B, H, Lk, d) operands; mask float32, 0 or MASKED,
@@ -285,7 +286,7 @@ class IntBlock(IntModule):
     def finish(self, h, attended):
         """Residual update after attention, then the MLP; h (B, L, C) float64 holding integers."""
         h = self.proj(attended).add_(h).clamp_(-RESID_LIMIT, RESID_LIMIT)
-        g = lookup(self.table("gelu", self.operand_dtype), self.fc1.accumulate(self.ln2(h)))  # fc1's bias starts the table at 0
+        g = lookup(self.table("gelu", self.operand_dtype), self.fc1.accumulate(self.ln2(h), dtype=torch.int32))  # fc1's bias starts the table at 0
         return self.fc2(g).add_(h).clamp_(-RESID_LIMIT, RESID_LIMIT)
 
 
@@ -365,11 +366,12 @@ class IntegerPrior(IntModule):
         row[:active] = self.MASK
         return self._embed(row.expand(batch, len(positions), -1), positions)
 
-    def _logits(self, hq, active: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query stream (..., C) -> logits (..., active, K) float32 integers in the head's unit, and
-        the final LayerNorm's output (..., C) operands, which a conditional head reads."""
-        f = self.ln_f(hq)
-        return self.head.accumulate(f, rows=slice(0, active * self.K)).unflatten(-1, (active, self.K)), f
+    def logits(self, f: torch.Tensor, subq: slice) -> torch.Tensor:
+        """Features (..., C) (`features`) -> logits (..., len(subq), K) of sub-quantizers `subq`,
+        float32 integers in the head's unit: a conditional head's coder asks for one sub-quantizer's
+        at a time (a table's rows each), which keeps a large step's logits out of memory."""
+        start, stop, _ = subq.indices(self.M)
+        return self.head.accumulate(f, rows=slice(start * self.K, stop * self.K)).unflatten(-1, (stop - start, self.K))
 
     def to_frequencies(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits (..., K) (float32 or float64 integers in the head's unit; the caller's tensor is
@@ -409,7 +411,8 @@ class IntegerPrior(IntModule):
             hq = blk.finish(hq, blk.attend(blk.query_of(hq), k, v, mask_q))
             if i + 1 < len(self.blocks):  # the last layer's content feeds nothing
                 hc = blk.finish(hc, blk.attend(q, k, v, mask_c))
-        logits, f = self._logits(hq, active)
+        f = self.ln_f(hq)                                                        # (B, N, C) operands
+        logits = self.logits(f, slice(0, active))                                # (B, N, active, K)
         if head is not None and active > 1:
             logits = head.apply(logits.flatten(0, 1), f.flatten(0, 1), tokens.flatten(0, 1)).view(logits.shape)
         return self.to_frequencies(logits)
@@ -427,36 +430,54 @@ class IntegerPrior(IntModule):
         cache.length = 1
         return cache
 
-    @staticmethod
-    def _cached(cache: IntCache, i: int, L: int):
-        """Layer i's cached keys and values up to L, and their mask (None: no key masked, as in
-        every window wholly inside the image)."""
+    def _advance(self, cache: IntCache, h: torch.Tensor | None, hq: torch.Tensor | None) -> torch.Tensor | None:
+        """One pass through the blocks for content h (B, n, C) just revealed (None: none), whose keys
+        and values each layer writes to the cache after its `cache.length` keys (the caller has
+        written their mask), and query rows hq (B, n', C) (None: none). Both attend to the cache up to
+        the revealed content's end, content and query rows in one batch per layer: the same keys and
+        mask, and every row's integers its own (each operation is row by row), so joining them
+        changes no integer and halves the operations. The last layer's content feeds nothing but its
+        keys and values. -> the query stream after the last layer (B, n', C), or None."""
+        n = 0 if h is None else h.shape[1]
+        L0, L = cache.length, cache.length + n
+        cache.length = L
         mask = cache.mask[..., :L]
-        return cache.keys[i][:, :, :L], cache.values[i][:, :, :L], mask if bool(mask.any()) else None
-
-    def predict_logits(self, cache: IntCache, active: int, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, n, active, K) at `positions` (n,) given the cached content, and the features
-        (B, n, C) a conditional head reads (`_logits`)."""
-        hq = self._query(cache.mask.shape[0], active, positions)
+        mask = mask if bool(mask.any()) else None  # None: no key masked, as in every window wholly inside the image
+        x = h if hq is None else hq if h is None else torch.cat([h, hq], 1)   # (B, n + n', C)
         for i, blk in enumerate(self.blocks):
-            hq = blk.finish(hq, blk.attend(blk.query_of(hq), *self._cached(cache, i, cache.length)))
-        return self._logits(hq, active)
+            y = blk.ln1(x)
+            if n:
+                cache.keys[i][:, :, L0:L], cache.values[i][:, :, L0:L] = blk.project(y[:, :n], slice(1, 3))
+            if i + 1 == len(self.blocks):
+                if hq is None:
+                    return None
+                x, y = x[:, n:], y[:, n:]
+            q = blk.project(y, slice(0, 1))[0]
+            x = blk.finish(x, blk.attend(q, cache.keys[i][:, :, :L], cache.values[i][:, :, :L], mask))
+        return x
+
+    def predict_features(self, cache: IntCache, active: int, positions: torch.Tensor) -> torch.Tensor:
+        """The features (B, n, C) at `positions` (n,) given the cached content: operands, the final
+        LayerNorm's output, which `logits` and a conditional head read."""
+        return self.ln_f(self._advance(cache, None, self._query(cache.mask.shape[0], active, positions)))
 
     def predict(self, cache: IntCache, active: int, positions: torch.Tensor) -> torch.Tensor:
         """Frequencies minus one (B, n, active, K) at `positions` (n,) given the cached content."""
-        return self.to_frequencies(self.predict_logits(cache, active, positions)[0])
+        return self.to_frequencies(self.logits(self.predict_features(cache, active, positions), slice(0, active)))
+
+    def _reveal_content(self, cache: IntCache, tokens: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor):
+        cache.mask[:, 0, 0, cache.length:cache.length + len(positions)] = _as_mask(valid)
+        return self._embed(tokens, positions)
 
     def reveal(self, cache: IntCache, tokens: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor):
         """Adds the content of `tokens` (B, n, M; ABSENT beyond the sub-quantizers in use) at
         `positions` (n,) to the cache; valid (B, n) marks positions inside the image."""
-        L0, L = cache.length, cache.length + len(positions)
-        cache.mask[:, 0, 0, L0:L] = _as_mask(valid)
-        cache.length = L
-        h = self._embed(tokens, positions)
-        for i, blk in enumerate(self.blocks):
-            if i + 1 == len(self.blocks):  # the last layer's content feeds nothing but its keys and values
-                cache.keys[i][:, :, L0:L], cache.values[i][:, :, L0:L] = blk.kv_of(h)
-                break
-            q, k, v = blk.qkv_of(h)
-            cache.keys[i][:, :, L0:L], cache.values[i][:, :, L0:L] = k, v
-            h = blk.finish(h, blk.attend(q, *self._cached(cache, i, L)))
+        self._advance(cache, self._reveal_content(cache, tokens, positions, valid), None)
+
+    def reveal_and_predict(self, cache: IntCache, tokens: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
+                           active: int, next_positions: torch.Tensor) -> torch.Tensor:
+        """`reveal(cache, tokens, positions, valid)`, then `predict_features(cache, active,
+        next_positions)`: the same integers, in one pass through the blocks (`_advance`)."""
+        h = self._reveal_content(cache, tokens, positions, valid)
+        hq = self._query(cache.mask.shape[0], active, next_positions)
+        return self.ln_f(self._advance(cache, h, hq))

@@ -95,15 +95,16 @@ def int8_pack(w: torch.Tensor, kernel: str) -> dict:
 
 def int8_linear(x: torch.Tensor, pack: dict, bias: torch.Tensor | None,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """x (..., in) int8 @ W^T (+ bias), as `dtype` (float32 or float64): the int32 sums (with
-    oneDNN: unit scales and zero points), exact below 2^24."""
+    """x (..., in) int8 @ W^T (+ bias, of `dtype`), as `dtype` (float32, float64 or int32): the int32
+    sums (with oneDNN: unit scales and zero points), exact below 2^24."""
     x2 = x.reshape(-1, x.shape[-1])
     if pack["kernel"] == "int_mm":
-        y = torch._int_mm(x2, pack["wt"]).to(dtype)
+        y = torch._int_mm(x2, pack["wt"])
+        y = y if dtype == torch.int32 else y.to(dtype)
         if bias is not None:
             y += bias
     else:
-        y = torch.ops.onednn.qlinear_pointwise(x2, 1.0, 0, pack["packed"], pack["ones"], pack["zeros"], bias,
+        y = torch.ops.onednn.qlinear_pointwise(x2, 1.0, 0, pack["packed"], pack["ones"], pack["zeros"],
+                                               None if bias is None else bias.float(),
                                                1.0, 0, torch.float32, "none", [], "").to(dtype)
-    return y.view(*x.shape[:-1], -1)
-
+    return y.view(*x.shape[:-1], y.shape[-1])

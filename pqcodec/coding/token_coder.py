@@ -126,15 +126,16 @@ class TokenCoder:
         return valid, self.schedule(steps), chunks
 
     def _code_chunk(self, chunk_valid: torch.Tensor, active: int, schedule: Schedule, code_step,
-                    draws: Draws | None = None, threads: int = 1) -> torch.Tensor:
+                    draws: Draws | None = None, budget: int = 1) -> torch.Tensor:
         """Runs the schedule over one chunk's windows with cached keys and values. At each step,
         code_step(weights (m, K) float64, pos, sel, subq) gets the frequency tables of the indices
         revealed there of the sub-quantizers `subq` (a slice: all in use at once, windows in order,
         then positions in schedule order, then sub-quantizers; with a conditional head one at a time,
         windows then positions) and returns their symbols (m,): the encoder's true ones, once coded,
         or the decoder's decoded ones; from step draws.sent on (a generated file), `draws` gives them
-        instead. With `threads` > 1 (window_groups.coder_threads), the windows go through the prior
-        in that many groups, a thread each, and code_step gets the same tables in the same order.
+        instead. Where `_threads` gives more than one thread within `budget` (torch's threads), the
+        windows go through the prior in that many groups, a thread each, and code_step gets the same
+        tables in the same order.
         Returns the chunk's tokens (b, N, active), MASK outside the image."""
         def code(weights, sel, t, pos, subq):
             if not len(weights):  # no position of these windows inside the image here: nothing coded
@@ -142,7 +143,7 @@ class TokenCoder:
             if draws is not None and t >= draws.sent:
                 return draws(weights)
             return code_step(weights, pos, sel, subq)
-        groups = window_groups.split(len(chunk_valid), threads)
+        groups = window_groups.split(len(chunk_valid), self._threads(len(chunk_valid), budget))
         if len(groups) == 1:
             return self._code_windows(chunk_valid, active, schedule, code)
         int8_products()  # the kernel probe, timed once here rather than by two threads side by side
@@ -156,31 +157,32 @@ class TokenCoder:
         b, N = valid.shape
         tokens = torch.zeros(b, N, active, dtype=torch.long, device=device)
         cache = prior.start_cache(b)
+        pos = torch.from_numpy(schedule.positions(0)).to(device)
+        f = prior.predict_features(cache, active, pos)                                    # (b, n, C)
         for t in range(schedule.steps):
-            pos = torch.from_numpy(schedule.positions(t)).to(device)
             sel = valid[:, pos]                                                           # (b, n)
+            f = inside(f, sel).reshape(-1, f.shape[-1])                                   # (m, C)
             if self.head is None:
-                weights = inside(prior.predict(cache, active, pos), sel)                 # (m, active, K)
+                weights = prior.to_frequencies(prior.logits(f, slice(0, active)))       # (m, active, K)
                 symbols = code(weights.reshape(-1, self.K).cpu().numpy(), sel, t, pos, slice(0, active))
             else:
-                logits, f = prior.predict_logits(cache, active, pos)
-                symbols = self._code_conditional(inside(logits, sel).reshape(-1, active, self.K),
-                                                 inside(f, sel).reshape(-1, f.shape[-1]),
-                                                 lambda w, j: code(w, sel, t, pos, slice(j, j + 1)))
+                symbols = self._code_conditional(f, active, lambda w, j: code(w, sel, t, pos, slice(j, j + 1)))
             revealed = torch.full((*sel.shape, self.M), prior.ABSENT, dtype=torch.long, device=device)
             revealed[..., :active] = prior.MASK  # padding positions: never attended
             revealed[..., :active][sel] = torch.from_numpy(symbols).to(device).view(-1, active)
             tokens[:, pos] = revealed[..., :active]
-            if t + 1 < schedule.steps:
-                prior.reveal(cache, revealed, pos, sel)
+            if t + 1 < schedule.steps:  # this step's content and the next step's queries in one pass
+                next_pos = torch.from_numpy(schedule.positions(t + 1)).to(device)
+                f = prior.reveal_and_predict(cache, revealed, pos, sel, active, next_pos)
+                pos = next_pos
         return tokens
 
-    def _code_conditional(self, logits: torch.Tensor, f: torch.Tensor, code) -> np.ndarray:
-        """One step's indices sub-quantizer by sub-quantizer: logits (m, active, K) and features
-        (m, C) of the positions revealed; code(weights (m, K), j) codes sub-quantizer j's and returns
-        them (m,). -> (m active,) the symbols, positions then sub-quantizers."""
-        m, active = logits.shape[:2]
-        head = self.head
+    def _code_conditional(self, f: torch.Tensor, active: int, code) -> np.ndarray:
+        """One step's indices sub-quantizer by sub-quantizer: features f (m, C) of the positions
+        revealed (IntegerPrior.predict_features); code(weights (m, K), j) codes sub-quantizer j's
+        and returns them (m,). Each sub-quantizer's logits are made when it is coded. -> (m active,)
+        the symbols, positions then sub-quantizers."""
+        m, head, prior = len(f), self.head, self.prior
         symbols = np.zeros((m, active), dtype=np.int64)
         if m == 0:  # no position of these windows inside the image at this step: nothing to code,
             for j in range(active):  # but every code point is passed (other windows' threads meet there)
@@ -189,8 +191,10 @@ class TokenCoder:
         pre = head.features(f, active) if active > 1 else None
         lower = None
         for j in range(active):
-            lj = logits[:, j] if j == 0 else logits[:, j].to(torch.float64).add_(head.term(pre, lower, j))
-            symbols[:, j] = code(self.prior.to_frequencies(lj).cpu().numpy(), j)
+            lj = prior.logits(f, slice(j, j + 1))[:, 0]                                   # (m, K)
+            if j:
+                lj = lj.to(torch.float64).add_(head.term(pre, lower, j))
+            symbols[:, j] = code(prior.to_frequencies(lj).cpu().numpy(), j)
             if j + 1 < active:
                 row = head.embedding(j, torch.from_numpy(symbols[:, j]).to(f.device))
                 lower = row if lower is None else lower.add_(row)
@@ -244,7 +248,7 @@ class TokenCoder:
                 chosen = None if choose is None else [windows_of(x, self.window, window_ids[chunk].tolist())
                                                       for x in choose.per_position]   # (b, N, active, L) each
                 out = self._code_chunk(valid[chunk], count, schedule, functools.partial(code_step, chunk, count, chosen),
-                                       draws, self._threads(len(valid[chunk]), budget))
+                                       draws, budget)
                 if changes:
                     coded[chunk] = torch.where(valid[chunk][..., None], out, coded[chunk])
                 if k + 1 < len(chunks):  # the check is over the tokens coded, which the decoder gets
@@ -286,7 +290,7 @@ class TokenCoder:
         with numerics_fence(), one_thread():
             for k, (count, chunk) in enumerate(chunks):
                 tokens = self._code_chunk(valid[chunk], count, schedule, lambda weights, *_: dec.decode(weights), draws,
-                                          self._threads(len(valid[chunk]), budget)).cpu()
+                                          budget).cpu()
                 windows[chunk, :, :count] = tokens.to(torch.int16)
                 if k + 1 < len(chunks):
                     expected = chunk_check(tokens[valid[chunk].cpu()].numpy())

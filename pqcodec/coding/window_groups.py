@@ -18,6 +18,7 @@ thread runs the whole step loop, and its Python between operations holds the int
 more than two has not been measured.
 """
 import contextlib
+import functools
 import os
 import threading
 
@@ -51,9 +52,10 @@ def _idle_cores(proc: str = "/proc", cgroup: str = "/sys/fs/cgroup") -> int | No
     return max(0, cores - max(0, running - own))
 
 
+@functools.cache
 def _quota_cores(cgroup: str = "/sys/fs/cgroup") -> int:
     """The CPUs a container's quota allows (cgroup v2's cpu.max, v1's cfs_quota_us), rounded up;
-    a large number where there is none. /proc/loadavg counts the whole host's tasks, so in a
+    a large number where there is none; read once a process. /proc/loadavg counts the whole host's tasks, so in a
     container on a busy host this rarely leaves an idle core: one thread, as it should."""
     for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
         try:
