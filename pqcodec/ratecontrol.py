@@ -5,7 +5,7 @@ A bounded search, not a sweep. The encoder's transform gives the image's indices
 after that is one pass of the token coder (the prior and the range coder), which gives the exact
 file. RDOQ's nearest codewords (rdoq.py) come from a second run of the transform, once the
 bisection has said which level the λ search codes, for that level's sub-quantizers only (the
-memory of all of them, 180 MB at 24 MP, is the search's largest array):
+memory of all of them, 108 MB at 24 MP with the distances as bfloat16, is the search's largest array):
 
 1. level 1 at λ = 0, then bisection over the levels above for the highest level whose file fits
    (at most 1 + ceil(log2(levels)) passes: 4 for five levels, 1 when level 1 does not fit);
@@ -152,7 +152,7 @@ def encode_to_size(codec: Codec, image, *, max_bytes: int | None = None, bpp: fl
     # 1. every variant's bisection first, from the plain indices alone (unless N is hopelessly small
     #    for the levels: a large image in a few hundred bytes, where the full-size analysis would be
     #    wasted); then RDOQ's nearest codewords, for the sub-quantizers of the highest level any
-    #    variant's λ search codes (the analysis transform's second run: at 24 MP, 120 MB less held
+    #    variant's λ search codes (the analysis transform's second run: at 24 MP, 72 MB less held
     #    than all twelve sub-quantizers' when that level is 3), held only through the λ searches
     searches, encodes = {}, 0
     if 8 * N >= MIN_BITS_PER_INDEX * h * w * codec.active_at(1):

@@ -13,15 +13,24 @@ from pqcodec.coding import integer_prior, kernels
 from pqcodec.coding.integer_prior import ACC_LIMIT, IntLinear
 
 
-def _staged(prior, tokens, active, schedule, valid):
-    """The decoder's way: step by step with the cache; frequencies (B, N, active, K)."""
+def _staged(prior, tokens, active, schedule, valid, fused=False):
+    """Step by step with the cache; frequencies (B, N, active, K). fused: the coder's way, each
+    step's content revealed in one pass with the next step's queries (`reveal_and_predict`)."""
     B, N, M = tokens.shape
     out = torch.zeros(B, N, active, prior.K, dtype=torch.float64)
     cache = prior.start_cache(B)
+    f = None
     for t in range(schedule.steps):
         pos = torch.from_numpy(schedule.positions(t))
-        out[:, pos] = prior.predict(cache, active, pos).to(torch.float64)
-        prior.reveal(cache, tokens[:, pos], pos, valid[:, pos])
+        if f is None:
+            out[:, pos] = prior.predict(cache, active, pos).to(torch.float64)
+        else:
+            out[:, pos] = prior.to_frequencies(prior.logits(f, slice(0, active))).to(torch.float64)
+        if fused and t + 1 < schedule.steps:
+            nxt = torch.from_numpy(schedule.positions(t + 1))
+            f = prior.reveal_and_predict(cache, tokens[:, pos], pos, valid[:, pos], active, nxt)
+        else:
+            prior.reveal(cache, tokens[:, pos], pos, valid[:, pos])
     return out
 
 
@@ -46,10 +55,12 @@ def test_one_pass_equals_step_by_step_for_any_batch(two_layer_prior, active):
     with torch.inference_mode():
         one_pass = prior.frequencies(tokens, active, torch.from_numpy(schedule.step_of()), valid)
         staged = _staged(prior, tokens, active, schedule, valid)
+        fused = _staged(prior, tokens, active, schedule, valid, fused=True)
         singles = torch.cat([prior.frequencies(tokens[b:b + 1], active, torch.from_numpy(schedule.step_of()), valid[b:b + 1])
                              for b in range(B)])
     keep = valid[..., None, None].expand_as(one_pass)
     assert torch.equal(one_pass.double()[keep], staged[keep])
+    assert torch.equal(fused, staged)
     assert torch.equal(one_pass, singles)
 
 

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import random_image, run_cli
@@ -51,6 +52,19 @@ def test_rdoq_files_are_no_larger_and_decode_unchanged(tiny_codec, big):
         assert tiny_codec.decode(data).size == (200, 200)
         # the file is the plain encoding of the tokens it holds: nothing of RDOQ is in the format
         assert tiny_codec.encode_tokens(tokens, 200, 200) == data
+
+
+def test_distances_are_held_as_bfloat16(big):
+    """The analysis holds each distance's bfloat16 (half of float32's memory): what torch rounds it
+    to, within 2^-8 of it (eight significant bits), read back exactly."""
+    analysis = big[0]
+    assert analysis.dist.dtype == np.uint16
+    d = (10 ** (torch.rand(1000, dtype=torch.float64) * 13 - 12)).float()  # 1e-12 .. 20, as latents give
+    held = rdoq.from_bfloat16(rdoq.to_bfloat16(d))
+    assert held.dtype == np.float32 and np.array_equal(held, d.to(torch.bfloat16).float().numpy())
+    assert np.all(np.abs(held - d.numpy()) <= d.numpy() * 2.0 ** -8)
+    dist = rdoq.from_bfloat16(analysis.dist)
+    assert (dist >= 0).all() and (np.diff(dist, axis=-1) >= 0).all()      # nearest first, still in order
 
 
 def test_chosen_codewords_are_among_the_nearest(tiny_codec, big):

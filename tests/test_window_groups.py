@@ -2,7 +2,7 @@
 same tokens at any thread count, in every kind of file (plain, RDOQ, conditional, mapped,
 generated, partial windows at the edges); other machines' products are emulated on every thread; a
 damaged file's error and an interrupt come out of the threads and none is left running; the count
-follows the budget, the device, the idle cores and a container's quota."""
+follows the budget, the device and the idle cores (tests/test_cores.py)."""
 import threading
 
 import numpy as np
@@ -166,53 +166,12 @@ def test_the_groups_meet_in_window_order():
 
 def test_thread_count_follows_budget_device_windows_and_idle_cores(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(window_groups, "_idle_cores", lambda: 2)
+    monkeypatch.setattr(window_groups, "idle_cores", lambda: 2)
     assert window_groups.coder_threads(32, 4, cpu) == window_groups.MAX_THREADS == 2
     assert window_groups.coder_threads(32, 1, cpu) == 1                     # torch's budget
     assert window_groups.coder_threads(3, 4, cpu) == 1                      # one window a group: not worth it
     assert window_groups.coder_threads(32, 4, torch.device("meta")) == 1    # not a CPU
-    monkeypatch.setattr(window_groups, "_idle_cores", lambda: 1)
+    monkeypatch.setattr(window_groups, "idle_cores", lambda: 1)
     assert window_groups.coder_threads(32, 4, cpu) == 1                     # another process runs
-    monkeypatch.setattr(window_groups, "_idle_cores", lambda: None)
+    monkeypatch.setattr(window_groups, "idle_cores", lambda: None)
     assert window_groups.coder_threads(32, 4, cpu) == 1                     # unknown
-
-
-def test_idle_cores_are_the_cores_other_processes_leave(tmp_path, monkeypatch):
-    """/proc/loadavg counts 3 running tasks; 2 are this process's threads (the caller, and one of
-    torch's still spinning), 1 sleeps: one other process runs, so of 4 cores 3 are idle."""
-    (tmp_path / "loadavg").write_text("1.02 0.88 0.75 3/211 4242\n")
-    for tid, state in ((10, "R"), (11, "R"), (12, "S")):
-        (tmp_path / "self" / "task" / str(tid)).mkdir(parents=True)
-        (tmp_path / "self" / "task" / str(tid) / "stat").write_text(f"{tid} (py thon) (x) {state} 1 2 3\n")
-    monkeypatch.setattr(window_groups.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    assert window_groups._idle_cores(str(tmp_path)) == 3
-    (tmp_path / "loadavg").write_text("1.02 0.88 0.75 7/211 4242\n")   # five others: none idle
-    assert window_groups._idle_cores(str(tmp_path)) == 0
-    assert window_groups._idle_cores(str(tmp_path / "missing")) is None
-
-
-def test_a_containers_cpu_quota_bounds_the_cores(tmp_path, monkeypatch):
-    proc = tmp_path / "proc"
-    (proc / "self" / "task" / "10").mkdir(parents=True)
-    (proc / "self" / "task" / "10" / "stat").write_text("10 (python) R 1 2 3\n")
-    (proc / "loadavg").write_text("0.10 0.10 0.10 1/99 4242\n")
-    monkeypatch.setattr(window_groups.os, "sched_getaffinity", lambda pid: set(range(64)))
-    v2, v1 = tmp_path / "v2", tmp_path / "v1"
-    v2.mkdir()
-    (v1 / "cpu").mkdir(parents=True)
-    (v2 / "cpu.max").write_text("150000 100000\n")                     # 1.5 CPUs: 2
-    assert window_groups._idle_cores(str(proc), str(v2)) == 2
-    (v2 / "cpu.max").write_text("max 100000\n")                        # no quota
-    assert window_groups._idle_cores(str(proc), str(v2)) == 2          # the quota is read once a process
-    window_groups._quota_cores.cache_clear()
-    assert window_groups._idle_cores(str(proc), str(v2)) == 64
-    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")            # cgroup v1: 1 CPU
-    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert window_groups._idle_cores(str(proc), str(v1)) == 1
-
-
-def test_idle_cores_on_this_machine_are_a_count_of_its_cores():
-    idle = window_groups._idle_cores()
-    if idle is None:
-        pytest.skip("no /proc/loadavg here")
-    assert 0 <= idle <= len(window_groups.os.sched_getaffinity(0))

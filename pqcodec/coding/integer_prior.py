@@ -367,7 +367,7 @@ class IntegerPrior(IntModule):
         return self._embed(row.expand(batch, len(positions), -1), positions)
 
     def logits(self, f: torch.Tensor, subq: slice) -> torch.Tensor:
-        """Features (..., C) (`features`) -> logits (..., len(subq), K) of sub-quantizers `subq`,
+        """Features (..., C) (`predict_features`) -> logits (..., len(subq), K) of sub-quantizers `subq`,
         float32 integers in the head's unit: a conditional head's coder asks for one sub-quantizer's
         at a time (a table's rows each), which keeps a large step's logits out of memory."""
         start, stop, _ = subq.indices(self.M)
@@ -466,6 +466,7 @@ class IntegerPrior(IntModule):
         return self.to_frequencies(self.logits(self.predict_features(cache, active, positions), slice(0, active)))
 
     def _reveal_content(self, cache: IntCache, tokens: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor):
+        """Writes the mask of the positions revealed after the cache's keys; -> their content (B, n, C)."""
         cache.mask[:, 0, 0, cache.length:cache.length + len(positions)] = _as_mask(valid)
         return self._embed(tokens, positions)
 

@@ -13,63 +13,21 @@ for chunks of several windows, and only while cores are idle. With every core bu
 thread is not running holds up every meeting: beside one busy process on two cores, encoding and
 decoding with the coder on two threads took 1.1-1.2x their time on one (docs/experiments.md,
 groups-28). So the count is decided for each chunk from the processes running at that moment
-(Linux's /proc/loadavg; one thread where that cannot be read). At most MAX_THREADS: each group's
+(cores.py: Linux's /proc/loadavg; one thread where that cannot be read). At most MAX_THREADS: each group's
 thread runs the whole step loop, and its Python between operations holds the interpreter's lock;
 more than two has not been measured.
 """
 import contextlib
-import functools
-import os
 import threading
 
 import numpy as np
 import torch
 
+from ..cores import idle_cores
 from ..numerics import numerics_fence
 
 MAX_THREADS = 2
 MIN_WINDOWS = 2       # windows per group at least: a smaller batch is all per-operation overhead
-
-
-def _idle_cores(proc: str = "/proc", cgroup: str = "/sys/fs/cgroup") -> int | None:
-    """Cores that no other process is running on at this moment: usable cores minus the running
-    tasks of other processes (/proc/loadavg counts every runnable task; this process's own, the
-    calling thread and any of torch's threads still spinning after a parallel operation, are
-    subtracted), within a container's CPU quota. None where unknown (not Linux)."""
-    try:
-        with open(f"{proc}/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0])
-        own = 0
-        for task in os.listdir(f"{proc}/self/task"):
-            try:
-                with open(f"{proc}/self/task/{task}/stat") as f:
-                    own += f.read().rsplit(")", 1)[1].split()[0] == "R"
-            except OSError:  # the thread ended meanwhile
-                continue
-        cores = min(len(os.sched_getaffinity(0)), _quota_cores(cgroup))
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
-    return max(0, cores - max(0, running - own))
-
-
-@functools.cache
-def _quota_cores(cgroup: str = "/sys/fs/cgroup") -> int:
-    """The CPUs a container's quota allows (cgroup v2's cpu.max, v1's cfs_quota_us), rounded up;
-    a large number where there is none; read once a process. /proc/loadavg counts the whole host's tasks, so in a
-    container on a busy host this rarely leaves an idle core: one thread, as it should."""
-    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
-        try:
-            with open(f"{cgroup}/{quota_file}") as f:
-                fields = f.read().split()
-            if period_file:
-                with open(f"{cgroup}/{period_file}") as f:
-                    fields.append(f.read().strip())
-        except OSError:
-            continue
-        if fields[0] in ("max", "-1"):
-            return 1 << 16
-        return max(1, -(-int(fields[0]) // int(fields[1])))
-    return 1 << 16
 
 
 def coder_threads(windows: int, budget: int, device: torch.device) -> int:
@@ -81,7 +39,7 @@ def coder_threads(windows: int, budget: int, device: torch.device) -> int:
     limit = min(budget, MAX_THREADS, windows // MIN_WINDOWS)
     if limit < 2:
         return 1
-    idle = _idle_cores()
+    idle = idle_cores()
     return 1 if idle is None else max(1, min(limit, idle))
 
 
