@@ -166,15 +166,18 @@ class Codec:
     # -- image <-> tokens, in tiles ---------------------------------------------------------------
     def _tiles(self, h: int, w: int):
         """Token boxes (y0, y1, x0, x1) of the tile cores over an h x w grid (one, the whole grid, up
-        to WHOLE x WHOLE), and of the same cores grown by TILE_HALO (clipped to the grid). After
-        each tile of several the heap's free pages go back to the system (heap.py), so that the
-        leftovers of tiles of other shapes do not add up, nor stay under what comes next."""
+        to WHOLE x WHOLE), and of the same cores grown by TILE_HALO (clipped to the grid). Each
+        tile's work runs with torch's threads on the cores idle as it starts (cores.idle_threads:
+        beside a busy process one thread, not two that wait for each other). After each tile of
+        several the heap's free pages go back to the system (heap.py), so that the leftovers of
+        tiles of other shapes do not add up, nor stay under what comes next."""
         tile = max(h, w) if h <= WHOLE and w <= WHOLE else TILE
         for y0 in range(0, h, tile):
             for x0 in range(0, w, tile):
                 core = (y0, min(y0 + tile, h), x0, min(x0 + tile, w))
-                yield core, (max(0, y0 - TILE_HALO), min(h, core[1] + TILE_HALO),
-                             max(0, x0 - TILE_HALO), min(w, core[3] + TILE_HALO))
+                with idle_threads(self.device):
+                    yield core, (max(0, y0 - TILE_HALO), min(h, core[1] + TILE_HALO),
+                                 max(0, x0 - TILE_HALO), min(w, core[3] + TILE_HALO))
                 if tile < max(h, w):
                     release_free_memory()
 
@@ -194,25 +197,24 @@ class Codec:
             dist = np.empty((active, h, w, count), dtype=np.uint16)  # bfloat16 (rdoq.to_bfloat16)
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
-                with idle_threads(self.device):  # torch's threads on the cores idle now (cores.py)
-                    crop = rgb[Y0 * s:min(Y1 * s, H), X0 * s:min(X1 * s, W)]
-                    x = torch.from_numpy(np.array(crop)).to(self.device).permute(2, 0, 1)[None].float().div_(255)  # a writable copy
-                    x = F.pad(x, (0, -x.shape[3] % s, 0, -x.shape[2] % s), mode="replicate")
-                    core = np.s_[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
-                    # model.image_to_tokens, from a refined latent, with the candidates from the same distances
-                    if effort:                                                   # judged on the core's own pixels
-                        judged = (slice((y0 - Y0) * s, min((y1 - Y0) * s, crop.shape[0])),
-                                  slice((x0 - X0) * s, min((x1 - X0) * s, crop.shape[1])))
-                        z = refine.refine_latent(self.model, x, active, effort, judged=judged)
-                    else:
-                        z = self.model.encoder(x)
-                    if not candidates:
-                        t = self.model.quantizer.encode(z, active)[0]
-                    else:
-                        t, i, d = (r[0] for r in self.model.quantizer.encode(z, active, count))
-                        cand[:, y0:y1, x0:x1] = i[(slice(None), *core)].cpu().numpy()
-                        dist[:, y0:y1, x0:x1] = rdoq.to_bfloat16(d[(slice(None), *core)])
-                    tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].cpu().numpy()
+                crop = rgb[Y0 * s:min(Y1 * s, H), X0 * s:min(X1 * s, W)]
+                x = torch.from_numpy(np.array(crop)).to(self.device).permute(2, 0, 1)[None].float().div_(255)  # a writable copy
+                x = F.pad(x, (0, -x.shape[3] % s, 0, -x.shape[2] % s), mode="replicate")
+                core = np.s_[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
+                # model.image_to_tokens, from a refined latent, with the candidates from the same distances
+                if effort:                                                   # judged on the core's own pixels
+                    judged = (slice((y0 - Y0) * s, min((y1 - Y0) * s, crop.shape[0])),
+                              slice((x0 - X0) * s, min((x1 - X0) * s, crop.shape[1])))
+                    z = refine.refine_latent(self.model, x, active, effort, judged=judged)
+                else:
+                    z = self.model.encoder(x)
+                if not candidates:
+                    t = self.model.quantizer.encode(z, active)[0]
+                else:
+                    t, i, d = (r[0] for r in self.model.quantizer.encode(z, active, count))
+                    cand[:, y0:y1, x0:x1] = i[(slice(None), *core)].cpu().numpy()
+                    dist[:, y0:y1, x0:x1] = rdoq.to_bfloat16(d[(slice(None), *core)])
+                tokens[:, y0:y1, x0:x1] = t[(slice(None), *core)].cpu().numpy()
         return rdoq.Analysis(tokens, cand, dist) if candidates else tokens
 
     def tokens_to_image(self, tokens: np.ndarray, height: int, width: int, decoder: str = DEFAULT_DECODER,
@@ -234,13 +236,12 @@ class Codec:
         synthesis = self._synthesis64 if precise else self.model.tokens_to_image
         with numerics_fence():
             for (y0, y1, x0, x1), (Y0, Y1, X0, X1) in self._tiles(h, w):
-                with idle_threads(self.device):  # torch's threads on the cores idle now (cores.py)
-                    t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1])).to(self.device, torch.long)[None]
-                    x = synthesis(t, active if counts is None else counts[None, Y0:Y1, X0:X1], net)[0]
-                    x = x[:, (y0 - Y0) * s:(y1 - Y0) * s, (x0 - X0) * s:(x1 - X0) * s]
-                    rows, cols = min(y1 * s, height) - y0 * s, min(x1 * s, width) - x0 * s
-                    out[y0 * s:y0 * s + rows, x0 * s:x0 * s + cols] = (
-                        x[:, :rows, :cols].mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+                t = torch.from_numpy(np.ascontiguousarray(tokens[:, Y0:Y1, X0:X1])).to(self.device, torch.long)[None]
+                x = synthesis(t, active if counts is None else counts[None, Y0:Y1, X0:X1], net)[0]
+                x = x[:, (y0 - Y0) * s:(y1 - Y0) * s, (x0 - X0) * s:(x1 - X0) * s]
+                rows, cols = min(y1 * s, height) - y0 * s, min(x1 * s, width) - x0 * s
+                out[y0 * s:y0 * s + rows, x0 * s:x0 * s + cols] = (
+                    x[:, :rows, :cols].mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
         return out
 
     # -- the whole file --------------------------------------------------------------------------

@@ -13,11 +13,12 @@ less this process's own, within a container's CPU quota):
   stay (0.129 and 0.123 s, against 0.257 and 0.227 on one; docs/experiments.md, transforms-load-28).
 Elsewhere than Linux the count is unknown and nothing changes.
 """
-import contextlib
 import functools
 import os
 
 import torch
+
+from .numerics import torch_threads
 
 
 def idle_cores(proc: str = "/proc", cgroup: str = "/sys/fs/cgroup") -> int | None:
@@ -61,21 +62,12 @@ def quota_cores(cgroup: str = "/sys/fs/cgroup") -> int:
     return 1 << 16
 
 
-@contextlib.contextmanager
 def idle_threads(device: torch.device | str = "cpu"):
-    """torch's intra-op threads for the calling thread set to the cores idle now (at least one, at
-    most the count it had: `--threads` and a folder run's workers stay within theirs), and put back
-    after; nothing on a GPU, or where the idle cores are unknown. Only the time should depend on it:
-    here the transforms give the same indices, distances and pixels on one thread and on two (24
-    Kodak images and a 3 MP image in tiles), as `--threads 1` always could."""
-    saved = torch.get_num_threads()
-    idle = idle_cores() if torch.device(device).type == "cpu" and saved > 1 else None
-    count = saved if idle is None else max(1, min(saved, idle))
-    if count == saved:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
+    """`numerics.torch_threads` of the cores idle now (at least one, at most the count the caller
+    has: `--threads` and a folder run's workers stay within theirs); the count as it is on a GPU, or
+    where the idle cores are unknown. Only the time should depend on it: here the transforms give
+    the same indices, distances and pixels on one thread and on two (24 Kodak images and a 3 MP
+    image in tiles), as `--threads 1` always could."""
+    count = torch.get_num_threads()
+    idle = idle_cores() if torch.device(device).type == "cpu" and count > 1 else None
+    return torch_threads(count if idle is None else max(1, min(count, idle)))

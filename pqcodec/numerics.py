@@ -100,20 +100,25 @@ def numerics_fence():
 
 
 @contextlib.contextmanager
-def one_thread():
-    """torch's intra-op threads set to 1 for the calling thread, and put back after. The token
-    coder's loop is thousands of small operations, each a parallel region: with two threads it runs
-    a fifth faster on an idle machine, and five to seven times slower when another process holds a
-    core, as every region waits for a thread that is not running (docs/cli.md, "Speed on a busy
-    machine"). The integers, and so the files, are the same at any thread count. Other threads keep
-    their counts; one that first uses torch while the loop runs starts with 1 (torch gives a new
-    thread the count set last), and sets its own where it needs more."""
+def torch_threads(count: int):
+    """torch's intra-op threads set to `count` for the calling thread, and put back after, however
+    the work ends. Other threads keep their counts; one that first uses torch meanwhile starts with
+    `count` (torch gives a new thread the count set last), and sets its own where it needs more."""
     saved = torch.get_num_threads()
-    if saved == 1:
+    if count == saved:
         yield
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+def one_thread():
+    """`torch_threads(1)` for the token coder's loop: thousands of small operations, each a parallel
+    region. With two threads it runs a fifth faster on an idle machine, and five to seven times
+    slower when another process holds a core, as every region waits for a thread that is not running
+    (docs/cli.md, "Speed on a busy machine"). The integers, and so the files, are the same at any
+    thread count."""
+    return torch_threads(1)

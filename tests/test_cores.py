@@ -65,3 +65,20 @@ def test_idle_threads_fit_torchs_threads_to_the_idle_cores(monkeypatch, idle, ex
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(saved)
+
+
+def test_each_tile_runs_on_the_idle_cores_and_the_count_comes_back(tiny_codec, monkeypatch):
+    """The transforms' tile iterator holds `idle_threads` while a tile's work runs, and puts the
+    count back after each tile, and when the work stops in the middle of one."""
+    monkeypatch.setattr(cores, "idle_cores", lambda: 1)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        inside = [torch.get_num_threads() for _ in tiny_codec._tiles(300, 300)]
+        assert len(inside) > 1 and set(inside) == {1} and torch.get_num_threads() == 2
+        with pytest.raises(KeyboardInterrupt):
+            for _ in tiny_codec._tiles(300, 300):
+                raise KeyboardInterrupt
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)

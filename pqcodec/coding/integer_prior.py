@@ -132,8 +132,7 @@ class IntLinear(IntModule):
 
     def _rows(self, rows: slice) -> dict:
         """For output channels `rows`: W (float32, (n, in); float64 for operands wider than
-        OPERAND_EXACT) or, only, W packed for int8 products; b (the same dtype, and int32 for the
-        int8 kernel's own sums), m / 2^s and
+        OPERAND_EXACT) and b (the same dtype), or W packed for int8 products and b as int32, m / 2^s and
         (b m + 2^(s-1)) / 2^s (float64: multiples of 2^-s below 2^53, exact)."""
         start, stop, _ = rows.indices(self.weight.shape[0])
 
@@ -147,7 +146,7 @@ class IntLinear(IntModule):
             # their value there (numerics.py); wider ones take float64, which no precision setting rounds
             dtype = torch.float32 if self.act <= OPERAND_EXACT else torch.float64
             return dict(wt=None if kernel else w.to(dtype), int8=int8_pack(w, kernel) if kernel else None,
-                        b32=bias.to(dtype), b_int=bias.to(torch.int32),
+                        b=bias.to(torch.int32 if kernel else dtype),
                         scale=mult * 2.0 ** -shift,
                         offset=(bias * mult + 2.0 ** (shift - 1)) * 2.0 ** -shift)
         return self.derived((start, stop), make)
@@ -158,10 +157,9 @@ class IntLinear(IntModule):
         kernel, its own sums), exact: every partial sum, with or without the bias, below 2^24
         (calibrate, `check_exact`), and int32 sums are exact."""
         if p["int8"] is not None:
-            b = (p["b_int"] if dtype == torch.int32 else p["b32"]) if bias else None
-            return int8_linear(x.to(torch.int8), p["int8"], b, dtype)
+            return int8_linear(x.to(torch.int8), p["int8"], p["b"] if bias else None, dtype)
         y = F.linear(x.to(p["wt"].dtype), p["wt"])  # the bias added apart: a product may round its inputs
-        return (y.add_(p["b32"]) if bias else y).to(dtype)
+        return (y.add_(p["b"]) if bias else y).to(dtype)
 
     def check_exact(self, name: str, bias_in_sum: bool, extra: torch.Tensor | float = 0.0):
         """ValueError unless every sum this layer makes is exact for any operands |x| <= act: the

@@ -46,7 +46,7 @@ def _int8_is_exact(kernel: str, g: torch.Generator) -> bool:
         x = torch.randint(-ACT, ACT + 1, (rows, inner), generator=g, dtype=torch.int8)
         x[0] = ACT * torch.sign(w[0].float()).to(torch.int8)
         x[-1] = -ACT
-        bias = torch.randint(-1000, 1000, (out,), generator=g).float()
+        bias = torch.randint(-1000, 1000, (out,), generator=g, dtype=torch.int32)
         got = int8_linear(x, int8_pack(w, kernel), bias)
         if not torch.equal(got.double(), x.double() @ w.double().t() + bias.double()):
             return False
@@ -95,14 +95,14 @@ def int8_pack(w: torch.Tensor, kernel: str) -> dict:
 
 def int8_linear(x: torch.Tensor, pack: dict, bias: torch.Tensor | None,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """x (..., in) int8 @ W^T (+ bias, of `dtype`), as `dtype` (float32, float64 or int32): the int32
+    """x (..., in) int8 @ W^T (+ bias, int32), as `dtype` (float32, float64 or int32): the int32
     sums (with oneDNN: unit scales and zero points), exact below 2^24."""
     x2 = x.reshape(-1, x.shape[-1])
     if pack["kernel"] == "int_mm":
         y = torch._int_mm(x2, pack["wt"])
-        y = y if dtype == torch.int32 else y.to(dtype)
         if bias is not None:
             y += bias
+        y = y.to(dtype)
     else:
         y = torch.ops.onednn.qlinear_pointwise(x2, 1.0, 0, pack["packed"], pack["ones"], pack["zeros"],
                                                None if bias is None else bias.float(),

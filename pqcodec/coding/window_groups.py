@@ -13,9 +13,9 @@ for chunks of several windows, and only while cores are idle. With every core bu
 thread is not running holds up every meeting: beside one busy process on two cores, encoding and
 decoding with the coder on two threads took 1.1-1.2x their time on one (docs/experiments.md,
 groups-28). So the count is decided for each chunk from the processes running at that moment
-(cores.py: Linux's /proc/loadavg; one thread where that cannot be read). At most MAX_THREADS: each group's
-thread runs the whole step loop, and its Python between operations holds the interpreter's lock;
-more than two has not been measured.
+(cores.py: Linux's /proc/loadavg; one thread where that cannot be read). At most MAX_THREADS: each
+group's thread runs the whole step loop, and its Python between operations holds the interpreter's
+lock; more than two has not been measured.
 """
 import contextlib
 import threading
