@@ -18,7 +18,7 @@ from .request import EncodeRequest, RequestError
 from .sources import coded_input
 from .zoo import DEFAULT_MODEL, codec_for_file, codec_to_encode, load_codec, load_custom_codec
 
-__version__ = "0.18.0"
+__version__ = "0.19.0"
 # the networks' classes, imported (with torch) on first use: `pqcodec --help` and `pqcodec info` need
 # neither, and start in a fraction of torch's import time
 _LAZY = {"Codec": "codec", "PQCodecModel": "model"}

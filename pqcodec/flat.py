@@ -74,7 +74,9 @@ def find(rgb: np.ndarray, greyscale: bool = False) -> FlatBlocks | None:
         band = rgb[y * s:(y + 256) * s]
         band = np.pad(band, ((0, -band.shape[0] % s), (0, -W % s), (0, 0)), mode="edge")  # edge copies keep max, min
         blocks = band.reshape(band.shape[0] // s, s, w, s, 3)
-        hi, lo = blocks.max(axis=(1, 3)), blocks.min(axis=(1, 3))             # (rows, w, 3)
+        # each block's max and min: over its rows first (whole rows at a time), then its columns; numpy
+        # reduces over both axes at once 8x slower (6.7 ms against 0.8 ms for a Kodak image)
+        hi, lo = blocks.max(axis=1).max(axis=2), blocks.min(axis=1).min(axis=2)  # (rows, w, 3)
         mask[y:y + hi.shape[0]] = ((hi - lo) <= FLAT_SPREAD).all(axis=-1)
         colours[y:y + hi.shape[0]] = ((hi.astype(np.uint16) + lo + 1) // 2).astype(np.uint8)
     if greyscale:  # one channel is coded: a block whose channels differ (never, from image.load_image) is not flat

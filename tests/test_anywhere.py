@@ -87,22 +87,28 @@ def test_shipped_model_files_are_the_same_under_rounded_products(float32_product
 
 
 def test_the_emulation_catches_a_wide_float32_operand(float32_products, monkeypatch):
-    """The control: with the conditional head's wide product (|s_j| up to 957) back in float32, as in
-    pqcodec 0.11.0, bf16 rounding changes a level-5 file; the test above would see it."""
+    """The control: with the conditional head's lower indices entering as one float32 product of
+    their embeddings' sum s_j (|s_j| up to 957), as in pqcodec 0.11.0, bf16 rounding changes a
+    level-5 file; the test above would see it. (The head now adds table rows instead, exact under
+    any rounding: IntConditionalHead.lower_table.)"""
     codec = float32_products
-    monkeypatch.setattr(integer_prior, "OPERAND_EXACT", 1 << 20)
-    codec.model.int_cond.forget_derived()
+    head = codec.model.int_cond
+
+    def wide_term(pre, lower, j):
+        s_j = sum(head.embed[i * head.K + lower[i]].float() for i in range(j))          # (m, E), |s_j| <= 957
+        rows = slice((j - 1) * head.hidden, j * head.hidden)
+        acc = pre[:, rows] + torch.nn.functional.linear(s_j, head.from_lower.weight[rows].float())
+        g = integer_prior.lookup(head.table("gelu", head.operand_dtype), acc)
+        return head.out(g, rows=slice((j - 1) * head.K, j * head.K))
     data = (V7 / "plain-kodim23-96x160-q5.bin").read_bytes()
-    try:
-        with RoundedProducts(BF16_BITS):
-            try:
-                changed = _recode(codec, data)[1] != data
-            except pqcodec.CorruptFileError:
-                changed = True
-        assert changed
-    finally:
-        monkeypatch.setattr(integer_prior, "OPERAND_EXACT", OPERAND_EXACT)
-        codec.model.int_cond.forget_derived()
+    monkeypatch.setattr(head, "term", wide_term)
+    assert _recode(codec, data) == (RECORDED["plain-kodim23-96x160-q5.bin"], data)  # exact without rounding
+    with RoundedProducts(BF16_BITS):
+        try:
+            changed = _recode(codec, data)[1] != data
+        except pqcodec.CorruptFileError:
+            changed = True
+    assert changed
 
 
 def test_deterministic_algorithms_and_autocast_change_nothing():

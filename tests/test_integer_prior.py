@@ -2,6 +2,8 @@
 any batch split, its tables are valid for the range coder, its float32 sums stay in
 the exact range for any operands, and it costs little rate against the float prior it was made from."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -249,3 +251,26 @@ def test_uncalibrated_weights_are_refused_with_a_clear_error(tmp_path, tiny_weig
     from pqcodec.codec import Codec
     with pytest.raises(UnsupportedFileError, match="integer prior"):
         Codec(PQCodecModel.load(tiny_weights, without_prior=True), b"test")
+
+
+@pytest.mark.parametrize("dim", [256, 24])
+def test_layer_norm_is_the_integer_formula(dim):
+    """IntLayerNorm against its formula in Python integers (floor divisions, an integer square root),
+    for a power-of-two width and another, on rows of residuals up to the clamp, negative totals and a
+    constant row (std 0) included."""
+    g = torch.Generator().manual_seed(dim)
+    ln = integer_prior.IntLayerNorm(dim)
+    ln.gain.copy_(torch.randint(-(1 << 29), 1 << 29, (dim,), generator=g))
+    ln.offset.copy_(torch.randint(-(1 << 22), 1 << 22, (dim,), generator=g))
+    h = torch.randint(-integer_prior.RESID_LIMIT, integer_prior.RESID_LIMIT + 1, (40, dim), generator=g)
+    h[1] = torch.randint(-3, 2, (dim,), generator=g)           # small, a total that is no multiple of dim
+    h[2] = -integer_prior.RESID_LIMIT
+    h[3] = 7
+    got = ln(h.to(torch.float64)).to(torch.int64)
+    act, frac = ln.act, integer_prior.LN_FRAC
+    for row, out in zip(h.tolist(), got.tolist()):
+        mean = sum(row) // dim
+        d = [x - mean for x in row]
+        r = max(1, math.isqrt(sum(x * x for x in d)))
+        want = [(x * gm // r + off + (1 << (frac - 1))) >> frac for x, gm, off in zip(d, ln.gain.tolist(), ln.offset.tolist())]
+        assert out == [min(act, max(-act, v)) for v in want]

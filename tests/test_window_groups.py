@@ -107,8 +107,10 @@ def test_the_range_decoders_error_on_a_thread_is_the_one_raised(tiny_codec, monk
     assert len(calls) == 5 and threading.active_count() == before
 
 
-def test_an_error_while_coding_a_meeting_stops_every_thread():
-    """The range coder's error (a damaged file's) is raised on whichever thread arrived last."""
+@pytest.mark.parametrize("by_share", [False, True])
+def test_an_error_while_coding_a_meeting_stops_every_thread(by_share):
+    """The range coder's error (a damaged file's) is raised on whichever thread codes (the last to
+    arrive at a meeting, or the one that brought a share)."""
     calls = []
 
     def code(weights, sel):
@@ -122,12 +124,13 @@ def test_an_error_while_coding_a_meeting_stops_every_thread():
             exchange(np.zeros((1, 4)), torch.ones(1, 1, dtype=torch.bool))
     before = threading.active_count()
     with pytest.raises(CorruptFileError, match="damaged"):
-        window_groups.run_groups(window_groups.split(3, 3), work, code)
+        window_groups.run_groups(window_groups.split(3, 3), work, code, by_share)
     assert len(calls) == 2 and threading.active_count() == before
 
 
+@pytest.mark.parametrize("by_share", [False, True])
 @pytest.mark.parametrize("failing", [0, 1])
-def test_an_error_in_any_group_stops_every_thread(failing):
+def test_an_error_in_any_group_stops_every_thread(failing, by_share):
     """Group `failing` raises KeyboardInterrupt at its third code point (group 0 runs on the calling
     thread, where Ctrl-C lands); the other stops at its next one instead of waiting for ever."""
     points = [0, 0]
@@ -142,10 +145,12 @@ def test_an_error_in_any_group_stops_every_thread(failing):
         return g
     before = threading.active_count()
     with pytest.raises(KeyboardInterrupt):
-        window_groups.run_groups([slice(0, 1), slice(1, 2)], work, lambda w, sel: np.zeros(len(w), dtype=np.int64))
+        window_groups.run_groups([slice(0, 1), slice(1, 2)], work, lambda w, sel: np.zeros(len(w), dtype=np.int64),
+                                 by_share)
     # the other thread stopped at its next code point (it may have been woken from the third
-    # meeting or not when the meeting broke): it did not wait for ever
-    assert points[1 - failing] in (2, 3) and threading.active_count() == before
+    # meeting or not when the meeting broke; handing shares over, the groups are up to a point
+    # apart either way): it did not wait for ever
+    assert points[1 - failing] in ((1, 2, 3) if by_share else (2, 3)) and threading.active_count() == before
 
 
 def test_the_groups_meet_in_window_order():
@@ -162,6 +167,55 @@ def test_the_groups_meet_in_window_order():
     out = window_groups.run_groups(window_groups.split(7, 3), work, code)
     assert seen == [[0, 1, 2, 3, 4, 5, 6], [100, 101, 102, 103, 104, 105, 106]]
     assert [o[0] for o in out] == [[0, 10], [20, 30, 40], [50, 60]]
+
+
+def test_shares_are_coded_in_the_files_order_and_each_group_gets_its_own():
+    """Handing shares over (the decoder's way): `code` gets the shares in the file's order, code
+    points then groups, with sel over the chunk's windows (True at the rows of the shares it gets),
+    and each group gets back the symbols of its own share."""
+    seen = []
+
+    def code(weights, sel):
+        assert weights[:, 1].tolist() == sel[:, 0].nonzero()[:, 0].tolist()   # each row's window
+        seen.extend(weights[:, 0].tolist())
+        return weights[:, 0].astype(np.int64) * 10
+
+    def work(rows, exchange):
+        ids = np.arange(rows.start, rows.stop, dtype=np.float64)
+        return [exchange(np.stack([ids + step, ids]).T, torch.ones(len(ids), 1, dtype=torch.bool)).tolist()
+                for step in (0, 100)]
+    out = window_groups.run_groups(window_groups.split(5, 2), work, code, True)
+    assert seen == [0, 1, 2, 3, 4, 100, 101, 102, 103, 104]
+    assert out == [[[0, 10], [1000, 1010]], [[20, 30, 40], [1020, 1030, 1040]]]
+
+
+def test_groups_that_know_their_symbols_do_not_wait_but_within_the_lead():
+    """The encoder's way (`own`): group 0 hands MAX_LEAD code points over before group 1 has begun
+    (were it waiting for group 1, group 1 would never begin: it waits for that), then waits for
+    group 1 to hand over its first; every share is coded in order all the same."""
+    lead = window_groups.MAX_LEAD
+    began, log, coded = threading.Event(), [], []
+
+    def work(rows, exchange):
+        g = rows.start
+        if g == 1:
+            assert began.wait(10), "group 0 waited for group 1"
+            log.append("group 1 begins")
+        for k in range(lead + 2):
+            exchange(np.full((1, 4), float(k)), torch.ones(1, 1, dtype=torch.bool))
+            if g == 0:
+                log.append(k)
+                if k + 1 == lead:
+                    began.set()
+        return g
+
+    def code(weights, sel):
+        coded.extend(zip(weights[:, 0].astype(int).tolist(), sel[:, 0].nonzero()[:, 0].tolist()))
+        return np.zeros(len(weights), dtype=np.int64)
+    own = lambda rows, weights, sel: np.full(len(weights), rows.start)  # noqa: E731
+    assert window_groups.run_groups([slice(0, 1), slice(1, 2)], work, code, True, own) == [0, 1]
+    assert log.index(lead - 1) < log.index("group 1 begins") < log.index(lead)
+    assert coded == [(k, g) for k in range(lead + 2) for g in (0, 1)]
 
 
 def test_thread_count_follows_budget_device_windows_and_idle_cores(monkeypatch):

@@ -126,7 +126,7 @@ class TokenCoder:
         return valid, self.schedule(steps), chunks
 
     def _code_chunk(self, chunk_valid: torch.Tensor, active: int, schedule: Schedule, code_step,
-                    draws: Draws | None = None, budget: int = 1) -> torch.Tensor:
+                    draws: Draws | None = None, budget: int = 1, by_share: bool = False, known=None) -> torch.Tensor:
         """Runs the schedule over one chunk's windows with cached keys and values. At each step,
         code_step(weights (m, K) float64, pos, sel, subq) gets the frequency tables of the indices
         revealed there of the sub-quantizers `subq` (a slice: all in use at once, windows in order,
@@ -135,7 +135,11 @@ class TokenCoder:
         or the decoder's decoded ones; from step draws.sent on (a generated file), `draws` gives them
         instead. Where `_threads` gives more than one thread within `budget` (torch's threads), the
         windows go through the prior in that many groups, a thread each, and code_step gets the same
-        tables in the same order.
+        tables in the same order. by_share: code_step codes any part of a step's windows on its own, in
+        the file's order (sel False elsewhere), as the plain encoder's and decoder's do; the groups
+        then hand their shares over rather than meet (window_groups.Stream), and with known(rows, sel,
+        pos, subq), the symbols code_step will return for the chunk's windows `rows` (the encoder's
+        true indices), do not wait for them.
         Returns the chunk's tokens (b, N, active), MASK outside the image."""
         def code(weights, sel, t, pos, subq):
             if not len(weights):  # no position of these windows inside the image here: nothing coded
@@ -147,8 +151,11 @@ class TokenCoder:
         if len(groups) == 1:
             return self._code_windows(chunk_valid, active, schedule, code)
         int8_products()  # the kernel probe, timed once here rather than by two threads side by side
+        by_share = by_share and draws is None   # a generated file's draws: whole code points, as before
+        own = None if known is None else lambda rows, weights, sel, t, pos, subq: known(rows, sel, pos, subq)
         return torch.cat(window_groups.run_groups(
-            groups, lambda rows, exchange: self._code_windows(chunk_valid[rows], active, schedule, exchange), code))
+            groups, lambda rows, exchange: self._code_windows(chunk_valid[rows], active, schedule, exchange), code,
+            by_share, own))
 
     def _code_windows(self, valid: torch.Tensor, active: int, schedule: Schedule, code) -> torch.Tensor:
         """`_code_chunk` for windows `valid` (b, N) on this thread: code(weights, sel, t, pos, subq)
@@ -189,15 +196,14 @@ class TokenCoder:
                 code(np.zeros((0, self.K)), j)
             return symbols.reshape(-1)
         pre = head.features(f, active) if active > 1 else None
-        lower = None
+        lower = []                                                                    # (m,) indices each
         for j in range(active):
             lj = prior.logits(f, slice(j, j + 1))[:, 0]                                   # (m, K)
             if j:
                 lj = lj.to(torch.float64).add_(head.term(pre, lower, j))
             symbols[:, j] = code(prior.to_frequencies(lj).cpu().numpy(), j)
             if j + 1 < active:
-                row = head.embedding(j, torch.from_numpy(symbols[:, j]).to(f.device))
-                lower = row if lower is None else lower.add_(row)
+                lower.append(torch.from_numpy(symbols[:, j]).to(f.device))
         return symbols.reshape(-1)
 
     def compress(self, tokens: np.ndarray, steps: int, choose=None,
@@ -229,8 +235,11 @@ class TokenCoder:
             level_map = np.array([self.levels.index(c) for c in counts], dtype=np.int64)
             enc.encode(level_map, map_weights(len(level_map), self._map_choices(active)))
 
+        def known(chunk, rows, sel, pos, subq):  # the true indices of the chunk's windows `rows` coded here
+            return inside(truth[chunk][rows][:, pos][..., subq], sel).reshape(-1).cpu().numpy().astype(np.int64)
+
         def code_step(chunk, count, chosen, weights, pos, sel, subq):
-            symbols = inside(truth[chunk][:, pos][..., subq], sel).reshape(-1).cpu().numpy().astype(np.int64)
+            symbols = known(chunk, slice(None), sel, pos, subq)
             if choose is not None:
                 at, inside_image = pos.cpu().numpy(), sel.cpu().numpy()
                 picked = [inside(x[:, at][..., subq, :], inside_image).reshape(-1, x.shape[-1]) for x in chosen]
@@ -248,7 +257,7 @@ class TokenCoder:
                 chosen = None if choose is None else [windows_of(x, self.window, window_ids[chunk].tolist())
                                                       for x in choose.per_position]   # (b, N, active, L) each
                 out = self._code_chunk(valid[chunk], count, schedule, functools.partial(code_step, chunk, count, chosen),
-                                       draws, budget)
+                                       draws, budget, not changes, None if changes else functools.partial(known, chunk))
                 if changes:
                     coded[chunk] = torch.where(valid[chunk][..., None], out, coded[chunk])
                 if k + 1 < len(chunks):  # the check is over the tokens coded, which the decoder gets
@@ -290,7 +299,7 @@ class TokenCoder:
         with numerics_fence(), one_thread():
             for k, (count, chunk) in enumerate(chunks):
                 tokens = self._code_chunk(valid[chunk], count, schedule, lambda weights, *_: dec.decode(weights), draws,
-                                          budget).cpu()
+                                          budget, by_share=True).cpu()
                 windows[chunk, :, :count] = tokens.to(torch.int16)
                 if k + 1 < len(chunks):
                     expected = chunk_check(tokens[valid[chunk].cpu()].numpy())

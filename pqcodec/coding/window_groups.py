@@ -6,7 +6,15 @@ chunk's windows can go through it in groups, each group's on its own thread, and
 frequencies. The range coder still needs every code point's symbols in coding order (windows in
 order, then positions, then sub-quantizers: token_coder.py), so at each code point the groups meet
 (`Exchange`): the last to arrive codes the whole chunk's symbols there, windows in order, and every
-group goes on with its own share. The bytes are the same whatever the split (tests/test_window_groups.py).
+group goes on with its own share. Where the coder codes any group's share of a code point on its own
+(the plain encoder and decoder: each symbol's code depends on its table and on the symbols before it
+in the stream alone), the groups do not meet (`Stream`): each hands its share over, and the shares
+are coded in the file's order (code points, then groups) as soon as each is there, by whichever
+thread brought the last one needed. A decoder's group waits until its own share is decoded, which
+needs the shares before it in the file but not the later groups' of the same point; an encoder's
+group, which knows its symbols (the true indices), does not wait at all. RDOQ's choices and a
+generated file's draws take whole code points: they meet. The bytes are the same whatever the
+split (tests/test_window_groups.py).
 
 Threads only where they pay (`coder_threads`): where torch's thread budget allows them, on a CPU,
 for chunks of several windows, and only while cores are idle. With every core busy, a group whose
@@ -28,6 +36,8 @@ from ..numerics import numerics_fence
 
 MAX_THREADS = 2
 MIN_WINDOWS = 2       # windows per group at least: a smaller batch is all per-operation overhead
+MAX_LEAD = 8          # code points a group that knows its symbols may hand over ahead of the slowest
+                      # (`Stream`): bounds the tables held (at 24 MP, about 0.7 MB a point and group)
 
 
 def coder_threads(windows: int, budget: int, device: torch.device) -> int:
@@ -74,6 +84,10 @@ class Exchange:
         self.barrier = self.code = self.point = None
         self.weights = self.sel = self.symbols = []
 
+    def abort(self):
+        """Every group waiting, and every group that comes, raises BrokenBarrierError."""
+        self.barrier.abort()
+
     def __call__(self, group: int, weights: np.ndarray, sel: torch.Tensor, *point) -> np.ndarray:
         self.weights[group], self.sel[group] = weights, sel
         if group == 0:
@@ -82,15 +96,92 @@ class Exchange:
         return self.symbols[group]
 
 
-def run_groups(groups: list[slice], work, code):
+class Stream:
+    """Where the groups hand their shares of each code point over, without meeting:
+    `__call__(group, weights, sel, *point)` hands group `group`'s tables (m_g, K) and which of its
+    positions are coded (sel (b_g, n)) over, and returns its symbols (m_g,). The shares are coded in
+    the file's order, code points then groups, each as soon as it and every share before it are
+    there (by the thread that brought the last one needed): code(weights, sel, *point) gets the
+    tables of one or more consecutive groups' shares of a point (all that are there), with sel (b, n)
+    over the chunk's windows, False outside those groups', and returns their symbols. So `code` must
+    code part of a point's rows as it would the whole point's, in order (the plain range encoder and
+    decoder do). A group waits for its own symbols only; where own(group, weights, sel, *point)
+    gives them without the coder (the encoder's true indices), it does not wait (but for a group
+    MAX_LEAD points behind it, which bounds the tables held)."""
+
+    def __init__(self, groups: list[slice], code, own=None):
+        self.groups, self.code, self.own = groups, code, own
+        self.windows = groups[-1].stop
+        self.shares: dict[int, tuple] = {}    # share index (point x groups + group) -> (weights, sel, point)
+        self.symbols: dict[int, np.ndarray] = {}  # coded shares' symbols, until their group takes them
+        self.handed = [0] * len(groups)       # points each group has handed over
+        self.coded = 0                        # shares coded, in order
+        self.broken = False
+        self.lock = threading.Condition()
+
+    def close(self):
+        self.code = self.own = None
+        self.shares, self.symbols = {}, {}
+
+    def abort(self):
+        """Every group waiting, and every group that comes, raises BrokenBarrierError."""
+        with self.lock:
+            self.broken = True
+            self.lock.notify_all()
+
+    def _wait(self, ready):
+        self.lock.wait_for(lambda: self.broken or ready())
+        if self.broken:
+            raise threading.BrokenBarrierError
+
+    def __call__(self, group: int, weights: np.ndarray, sel: torch.Tensor, *point) -> np.ndarray:
+        count = len(self.groups)
+        with self.lock:
+            k = self.handed[group]
+            if self.own is not None:
+                self._wait(lambda: k - self.coded // count < MAX_LEAD)
+            share = k * count + group
+            self.shares[share] = (weights, sel, point)
+            self.handed[group] = k + 1
+            while self.coded in self.shares:      # coded in the lock: in order, one call at a time
+                ready = []                        # the next shares there, up to the end of their point
+                while self.coded in self.shares and (not ready or self.coded % count):
+                    ready.append((self.coded, *self.shares.pop(self.coded)))
+                    self.coded += 1
+                chunk_sel = torch.zeros((self.windows, ready[0][2].shape[1]), dtype=torch.bool, device=sel.device)
+                for i, _, s, _ in ready:
+                    chunk_sel[self.groups[i % count]] = s
+                try:
+                    symbols = self.code(np.concatenate([w for _, w, _, _ in ready]), chunk_sel, *ready[0][3])
+                except BaseException:
+                    self.broken = True        # nothing is coded after a share that was not
+                    self.lock.notify_all()
+                    raise
+                if self.own is None:
+                    parts = np.split(symbols, np.cumsum([len(w) for _, w, _, _ in ready])[:-1])
+                    self.symbols.update((i, part) for (i, *_), part in zip(ready, parts))
+            self.lock.notify_all()
+            if self.own is None:
+                self._wait(lambda: share in self.symbols)
+                return self.symbols.pop(share)
+        return self.own(group, weights, sel, *point)
+
+
+def run_groups(groups: list[slice], work, code, by_share: bool = False, own=None):
     """work(rows, exchange) for each group of windows `rows`, group 0 on the calling thread and the
     others on threads of their own, each on one torch thread and under the caller's torch function
     modes (numerics.RoundedProducts, which emulates other machines' products, is one), meeting at
-    every code point through an `Exchange` over `code`; -> [what work returned, group by group].
+    every code point through an `Exchange` over `code`, or, by_share (`code` codes any group's share
+    of a point on its own), handing their shares over through a `Stream`, with own(rows, weights,
+    sel, *point) where it gives a group's symbols without the coder; -> [what work returned, group by
+    group].
     An error of any group (a damaged file's, an interrupt's) is raised here once every thread has
     stopped, the one that broke the meeting rather than the others' BrokenBarrierError: a group
     that fails breaks it, and the others stop at their next code point."""
-    exchange = Exchange(len(groups), code)
+    if by_share:
+        exchange = Stream(groups, code, None if own is None else lambda g, *args: own(groups[g], *args))
+    else:
+        exchange = Exchange(len(groups), code)
     modes = _function_modes()   # the helpers enter them: a mode holds for the thread that entered it
     results, errors, broken = [None] * len(groups), [], []
 
@@ -105,7 +196,7 @@ def run_groups(groups: list[slice], work, code):
             broken.append(e)
         except BaseException as e:  # noqa: B036 (KeyboardInterrupt too: every thread must stop)
             errors.append(e)
-            exchange.barrier.abort()
+            exchange.abort()
 
     def helper(g):
         torch.set_num_threads(1)
@@ -117,7 +208,7 @@ def run_groups(groups: list[slice], work, code):
             threads[-1].start()
         run(0)
     except BaseException:  # a thread that did not start, a second interrupt: the others must not wait
-        exchange.barrier.abort()
+        exchange.abort()
         raise
     finally:
         for t in threads:
