@@ -253,11 +253,14 @@ def test_uncalibrated_weights_are_refused_with_a_clear_error(tmp_path, tiny_weig
         Codec(PQCodecModel.load(tiny_weights, without_prior=True), b"test")
 
 
-@pytest.mark.parametrize("dim", [256, 24])
-def test_layer_norm_is_the_integer_formula(dim):
+@pytest.mark.parametrize("reciprocal", [False, True])
+@pytest.mark.parametrize("dim", [256, 150])
+def test_layer_norm_is_the_integer_formula(dim, reciprocal, monkeypatch):
     """IntLayerNorm against its formula in Python integers (floor divisions, an integer square root),
-    for a power-of-two width and another, on rows of residuals up to the clamp, negative totals and a
-    constant row (std 0) included."""
+    for a power-of-two width and another, on rows of residuals up to the clamp, negative totals and
+    constant rows (std 0) included; also where a division by a number multiplies by its rounded
+    reciprocal, as CUDA's does: -7 x 150 times the nearest double to 1/150 floors to -8, so at width
+    150 the mean needs its corrections (a power of two's reciprocal is exact)."""
     g = torch.Generator().manual_seed(dim)
     ln = integer_prior.IntLayerNorm(dim)
     ln.gain.copy_(torch.randint(-(1 << 29), 1 << 29, (dim,), generator=g))
@@ -266,7 +269,13 @@ def test_layer_norm_is_the_integer_formula(dim):
     h[1] = torch.randint(-3, 2, (dim,), generator=g)           # small, a total that is no multiple of dim
     h[2] = -integer_prior.RESID_LIMIT
     h[3] = 7
+    h[4] = -7                                                   # a mean that -7 x 150 x (1/150) floors to -8
+    assert (math.floor(-7 * dim * (1.0 / dim)) != -7) == (dim == 150)
+    if reciprocal:
+        div = torch.div
+        monkeypatch.setattr(torch, "div", lambda a, b, **k: a * (1.0 / b) if isinstance(b, (int, float)) else div(a, b, **k))
     got = ln(h.to(torch.float64)).to(torch.int64)
+    monkeypatch.undo()
     act, frac = ln.act, integer_prior.LN_FRAC
     for row, out in zip(h.tolist(), got.tolist()):
         mean = sum(row) // dim
@@ -274,3 +283,21 @@ def test_layer_norm_is_the_integer_formula(dim):
         r = max(1, math.isqrt(sum(x * x for x in d)))
         want = [(x * gm // r + off + (1 << (frac - 1))) >> frac for x, gm, off in zip(d, ln.gain.tolist(), ln.offset.tolist())]
         assert out == [min(act, max(-act, v)) for v in want]
+
+
+def test_the_cache_reads_only_what_was_written(tiny_codec, monkeypatch):
+    """The key/value cache is allocated, not zeroed: filled with NaN instead, the files (windows cut
+    off at two edges, positions outside the image included) and their decodes are the same."""
+    from conftest import random_image
+    img = random_image(90, 75, seed=4)
+    data = tiny_codec.encode(img, 2)
+    tokens = tiny_codec.decode_tokens(data)[1]
+    init = integer_prior.IntCache.__init__
+
+    def nan_filled(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        for t in self.keys + self.values:
+            t.fill_(float("nan"))
+    monkeypatch.setattr(integer_prior.IntCache, "__init__", nan_filled)
+    assert tiny_codec.encode(img, 2) == data
+    assert np.array_equal(tiny_codec.decode_tokens(data)[1], tokens)

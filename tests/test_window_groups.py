@@ -148,9 +148,10 @@ def test_an_error_in_any_group_stops_every_thread(failing, by_share):
         window_groups.run_groups([slice(0, 1), slice(1, 2)], work, lambda w, sel: np.zeros(len(w), dtype=np.int64),
                                  by_share)
     # the other thread stopped at its next code point (it may have been woken from the third
-    # meeting or not when the meeting broke; handing shares over, the groups are up to a point
-    # apart either way): it did not wait for ever
-    assert points[1 - failing] in ((1, 2, 3) if by_share else (2, 3)) and threading.active_count() == before
+    # meeting or not when the meeting broke; handing shares over, group 0 may be a point ahead of
+    # group 1, whose share it waits for only at the next point, and group 1 up to a point behind):
+    # it did not wait for ever
+    assert points[1 - failing] in ((1, 2, 3, 4) if by_share else (2, 3)) and threading.active_count() == before
 
 
 def test_the_groups_meet_in_window_order():

@@ -66,7 +66,8 @@ class IntConditionalHead(IntModule):
 
     def features(self, f: torch.Tensor, active: int) -> torch.Tensor:
         """f (m, C) operands -> (m, (active-1) Hd) float32: inner_j's part that does not depend on
-        the lower indices, for j = 1..active-1: f's product and both layers' biases."""
+        the lower indices, for j = 1..active-1: f's product and both layers' biases (from_lower's is
+        0 as calibrated, and counted all the same)."""
         rows = slice(0, (active - 1) * self.hidden)
         lower_bias = self.derived("lower_bias", lambda: self.from_lower.bias.to(torch.float32))  # below 2^24
         return self.from_features.accumulate(f, rows).add_(lower_bias[rows])

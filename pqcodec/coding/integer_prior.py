@@ -203,7 +203,10 @@ class IntLayerNorm(IntModule):
         """h: float64 holding integers, |h| <= RESID_LIMIT."""
         C = h.shape[-1]
         total = h.sum(-1, keepdim=True)                                 # exact: |h| <= 2^21, C 2^21 < 2^53
-        mean = torch.div(total, C).floor_()                             # exact floor(total / C): |total| < 2^53
+        mean = torch.div(total, C).floor_()                             # floor(total / C), exact as it is for a
+        if C & (C - 1):                                                 # power of two; else made exact (a CUDA
+            mean -= (mean * C > total).to(h.dtype)                      # division by a number multiplies by its
+            mean += ((mean + 1) * C <= total).to(h.dtype)               # rounded reciprocal: n C / C -> n - 1)
         d = h - mean                                                    # |d| <= 2^22
         r = _isqrt(torch.linalg.vecdot(d, d).unsqueeze_(-1)).clamp_min_(1)  # sqrt(C) std, floored: sums < 2^53
         gain, offset = self.derived("float64", lambda: (

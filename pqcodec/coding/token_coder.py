@@ -235,11 +235,11 @@ class TokenCoder:
             level_map = np.array([self.levels.index(c) for c in counts], dtype=np.int64)
             enc.encode(level_map, map_weights(len(level_map), self._map_choices(active)))
 
-        def known(chunk, rows, sel, pos, subq):  # the true indices of the chunk's windows `rows` coded here
-            return inside(truth[chunk][rows][:, pos][..., subq], sel).reshape(-1).cpu().numpy().astype(np.int64)
+        def known(chunk_truth, rows, sel, pos, subq):  # the true indices of the chunk's windows `rows` coded here
+            return inside(chunk_truth[rows][:, pos][..., subq], sel).reshape(-1).cpu().numpy().astype(np.int64)
 
-        def code_step(chunk, count, chosen, weights, pos, sel, subq):
-            symbols = known(chunk, slice(None), sel, pos, subq)
+        def code_step(chunk, chunk_truth, count, chosen, weights, pos, sel, subq):
+            symbols = known(chunk_truth, slice(None), sel, pos, subq)
             if choose is not None:
                 at, inside_image = pos.cpu().numpy(), sel.cpu().numpy()
                 picked = [inside(x[:, at][..., subq, :], inside_image).reshape(-1, x.shape[-1]) for x in chosen]
@@ -256,8 +256,10 @@ class TokenCoder:
             for k, (count, chunk) in enumerate(chunks):
                 chosen = None if choose is None else [windows_of(x, self.window, window_ids[chunk].tolist())
                                                       for x in choose.per_position]   # (b, N, active, L) each
-                out = self._code_chunk(valid[chunk], count, schedule, functools.partial(code_step, chunk, count, chosen),
-                                       draws, budget, not changes, None if changes else functools.partial(known, chunk))
+                chunk_truth = truth[chunk]    # (b, N, active): a view, or a mapped file's copy made once
+                out = self._code_chunk(valid[chunk], count, schedule,
+                                       functools.partial(code_step, chunk, chunk_truth, count, chosen), draws, budget,
+                                       not changes, None if changes else functools.partial(known, chunk_truth))
                 if changes:
                     coded[chunk] = torch.where(valid[chunk][..., None], out, coded[chunk])
                 if k + 1 < len(chunks):  # the check is over the tokens coded, which the decoder gets
@@ -265,7 +267,7 @@ class TokenCoder:
                     enc.encode(check, uniform_weights(CHUNK_CHECK_BYTES))
                     release_free_memory()  # the chunk's cache (67 MB for 32 windows), back to the system
         result = from_windows(coded.cpu(), h, w, self.window).numpy().astype(np.int64) if changes else tokens
-        del truth, coded
+        del truth, coded, chunk_truth   # (every image has a window: the loop ran)
         if len(chunks) > 1:  # the last chunk's cache too: rate control's next step allocates anew
             release_free_memory()
         return CompressedTokens(enc.payload(), float(window_bits.sum()), window_bits, result, counts is not None,

@@ -137,13 +137,15 @@ class Stream:
     def __call__(self, group: int, weights: np.ndarray, sel: torch.Tensor, *point) -> np.ndarray:
         count = len(self.groups)
         with self.lock:
+            if self.broken:                       # another group failed: nothing more is coded
+                raise threading.BrokenBarrierError
             k = self.handed[group]
             if self.own is not None:
                 self._wait(lambda: k - self.coded // count < MAX_LEAD)
             share = k * count + group
             self.shares[share] = (weights, sel, point)
             self.handed[group] = k + 1
-            while self.coded in self.shares:      # coded in the lock: in order, one call at a time
+            while not self.broken and self.coded in self.shares:   # coded in the lock: in order, one call at a time
                 ready = []                        # the next shares there, up to the end of their point
                 while self.coded in self.shares and (not ready or self.coded % count):
                     ready.append((self.coded, *self.shares.pop(self.coded)))
@@ -154,7 +156,7 @@ class Stream:
                 try:
                     symbols = self.code(np.concatenate([w for _, w, _, _ in ready]), chunk_sel, *ready[0][3])
                 except BaseException:
-                    self.broken = True        # nothing is coded after a share that was not
+                    self.broken = True        # nothing is coded after a share that failed
                     self.lock.notify_all()
                     raise
                 if self.own is None:
