@@ -65,21 +65,21 @@ class IntConditionalHead(IntModule):
         self.out.check_exact("the conditional head's output layer", False)
 
     def features(self, f: torch.Tensor, active: int) -> torch.Tensor:
-        """f (m, C) operands -> (m, (active-1) Hd) float32: inner_j's part that does not depend on
-        the lower indices, for j = 1..active-1: f's product and both layers' biases (from_lower's is
-        0 as calibrated, and counted all the same)."""
-        rows = slice(0, (active - 1) * self.hidden)
-        lower_bias = self.derived("lower_bias", lambda: self.from_lower.bias.to(torch.float32))  # below 2^24
-        return self.from_features.accumulate(f, rows).add_(lower_bias[rows])
+        """f (m, C) operands -> (m, (active-1) Hd) float32: f's part of inner_j for j = 1..active-1,
+        its bias included (from_lower's is in `lower_table`)."""
+        return self.from_features.accumulate(f, rows=slice(0, (active - 1) * self.hidden))
 
     def lower_table(self, i: int, j: int) -> torch.Tensor:
         """(K, Hd) float32 for sub-quantizers i < j: row k is what index k of sub-quantizer i adds to
-        inner_j, W_j e_i(k) (e_i(k) its embedding row). Exact integers: made in float64 (sums far
-        below 2^53), each below 2^24 (its absolute sum is part of what check_exact bounds)."""
+        inner_j, W_j e_i(k) (e_i(k) its embedding row), plus from_lower's bias for i = 0 (every j
+        has an i = 0; the bias is 0 as calibrated, and counted all the same). Exact integers: made in
+        float64 (sums far below 2^53), each below 2^24 (its absolute sum is part of what check_exact
+        bounds)."""
         def make():
+            rows = slice((j - 1) * self.hidden, j * self.hidden)
             emb = self.embed[i * self.K:(i + 1) * self.K].to(torch.float64)                   # (K, E)
-            w = self.from_lower.weight[(j - 1) * self.hidden:j * self.hidden].to(torch.float64)  # (Hd, E)
-            return (emb @ w.t()).to(torch.float32)
+            table = emb @ self.from_lower.weight[rows].to(torch.float64).t()                  # (K, Hd)
+            return (table + self.from_lower.bias[rows].to(torch.float64) if i == 0 else table).to(torch.float32)
         return self.derived(("lower", i, j), make)
 
     def term(self, pre: torch.Tensor, lower: list[torch.Tensor], j: int) -> torch.Tensor:

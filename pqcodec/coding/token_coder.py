@@ -135,11 +135,11 @@ class TokenCoder:
         or the decoder's decoded ones; from step draws.sent on (a generated file), `draws` gives them
         instead. Where `_threads` gives more than one thread within `budget` (torch's threads), the
         windows go through the prior in that many groups, a thread each, and code_step gets the same
-        tables in the same order. by_share: code_step codes any part of a step's windows on its own, in
-        the file's order (sel False elsewhere), as the plain encoder's and decoder's do; the groups
-        then hand their shares over rather than meet (window_groups.Stream), and with known(rows, sel,
-        pos, subq), the symbols code_step will return for the chunk's windows `rows` (the encoder's
-        true indices), do not wait for them.
+        tables in the same order (window_groups.Stream). by_share: code_step codes any part of a
+        step's windows on its own, in the file's order (sel False elsewhere), as the plain encoder's
+        and decoder's do (not a generated file's draws, nor RDOQ's choices): the groups then do not
+        meet at every code point, and with known(rows, sel, pos, subq), the symbols code_step will
+        return for the chunk's windows `rows` (the encoder's true indices), do not wait for them.
         Returns the chunk's tokens (b, N, active), MASK outside the image."""
         def code(weights, sel, t, pos, subq):
             if not len(weights):  # no position of these windows inside the image here: nothing coded
@@ -151,7 +151,6 @@ class TokenCoder:
         if len(groups) == 1:
             return self._code_windows(chunk_valid, active, schedule, code)
         int8_products()  # the kernel probe, timed once here rather than by two threads side by side
-        by_share = by_share and draws is None   # a generated file's draws: whole code points, as before
         own = None if known is None else lambda rows, weights, sel, t, pos, subq: known(rows, sel, pos, subq)
         return torch.cat(window_groups.run_groups(
             groups, lambda rows, exchange: self._code_windows(chunk_valid[rows], active, schedule, exchange), code,
@@ -301,7 +300,7 @@ class TokenCoder:
         with numerics_fence(), one_thread():
             for k, (count, chunk) in enumerate(chunks):
                 tokens = self._code_chunk(valid[chunk], count, schedule, lambda weights, *_: dec.decode(weights), draws,
-                                          budget, by_share=True).cpu()
+                                          budget, by_share=draws is None).cpu()
                 windows[chunk, :, :count] = tokens.to(torch.int16)
                 if k + 1 < len(chunks):
                     expected = chunk_check(tokens[valid[chunk].cpu()].numpy())

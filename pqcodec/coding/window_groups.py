@@ -4,17 +4,16 @@ its own, the range coder's in coding order on one.
 The integer prior's integers do not depend on which windows share a batch (integer_prior.py), so a
 chunk's windows can go through it in groups, each group's on its own thread, and give the same
 frequencies. The range coder still needs every code point's symbols in coding order (windows in
-order, then positions, then sub-quantizers: token_coder.py), so at each code point the groups meet
-(`Exchange`): the last to arrive codes the whole chunk's symbols there, windows in order, and every
-group goes on with its own share. Where the coder codes any group's share of a code point on its own
-(the plain encoder and decoder: each symbol's code depends on its table and on the symbols before it
-in the stream alone), the groups do not meet (`Stream`): each hands its share over, and the shares
-are coded in the file's order (code points, then groups) as soon as each is there, by whichever
-thread brought the last one needed. A decoder's group waits until its own share is decoded, which
-needs the shares before it in the file but not the later groups' of the same point; an encoder's
-group, which knows its symbols (the true indices), does not wait at all. RDOQ's choices and a
-generated file's draws take whole code points: they meet. The bytes are the same whatever the
-split (tests/test_window_groups.py).
+order, then positions, then sub-quantizers: token_coder.py), so each group hands its share of every
+code point over (`Stream`), and the shares are coded in the file's order (code points, then groups)
+by whichever thread brought the last one needed; every group goes on with its own symbols. Where the
+coder codes part of a point on its own (the plain encoder and decoder: each symbol's code depends on
+its table and on the symbols before it in the stream alone), a share is coded as soon as it and
+those before it are there: a decoder's group waits until its own share is decoded, which needs the
+shares before it in the file but not the later groups' of the same point, and an encoder's group,
+which knows its symbols (the true indices), does not wait at all. RDOQ's choices and a generated
+file's draws take whole code points: there the groups meet, every point coded once all its shares
+are in. The bytes are the same whatever the split (tests/test_window_groups.py).
 
 Threads only where they pay (`coder_threads`): where torch's thread budget allows them, on a CPU,
 for chunks of several windows, and only while cores are idle. With every core busy, a group whose
@@ -36,8 +35,8 @@ from ..numerics import numerics_fence
 
 MAX_THREADS = 2
 MIN_WINDOWS = 2       # windows per group at least: a smaller batch is all per-operation overhead
-MAX_LEAD = 8          # code points a group that knows its symbols may hand over ahead of the slowest
-                      # (`Stream`): bounds the tables held (at 24 MP, about 0.7 MB a point and group)
+MAX_LEAD = 8          # code points a group that knows its symbols may hand over ahead of the slowest:
+                      # bounds the tables held (at 24 MP, about 0.7 MB a point and group)
 
 
 def coder_threads(windows: int, budget: int, device: torch.device) -> int:
@@ -59,58 +58,22 @@ def split(windows: int, groups: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-class Exchange:
-    """Where the groups meet at each code point: `__call__(group, weights, sel, *point)` gives
-    group `group`'s tables (m_g, K) and which of its positions are coded (sel (b_g, n)) and waits for
-    every group; the last to arrive calls code(weights (m, K), sel (b, n), *point) on all groups'
-    concatenated in group order (a code point's tables, then, in coding order) and each group gets
-    its share of the symbols back (m_g,). The code points (step, positions, sub-quantizers) are the
-    same for every group, which runs the same schedule."""
-
-    def __init__(self, groups: int, code):
-        self.code = code
-        self.weights, self.sel, self.symbols = [None] * groups, [None] * groups, [None] * groups
-        self.point = None
-        self.barrier = threading.Barrier(groups, action=self._code)
-
-    def _code(self):
-        weights = np.concatenate(self.weights)
-        symbols = self.code(weights, torch.cat(self.sel), *self.point)
-        self.symbols = np.split(symbols, np.cumsum([len(w) for w in self.weights])[:-1])
-
-    def close(self):
-        """Drops what it holds: the barrier's action refers back to it (a cycle that only the garbage
-        collector would free, holding `code` and the chunk's arrays it reaches until then)."""
-        self.barrier = self.code = self.point = None
-        self.weights = self.sel = self.symbols = []
-
-    def abort(self):
-        """Every group waiting, and every group that comes, raises BrokenBarrierError."""
-        self.barrier.abort()
-
-    def __call__(self, group: int, weights: np.ndarray, sel: torch.Tensor, *point) -> np.ndarray:
-        self.weights[group], self.sel[group] = weights, sel
-        if group == 0:
-            self.point = point
-        self.barrier.wait()
-        return self.symbols[group]
-
-
 class Stream:
-    """Where the groups hand their shares of each code point over, without meeting:
-    `__call__(group, weights, sel, *point)` hands group `group`'s tables (m_g, K) and which of its
-    positions are coded (sel (b_g, n)) over, and returns its symbols (m_g,). The shares are coded in
-    the file's order, code points then groups, each as soon as it and every share before it are
-    there (by the thread that brought the last one needed): code(weights, sel, *point) gets the
-    tables of one or more consecutive groups' shares of a point (all that are there), with sel (b, n)
-    over the chunk's windows, False outside those groups', and returns their symbols. So `code` must
-    code part of a point's rows as it would the whole point's, in order (the plain range encoder and
-    decoder do). A group waits for its own symbols only; where own(group, weights, sel, *point)
-    gives them without the coder (the encoder's true indices), it does not wait (but for a group
-    MAX_LEAD points behind it, which bounds the tables held)."""
+    """Where the groups hand their shares of each code point over: `__call__(group, weights, sel,
+    *point)` hands group `group`'s tables (m_g, K) and which of its positions are coded (sel
+    (b_g, n)) over, and returns its symbols (m_g,). The shares are coded in the file's order, code
+    points then groups, by the thread that brought the last one needed: code(weights, sel, *point)
+    gets the tables of one or more consecutive groups' shares of a point, with sel (b, n) over the
+    chunk's windows, False outside those groups', and returns their symbols. by_share: a share is
+    coded as soon as it and every share before it are there (`code` must code part of a point's
+    rows as it would the whole point's, in order, as the plain range encoder and decoder do); else
+    only whole points, once all their shares are there (the groups meet). A group waits for its own
+    symbols only; where own(group, weights, sel, *point) gives them without the coder (the
+    encoder's true indices; by_share only), it does not wait (but for a group MAX_LEAD points behind
+    it, which bounds the tables held)."""
 
-    def __init__(self, groups: list[slice], code, own=None):
-        self.groups, self.code, self.own = groups, code, own
+    def __init__(self, groups: list[slice], code, by_share: bool = False, own=None):
+        self.groups, self.code, self.by_share, self.own = groups, code, by_share, own
         self.windows = groups[-1].stop
         self.shares: dict[int, tuple] = {}    # share index (point x groups + group) -> (weights, sel, point)
         self.symbols: dict[int, np.ndarray] = {}  # coded shares' symbols, until their group takes them
@@ -134,6 +97,13 @@ class Stream:
         if self.broken:
             raise threading.BrokenBarrierError
 
+    def _ready(self) -> bool:
+        """Whether the next share in the file's order can be coded: it is there, and by_share or
+        every share of its point is."""
+        count = len(self.groups)
+        first = self.coded - self.coded % count
+        return self.coded in self.shares and (self.by_share or all(i in self.shares for i in range(first, first + count)))
+
     def __call__(self, group: int, weights: np.ndarray, sel: torch.Tensor, *point) -> np.ndarray:
         count = len(self.groups)
         with self.lock:
@@ -145,7 +115,7 @@ class Stream:
             share = k * count + group
             self.shares[share] = (weights, sel, point)
             self.handed[group] = k + 1
-            while not self.broken and self.coded in self.shares:   # coded in the lock: in order, one call at a time
+            while not self.broken and self._ready():   # coded in the lock: in order, one call at a time
                 ready = []                        # the next shares there, up to the end of their point
                 while self.coded in self.shares and (not ready or self.coded % count):
                     ready.append((self.coded, *self.shares.pop(self.coded)))
@@ -172,18 +142,14 @@ class Stream:
 def run_groups(groups: list[slice], work, code, by_share: bool = False, own=None):
     """work(rows, exchange) for each group of windows `rows`, group 0 on the calling thread and the
     others on threads of their own, each on one torch thread and under the caller's torch function
-    modes (numerics.RoundedProducts, which emulates other machines' products, is one), meeting at
-    every code point through an `Exchange` over `code`, or, by_share (`code` codes any group's share
-    of a point on its own), handing their shares over through a `Stream`, with own(rows, weights,
-    sel, *point) where it gives a group's symbols without the coder; -> [what work returned, group by
-    group].
+    modes (numerics.RoundedProducts, which emulates other machines' products, is one), handing their
+    shares of every code point over through a `Stream` over `code` (by_share: `code` codes any part
+    of a point on its own; own(rows, weights, sel, *point): a group's symbols without the coder);
+    -> [what work returned, group by group].
     An error of any group (a damaged file's, an interrupt's) is raised here once every thread has
-    stopped, the one that broke the meeting rather than the others' BrokenBarrierError: a group
+    stopped, the one that broke the stream rather than the others' BrokenBarrierError: a group
     that fails breaks it, and the others stop at their next code point."""
-    if by_share:
-        exchange = Stream(groups, code, None if own is None else lambda g, *args: own(groups[g], *args))
-    else:
-        exchange = Exchange(len(groups), code)
+    exchange = Stream(groups, code, by_share, None if own is None else lambda g, *args: own(groups[g], *args))
     modes = _function_modes()   # the helpers enter them: a mode holds for the thread that entered it
     results, errors, broken = [None] * len(groups), [], []
 
